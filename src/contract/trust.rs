@@ -1,0 +1,241 @@
+//! The trust store for `control.*` signers (SPEC 3d): a directory of PEM public keys,
+//! optionally with `validator_registry.json`.
+
+use super::keys::{self, KeyError};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// The registry file name looked for in a trust directory.
+pub const REGISTRY_FILE: &str = "validator_registry.json";
+
+/// Why a trust store could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// A file or directory could not be read.
+    #[error("cannot read trust store {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A key file or registry entry is not a valid public key.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The registry JSON is not valid.
+    #[error("invalid {path}: {detail}")]
+    Registry {
+        /// The registry file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// A validator entry of `validator_registry.json`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ValidatorEntry {
+    /// The validator's node id.
+    #[serde(default)]
+    pub node_id: serde_json::Value,
+    /// Path of its PEM public key (relative to the trust directory).
+    #[serde(default)]
+    pub public_key_path: Option<String>,
+    /// Its public key as 64 hex characters.
+    #[serde(default)]
+    pub public_key_hex: Option<String>,
+}
+
+/// The BFT parameters of `validator_registry.json`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub struct BftConfig {
+    /// Number of validators.
+    pub total_validators: u32,
+    /// Signatures needed for a quorum.
+    pub quorum_size: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct Registry {
+    #[serde(default)]
+    validators: Vec<ValidatorEntry>,
+    #[serde(default)]
+    bft_config: Option<BftConfig>,
+}
+
+/// A set of trusted raw Ed25519 public keys.
+#[derive(Debug, Clone, Default)]
+pub struct TrustStore {
+    keys: HashSet<[u8; 32]>,
+    validators: Vec<ValidatorEntry>,
+    bft: Option<BftConfig>,
+}
+
+impl TrustStore {
+    /// A store holding exactly `keys`.
+    pub fn from_keys(keys: impl IntoIterator<Item = [u8; 32]>) -> Self {
+        TrustStore {
+            keys: keys.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Loads every `*.pem` / `*.pub` / `*.hex` file of `dir` and, if present,
+    /// `validator_registry.json`. Fails closed: one unreadable key fails the whole load.
+    pub fn from_dir(dir: &Path) -> Result<Self, TrustError> {
+        let io = |source| TrustError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut store = TrustStore::default();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort();
+        for path in files {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if matches!(ext, "pem" | "pub" | "hex") {
+                store.add_key_file(&path)?;
+            }
+        }
+        let registry = dir.join(REGISTRY_FILE);
+        if registry.exists() {
+            store.load_registry(&registry, dir)?;
+        }
+        Ok(store)
+    }
+
+    /// Adds one key file (PEM SPKI or hex).
+    pub fn add_key_file(&mut self, path: &Path) -> Result<(), TrustError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrustError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let key = keys::parse_public_key_bytes(&text).map_err(|detail| KeyError::Invalid {
+            what: path.display().to_string(),
+            detail,
+        })?;
+        self.keys.insert(key);
+        Ok(())
+    }
+
+    fn load_registry(&mut self, path: &Path, dir: &Path) -> Result<(), TrustError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrustError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let reg: Registry = serde_json::from_str(&text).map_err(|e| TrustError::Registry {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        for v in &reg.validators {
+            if let Some(h) = &v.public_key_hex {
+                self.keys.insert(keys::decode_hex32(h)?);
+            }
+            if let Some(p) = &v.public_key_path {
+                let p = Path::new(p);
+                let full = if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    dir.join(p)
+                };
+                self.add_key_file(&full)?;
+            }
+            if v.public_key_hex.is_none() && v.public_key_path.is_none() {
+                return Err(TrustError::Registry {
+                    path: path.to_path_buf(),
+                    detail: format!("validator {} has no public key", v.node_id),
+                });
+            }
+        }
+        self.validators = reg.validators;
+        self.bft = reg.bft_config;
+        Ok(())
+    }
+
+    /// Adds a raw key.
+    pub fn insert(&mut self, key: [u8; 32]) {
+        self.keys.insert(key);
+    }
+
+    /// True if `key` is trusted.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        <[u8; 32]>::try_from(key).is_ok_and(|k| self.keys.contains(&k))
+    }
+
+    /// Number of trusted keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when no key is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Iterates over the trusted keys.
+    pub fn keys(&self) -> impl Iterator<Item = &[u8; 32]> {
+        self.keys.iter()
+    }
+
+    /// Validators listed by the registry, if one was loaded.
+    pub fn validators(&self) -> &[ValidatorEntry] {
+        &self.validators
+    }
+
+    /// BFT parameters from the registry, if any.
+    pub fn bft_config(&self) -> Option<BftConfig> {
+        self.bft
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    #[test]
+    fn loads_pem_hex_and_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SigningKey::from_bytes(&[1; 32]).verifying_key();
+        let b = SigningKey::from_bytes(&[2; 32]).verifying_key();
+        let c = SigningKey::from_bytes(&[3; 32]).verifying_key();
+        std::fs::write(dir.path().join("a.pem"), keys::public_key_pem(&a).unwrap()).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(
+            dir.path().join("sub/c.key"),
+            keys::public_key_pem(&c).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(REGISTRY_FILE),
+            format!(
+                r#"{{"validators":[{{"node_id":1,"public_key_hex":"{}"}},{{"node_id":2,"public_key_path":"sub/c.key"}}],
+                   "bft_config":{{"total_validators":4,"quorum_size":3}}}}"#,
+                hex::encode(b.to_bytes())
+            ),
+        )
+        .unwrap();
+        let t = TrustStore::from_dir(dir.path()).unwrap();
+        assert_eq!(t.len(), 3);
+        assert!(
+            t.contains(&a.to_bytes()) && t.contains(&b.to_bytes()) && t.contains(&c.to_bytes())
+        );
+        assert!(!t.contains(&[0u8; 32]));
+        assert_eq!(t.bft_config().unwrap().quorum_size, 3);
+        assert_eq!(t.validators().len(), 2);
+    }
+
+    #[test]
+    fn bad_key_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("x.pem"),
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        assert!(TrustStore::from_dir(dir.path()).is_err());
+    }
+}

@@ -1,0 +1,628 @@
+//! The verifier of SPEC.md section 4: a record's bytes in, a typed message or the first
+//! failing reason out. This is the one verification path for the library, the CLI, the
+//! consumer and the fuzz targets.
+
+use super::clock::{Clock, SystemClock};
+use super::limits::*;
+use super::messages::*;
+use super::reason::{fail, Reason, VerifyError};
+use super::replay::{ReplayGuard, ReplayVerdict};
+use super::signing::{ai_message_sign_bytes, control_sign_bytes, sha256};
+use super::trust::TrustStore;
+use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+/// Record header carrying a policy-ack signature (SPEC 3c).
+pub const ACK_SIGNATURE_HEADER: &str = "ack-signature";
+/// Record header naming the policy-ack signature algorithm.
+pub const ACK_SIGNATURE_ALG_HEADER: &str = "ack-signature-alg";
+
+/// Tunables of the verifier. `Default` gives SPEC defaults.
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    /// Allowed |ts - now| for `ai.*` (`KAFKA_MAX_TIMESTAMP_SKEW`, default 300 s).
+    pub ai_skew_secs: i64,
+    /// Allowed |timestamp - now| for `control.*` (`CONTROL_TIMESTAMP_SKEW`, default 60 s).
+    pub control_skew_secs: i64,
+    /// How long accepted nonces are remembered (default and minimum: twice `ai_skew_secs`).
+    pub replay_window_secs: i64,
+    /// Most nonces remembered at once (bounded memory; default 1,000,000, about 100 MB worst case).
+    pub replay_capacity: usize,
+    /// `AI_POLICY_ALLOWED_PUBKEYS`: when set, `ai.policy.v1` signers must be listed.
+    pub policy_allowlist: Option<HashSet<[u8; 32]>>,
+    /// When set, policy acks must carry an `ack-signature` by one of these keys.
+    pub ack_keys: Option<TrustStore>,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        VerifierConfig {
+            ai_skew_secs: 300,
+            control_skew_secs: 60,
+            replay_window_secs: 600,
+            replay_capacity: 1_000_000,
+            policy_allowlist: None,
+            ack_keys: None,
+        }
+    }
+}
+
+/// Verifies records of every CyberMesh kind. Share it behind an `Arc`: the replay guard is
+/// internally synchronized.
+#[derive(Debug)]
+pub struct Verifier {
+    config: VerifierConfig,
+    trust: TrustStore,
+    clock: Arc<dyn Clock>,
+    replay: ReplayGuard,
+}
+
+impl Verifier {
+    /// A verifier on the system clock.
+    pub fn new(config: VerifierConfig, trust: TrustStore) -> Self {
+        Self::with_clock(config, trust, Arc::new(SystemClock))
+    }
+
+    /// A verifier on an injected clock.
+    pub fn with_clock(config: VerifierConfig, trust: TrustStore, clock: Arc<dyn Clock>) -> Self {
+        let window = config
+            .replay_window_secs
+            .max(config.ai_skew_secs.saturating_mul(2));
+        let replay = ReplayGuard::new(window, config.replay_capacity);
+        Verifier {
+            config,
+            trust,
+            clock,
+            replay,
+        }
+    }
+
+    /// The control trust store.
+    pub fn trust(&self) -> &TrustStore {
+        &self.trust
+    }
+
+    /// Verifies a record of `kind` without headers.
+    pub fn verify(&self, kind: Kind, value: &[u8]) -> Result<Message, VerifyError> {
+        self.verify_record(kind, value, &BTreeMap::new())
+    }
+
+    /// Verifies a record of `kind` with its headers (used by policy acks, SPEC 3c).
+    pub fn verify_record(
+        &self,
+        kind: Kind,
+        value: &[u8],
+        headers: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Message, VerifyError> {
+        Ok(match kind {
+            Kind::Anomaly => self.verify_ai::<AnomalyEvent>(value)?.into_message(),
+            Kind::Evidence => self.verify_ai::<EvidenceEvent>(value)?.into_message(),
+            Kind::Policy => self.verify_ai::<PolicyEvent>(value)?.into_message(),
+            Kind::Commit => self.verify_control::<CommitEvent>(value)?.into_message(),
+            Kind::PolicyUpdate => self
+                .verify_control::<PolicyUpdateEvent>(value)?
+                .into_message(),
+            Kind::Reputation => self
+                .verify_control::<ReputationEvent>(value)?
+                .into_message(),
+            Kind::EvidenceRequest => self
+                .verify_control::<EvidenceRequestEvent>(value)?
+                .into_message(),
+            Kind::PolicyAck => Message::PolicyAck(self.verify_policy_ack(value, headers)?),
+        })
+    }
+
+    /// Verifies an `ai.*` record (SPEC 4 steps 1-9) and returns the typed message.
+    pub fn verify_ai<M: AiChecks>(&self, value: &[u8]) -> Result<M, VerifyError> {
+        let m: M = decode(value)?;
+        // 2. structure, sizes, alg
+        m.check_structure()?;
+        check_len("content_hash", m.content_hash(), 32)?;
+        check_len("producer_id", m.producer_id(), 32)?;
+        check_len("nonce", m.nonce(), 16)?;
+        check_len("signature", m.signature(), 64)?;
+        check_len("pubkey", m.pubkey(), 32)?;
+        if m.ts() == 0 {
+            return fail(Reason::InvalidField, "ts is 0");
+        }
+        if m.content().len() > M::MAX_CONTENT {
+            return fail(
+                Reason::PayloadTooLarge,
+                format!(
+                    "{} is {} bytes, over {}",
+                    M::CONTENT_NAME,
+                    m.content().len(),
+                    M::MAX_CONTENT
+                ),
+            );
+        }
+        check_alg(m.alg())?;
+        // 3. clock
+        let now = self.clock.now_secs();
+        check_skew(m.ts(), now, self.config.ai_skew_secs, "ts")?;
+        // 4. content hash
+        if sha256(m.content()).as_slice() != m.content_hash() {
+            return fail(
+                Reason::ContentHashMismatch,
+                format!("SHA-256 of {} differs from content_hash", M::CONTENT_NAME),
+            );
+        }
+        // 5. signature
+        check_signature(m.pubkey(), &ai_message_sign_bytes(&m), m.signature())?;
+        // 6. producer
+        if m.producer_id() != m.pubkey() {
+            return fail(Reason::ProducerMismatch, "producer_id differs from pubkey");
+        }
+        // 7, 8. kind-specific checks
+        m.check_after_signature(self)?;
+        // 9. replay
+        match self
+            .replay
+            .check_and_remember(m.producer_id(), m.nonce(), m.ts(), now)
+        {
+            ReplayVerdict::Fresh => Ok(m),
+            ReplayVerdict::Replayed => fail(Reason::Replayed, "(producer_id, nonce) seen before"),
+            ReplayVerdict::BelowFloor => fail(
+                Reason::Replayed,
+                "timestamp older than what the bounded replay guard still remembers",
+            ),
+        }
+    }
+
+    /// Verifies a `control.*` record (SPEC 4, control order) and returns the typed message.
+    pub fn verify_control<M: ControlChecks>(&self, value: &[u8]) -> Result<M, VerifyError> {
+        let m: M = decode(value)?;
+        m.check_structure()?;
+        check_len("producer_id", m.producer_id(), 32)?;
+        check_len("signature", m.signature(), 64)?;
+        check_len("pubkey", m.pubkey(), 32)?;
+        check_alg(m.alg())?;
+        if m.timestamp() == 0 {
+            return fail(Reason::TimestampSkew, "timestamp is 0");
+        }
+        check_skew(
+            m.timestamp(),
+            self.clock.now_secs(),
+            self.config.control_skew_secs,
+            "timestamp",
+        )?;
+        if m.producer_id() != m.pubkey() {
+            return fail(Reason::ProducerMismatch, "producer_id differs from pubkey");
+        }
+        if !self.trust.contains(m.pubkey()) {
+            return fail(
+                Reason::UntrustedKey,
+                format!("signer {} is not in the trust store", short_hex(m.pubkey())),
+            );
+        }
+        m.check_content_hash()?;
+        check_signature(m.pubkey(), &control_sign_bytes(&m), m.signature())?;
+        Ok(m)
+    }
+
+    /// Verifies a policy ack: decodes it and, when ack keys are configured, checks the
+    /// `ack-signature` header over the record value (SPEC 3c).
+    pub fn verify_policy_ack(
+        &self,
+        value: &[u8],
+        headers: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<PolicyAckEvent, VerifyError> {
+        let m: PolicyAckEvent = decode(value)?;
+        let Some(keys) = &self.config.ack_keys else {
+            return Ok(m);
+        };
+        let Some(sig) = headers.get(ACK_SIGNATURE_HEADER) else {
+            return fail(Reason::BadSignature, "ack-signature header missing");
+        };
+        if let Some(alg) = headers.get(ACK_SIGNATURE_ALG_HEADER) {
+            if !alg.eq_ignore_ascii_case(b"ed25519") {
+                return fail(Reason::UnsupportedAlg, "ack-signature-alg is not ed25519");
+            }
+        }
+        let sig: [u8; 64] = sig
+            .as_slice()
+            .try_into()
+            .map_err(|_| VerifyError::new(Reason::InvalidField, "ack-signature is not 64 bytes"))?;
+        let sig = Signature::from_bytes(&sig);
+        let ok = keys
+            .keys()
+            .any(|k| VerifyingKey::from_bytes(k).is_ok_and(|vk| vk.verify(value, &sig).is_ok()));
+        if ok {
+            Ok(m)
+        } else {
+            fail(
+                Reason::BadSignature,
+                "ack-signature matches no trusted ack key",
+            )
+        }
+    }
+}
+
+fn decode<M: prost::Message + Default>(value: &[u8]) -> Result<M, VerifyError> {
+    if value.len() > MAX_RECORD_BYTES {
+        return fail(
+            Reason::TooLarge,
+            format!("record is {} bytes, over {MAX_RECORD_BYTES}", value.len()),
+        );
+    }
+    M::decode(value).map_err(|e| VerifyError::new(Reason::Malformed, e.to_string()))
+}
+
+fn check_alg(alg: &str) -> Result<(), VerifyError> {
+    if alg == ALG_ED25519 {
+        Ok(())
+    } else {
+        fail(
+            Reason::UnsupportedAlg,
+            format!("alg {:?} is not Ed25519", truncate(alg)),
+        )
+    }
+}
+
+fn check_skew(ts: i64, now: i64, skew: i64, name: &str) -> Result<(), VerifyError> {
+    let diff = (i128::from(ts) - i128::from(now)).abs();
+    if diff > i128::from(skew) {
+        return fail(
+            Reason::TimestampSkew,
+            format!("{name} {ts} is {diff} s from now {now}, over {skew} s"),
+        );
+    }
+    Ok(())
+}
+
+/// Pure Ed25519 with Go's `crypto/ed25519.Verify` acceptance: cofactorless, S < L.
+fn check_signature(pubkey: &[u8], msg: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
+    let bad = |d: &str| VerifyError::new(Reason::BadSignature, d);
+    let pk: [u8; 32] = pubkey
+        .try_into()
+        .map_err(|_| bad("pubkey is not 32 bytes"))?;
+    let sig: [u8; 64] = signature
+        .try_into()
+        .map_err(|_| bad("signature is not 64 bytes"))?;
+    let vk = VerifyingKey::from_bytes(&pk).map_err(|_| bad("pubkey is not a curve point"))?;
+    vk.verify(msg, &Signature::from_bytes(&sig))
+        .map_err(|_| bad("Ed25519 signature does not verify"))
+}
+
+fn short_hex(b: &[u8]) -> String {
+    hex::encode(&b[..b.len().min(8)])
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(32) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+pub(crate) fn check_len(name: &str, b: &[u8], want: usize) -> Result<(), VerifyError> {
+    if b.len() == want {
+        Ok(())
+    } else {
+        fail(
+            Reason::InvalidField,
+            format!("{name} must be {want} bytes, got {}", b.len()),
+        )
+    }
+}
+
+pub(crate) fn check_str(name: &str, s: &str, max: usize) -> Result<(), VerifyError> {
+    if (1..=max).contains(&s.len()) {
+        Ok(())
+    } else {
+        fail(
+            Reason::InvalidField,
+            format!("{name} must be 1..{max} bytes, got {}", s.len()),
+        )
+    }
+}
+
+/// Kind-specific checks of an AI message (SPEC 4 steps 2, 7 and 8).
+pub trait AiChecks: AiEnvelope {
+    /// The content field's name, for details.
+    const CONTENT_NAME: &'static str;
+    /// The content size limit (`payload_too_large` above it).
+    const MAX_CONTENT: usize;
+    /// Step 2: fields of this kind (`invalid_field`).
+    fn check_structure(&self) -> Result<(), VerifyError>;
+    /// Steps 7 and 8: allowlist (policy) and payload metadata (anomaly).
+    fn check_after_signature(&self, _v: &Verifier) -> Result<(), VerifyError> {
+        Ok(())
+    }
+}
+
+impl AiChecks for AnomalyEvent {
+    const CONTENT_NAME: &'static str = "payload";
+    const MAX_CONTENT: usize = MAX_PAYLOAD_BYTES;
+    fn check_structure(&self) -> Result<(), VerifyError> {
+        check_str("id", &self.id, MAX_ID_BYTES)?;
+        check_str("type", &self.r#type, MAX_STRING_BYTES)?;
+        check_str("source", &self.source, MAX_STRING_BYTES)?;
+        check_str("model_version", &self.model_version, MAX_STRING_BYTES)?;
+        if !(1..=10).contains(&self.severity) {
+            return fail(
+                Reason::InvalidField,
+                format!("severity {} outside 1..10", self.severity),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.confidence) {
+            return fail(
+                Reason::InvalidField,
+                format!("confidence {} outside 0..1", self.confidence),
+            );
+        }
+        if self.payload.is_empty() {
+            return fail(Reason::InvalidField, "payload is empty");
+        }
+        Ok(())
+    }
+    fn check_after_signature(&self, _v: &Verifier) -> Result<(), VerifyError> {
+        check_payload_metadata(&self.payload, self.severity, self.confidence)
+    }
+}
+
+impl AiChecks for EvidenceEvent {
+    const CONTENT_NAME: &'static str = "proof_blob";
+    const MAX_CONTENT: usize = MAX_PROOF_BYTES;
+    fn check_structure(&self) -> Result<(), VerifyError> {
+        check_str("id", &self.id, MAX_ID_BYTES)?;
+        check_str("evidence_type", &self.evidence_type, MAX_STRING_BYTES)?;
+        if self.refs.len() > MAX_REFS {
+            return fail(
+                Reason::InvalidField,
+                format!("{} refs, over {MAX_REFS}", self.refs.len()),
+            );
+        }
+        for r in &self.refs {
+            check_len("ref", r, 32)?;
+        }
+        if self.coc.len() > MAX_COC {
+            return fail(
+                Reason::InvalidField,
+                format!(
+                    "{} chain-of-custody entries, over {MAX_COC}",
+                    self.coc.len()
+                ),
+            );
+        }
+        for c in &self.coc {
+            check_len("coc.ref_hash", &c.ref_hash, 32)?;
+            check_len("coc.actor_id", &c.actor_id, 32)?;
+            check_len("coc.signature", &c.signature, 64)?;
+        }
+        Ok(())
+    }
+}
+
+impl AiChecks for PolicyEvent {
+    const CONTENT_NAME: &'static str = "params";
+    const MAX_CONTENT: usize = MAX_PAYLOAD_BYTES;
+    fn check_structure(&self) -> Result<(), VerifyError> {
+        check_str("id", &self.id, MAX_ID_BYTES)?;
+        check_str("action", &self.action, MAX_STRING_BYTES)?;
+        check_str("rule", &self.rule, MAX_STRING_BYTES)
+    }
+    fn check_after_signature(&self, v: &Verifier) -> Result<(), VerifyError> {
+        match &v.config.policy_allowlist {
+            Some(allow)
+                if !<[u8; 32]>::try_from(self.pubkey.as_slice())
+                    .is_ok_and(|k| allow.contains(&k)) =>
+            {
+                fail(
+                    Reason::UntrustedKey,
+                    format!(
+                        "policy signer {} is not in AI_POLICY_ALLOWED_PUBKEYS",
+                        short_hex(&self.pubkey)
+                    ),
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Step 8: the anomaly payload must be JSON whose numeric `severity` equals the field and
+/// whose numeric `confidence` is within 1e-6 of it.
+fn check_payload_metadata(
+    payload: &[u8],
+    severity: u32,
+    confidence: f64,
+) -> Result<(), VerifyError> {
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        severity: Option<serde_json::Number>,
+        confidence: Option<serde_json::Number>,
+    }
+    let mismatch = |d: String| VerifyError::new(Reason::PayloadMetadataMismatch, d);
+    let meta: Meta = serde_json::from_slice(payload).map_err(|e| {
+        mismatch(format!(
+            "payload is not a JSON object with numeric metadata: {e}"
+        ))
+    })?;
+    let sev = meta
+        .severity
+        .ok_or_else(|| mismatch("payload has no numeric severity".into()))?;
+    let sev_ok = match (sev.as_u64(), sev.as_i64(), sev.as_f64()) {
+        (Some(u), _, _) => u == u64::from(severity),
+        (None, Some(_), _) => false,
+        (None, None, Some(f)) => f.fract() == 0.0 && f == f64::from(severity),
+        _ => false,
+    };
+    if !sev_ok {
+        return Err(mismatch(format!(
+            "payload severity {sev} differs from field {severity}"
+        )));
+    }
+    let conf = meta
+        .confidence
+        .and_then(|c| c.as_f64())
+        .ok_or_else(|| mismatch("payload has no numeric confidence".into()))?;
+    if !((conf - confidence).abs() <= 1e-6) {
+        return Err(mismatch(format!(
+            "payload confidence {conf} differs from field {confidence}"
+        )));
+    }
+    Ok(())
+}
+
+/// Kind-specific checks of a control message (SPEC 4, control order).
+pub trait ControlChecks: ControlSigned {
+    /// Structure of this kind (`invalid_field`).
+    fn check_structure(&self) -> Result<(), VerifyError>;
+    /// Policy update: `rule_hash` must be SHA-256(rule_data).
+    fn check_content_hash(&self) -> Result<(), VerifyError> {
+        Ok(())
+    }
+}
+
+impl ControlChecks for CommitEvent {
+    fn check_structure(&self) -> Result<(), VerifyError> {
+        if self.height < 0 {
+            return fail(Reason::InvalidField, format!("height {} < 0", self.height));
+        }
+        check_len("block_hash", &self.block_hash, 32)?;
+        check_len("state_root", &self.state_root, 32)?;
+        if self.anomaly_ids.len() > MAX_ANOMALY_IDS {
+            return fail(
+                Reason::InvalidField,
+                format!(
+                    "{} anomaly_ids, over {MAX_ANOMALY_IDS}",
+                    self.anomaly_ids.len()
+                ),
+            );
+        }
+        if let Some(bad) = self.anomaly_ids.iter().find(|id| !is_canonical_uuid_v4(id)) {
+            return fail(
+                Reason::InvalidField,
+                format!("anomaly id {:?} is not a lowercase UUIDv4", truncate(bad)),
+            );
+        }
+        let counts = u64::from(self.anomaly_count)
+            + u64::from(self.evidence_count)
+            + u64::from(self.policy_count);
+        if counts > u64::from(self.tx_count) {
+            return fail(
+                Reason::InvalidField,
+                format!("counts sum {counts} exceeds tx_count {}", self.tx_count),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl ControlChecks for PolicyUpdateEvent {
+    fn check_structure(&self) -> Result<(), VerifyError> {
+        check_str("policy_id", &self.policy_id, MAX_ID_BYTES)?;
+        check_str("action", &self.action, MAX_STRING_BYTES)?;
+        check_str("rule_type", &self.rule_type, MAX_STRING_BYTES)?;
+        if self.rule_data.is_empty() || self.rule_data.len() > MAX_PAYLOAD_BYTES {
+            return fail(
+                Reason::InvalidField,
+                format!(
+                    "rule_data must be 1..{MAX_PAYLOAD_BYTES} bytes, got {}",
+                    self.rule_data.len()
+                ),
+            );
+        }
+        check_len("rule_hash", &self.rule_hash, 32)?;
+        if self.effective_height < 0 || self.expiration_height < 0 {
+            return fail(
+                Reason::InvalidField,
+                "negative effective or expiration height",
+            );
+        }
+        if self.expiration_height != 0 && self.expiration_height <= self.effective_height {
+            return fail(
+                Reason::InvalidField,
+                format!(
+                    "expiration_height {} not after effective_height {}",
+                    self.expiration_height, self.effective_height
+                ),
+            );
+        }
+        Ok(())
+    }
+    fn check_content_hash(&self) -> Result<(), VerifyError> {
+        if sha256(&self.rule_data).as_slice() != self.rule_hash.as_slice() {
+            return fail(
+                Reason::ContentHashMismatch,
+                "rule_hash differs from SHA-256(rule_data)",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl ControlChecks for ReputationEvent {
+    fn check_structure(&self) -> Result<(), VerifyError> {
+        check_len("ai_producer_id", &self.ai_producer_id, 32)?;
+        if !(-100..=100).contains(&self.score) {
+            return fail(
+                Reason::InvalidField,
+                format!("score {} outside -100..100", self.score),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl ControlChecks for EvidenceRequestEvent {
+    fn check_structure(&self) -> Result<(), VerifyError> {
+        check_str("request_id", &self.request_id, MAX_ID_BYTES)?;
+        if self.evidence_quality_score > 10 {
+            return fail(
+                Reason::InvalidField,
+                format!(
+                    "evidence_quality_score {} over 10",
+                    self.evidence_quality_score
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// True for a canonical lowercase hyphenated UUID of version 4 (RFC 4122 variant).
+pub fn is_canonical_uuid_v4(s: &str) -> bool {
+    s.len() == 36
+        && !s.bytes().any(|b| b.is_ascii_uppercase())
+        && uuid::Uuid::try_parse(s)
+            .is_ok_and(|u| u.get_version_num() == 4 && u.get_variant() == uuid::Variant::RFC4122)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_rules() {
+        assert!(is_canonical_uuid_v4("a5c77cca-2bcc-44ab-a60b-c403b1c26501"));
+        assert!(!is_canonical_uuid_v4(
+            "A5C77CCA-2BCC-44AB-A60B-C403B1C26501"
+        ));
+        assert!(!is_canonical_uuid_v4(
+            "a5c77cca-2bcc-14ab-a60b-c403b1c26501"
+        ));
+        assert!(!is_canonical_uuid_v4(
+            "a5c77cca-2bcc-44ab-c60b-c403b1c26501"
+        ));
+        assert!(!is_canonical_uuid_v4("a5c77cca2bcc44aba60bc403b1c26501"));
+        assert!(!is_canonical_uuid_v4(
+            "{a5c77cca-2bcc-44ab-a60b-c403b1c265}"
+        ));
+    }
+
+    #[test]
+    fn payload_metadata() {
+        assert!(check_payload_metadata(br#"{"severity":7,"confidence":0.9}"#, 7, 0.9).is_ok());
+        assert!(
+            check_payload_metadata(br#"{"severity":7.0,"confidence":0.9000001}"#, 7, 0.9).is_ok()
+        );
+        assert!(check_payload_metadata(br#"{"severity":7.5,"confidence":0.9}"#, 7, 0.9).is_err());
+        assert!(check_payload_metadata(br#"{"severity":"7","confidence":0.9}"#, 7, 0.9).is_err());
+        assert!(check_payload_metadata(br#"{"severity":7,"confidence":0.91}"#, 7, 0.9).is_err());
+        assert!(check_payload_metadata(br#"{"confidence":0.9}"#, 7, 0.9).is_err());
+        assert!(check_payload_metadata(br#"[7]"#, 7, 0.9).is_err());
+    }
+}
