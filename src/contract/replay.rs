@@ -79,9 +79,10 @@ impl ReplayGuard {
         entry[32..32 + n_len].copy_from_slice(&nonce[..n_len]);
 
         let mut inner = self.lock();
-        // Expire what is past its window.
+        // Expire what is past its window (an entry is still held at exactly `expires`, so a
+        // message exactly `skew` old at both ends of a 2*skew window cannot slip through).
         while let Some(&(e, expires, _)) = inner.order.front() {
-            if expires > now_secs {
+            if expires >= now_secs {
                 break;
             }
             inner.order.pop_front();
@@ -127,8 +128,13 @@ mod tests {
             g.check_and_remember(&pid, &n, 1000, 1500),
             ReplayVerdict::Replayed
         );
+        // still held at exactly accepted + window
         assert_eq!(
             g.check_and_remember(&pid, &n, 1000, 1600),
+            ReplayVerdict::Replayed
+        );
+        assert_eq!(
+            g.check_and_remember(&pid, &n, 1000, 1601),
             ReplayVerdict::Fresh
         );
         // other producer, same nonce: fresh

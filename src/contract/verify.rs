@@ -458,7 +458,8 @@ fn check_payload_metadata(
         .confidence
         .and_then(|c| c.as_f64())
         .ok_or_else(|| mismatch("payload has no numeric confidence".into()))?;
-    if !((conf - confidence).abs() <= 1e-6) {
+    let within = (conf - confidence).abs() <= 1e-6; // false for NaN too
+    if !within {
         return Err(mismatch(format!(
             "payload confidence {conf} differs from field {confidence}"
         )));

@@ -1,0 +1,5 @@
+//! Decode+verify of `control.evidence.v1` records.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    meshbus_fuzz::verify_record(meshbus::contract::Kind::EvidenceRequest, data);
+});
