@@ -7,3 +7,6 @@
 
 pub mod config;
 pub mod contract;
+pub mod metrics;
+pub mod producer;
+pub mod transport;

@@ -1,5 +1,568 @@
-//! Configuration: the deployment environment and (with the transport) the SPEC 8 variables.
+//! Configuration of SPEC.md section 8: from environment variables ([`Config::from_env`]) or
+//! built in code ([`Config::builder`]), with the staging/production guards.
 
 mod environment;
+mod secret;
 
 pub use environment::Environment;
+pub use secret::Secret;
+
+use crate::contract::Kind;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration error naming the variable at fault. Never contains a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {detail}")]
+pub struct ConfigError {
+    /// The environment variable (or builder field) at fault.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub detail: String,
+}
+
+fn err(var: &'static str, detail: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        detail: detail.into(),
+    }
+}
+
+/// SASL mechanism (`KAFKA_SASL_MECHANISM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SaslMechanism {
+    /// SCRAM-SHA-512 (default).
+    #[default]
+    ScramSha512,
+    /// SCRAM-SHA-256.
+    ScramSha256,
+    /// PLAIN (refused in staging and production).
+    Plain,
+}
+
+impl SaslMechanism {
+    /// The Kafka name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::Plain => "PLAIN",
+        }
+    }
+}
+
+/// SASL credentials. `Debug` never shows the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sasl {
+    /// Mechanism.
+    pub mechanism: SaslMechanism,
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: Secret,
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// CA bundle (PEM) to trust; the platform has none built in, so this is required with TLS.
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mTLS.
+    pub client_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mTLS.
+    pub client_key: Option<PathBuf>,
+}
+
+/// Record compression (`KAFKA_PRODUCER_COMPRESSION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// None.
+    None,
+    /// gzip.
+    Gzip,
+    /// snappy (default).
+    #[default]
+    Snappy,
+    /// lz4 (needs the `c-codecs` feature).
+    Lz4,
+    /// zstd (needs the `c-codecs` feature).
+    Zstd,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" | "" => Ok(Compression::None),
+            "gzip" => Ok(Compression::Gzip),
+            "snappy" => Ok(Compression::Snappy),
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" => Ok(Compression::Zstd),
+            o => Err(format!(
+                "must be none, gzip, snappy, lz4 or zstd, not `{o}`"
+            )),
+        }
+    }
+}
+
+/// Producer knobs of SPEC 5.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProducerSettings {
+    /// `KAFKA_PRODUCER_IDEMPOTENT` (default true).
+    pub idempotent: bool,
+    /// `KAFKA_PRODUCER_COMPRESSION` (default snappy).
+    pub compression: Compression,
+    /// `KAFKA_RETRY_BACKOFF_MS` (default 1000): first retry delay.
+    pub retry_backoff: Duration,
+    /// Longest retry delay (60 s).
+    pub retry_backoff_max: Duration,
+    /// `KAFKA_MAX_RETRIES` (default 5).
+    pub max_retries: usize,
+    /// Consecutive failures that open the breaker (5).
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before half-opening (30 s).
+    pub breaker_open_for: Duration,
+    /// Half-open successes that close it (2).
+    pub breaker_successes: u32,
+}
+
+impl Default for ProducerSettings {
+    fn default() -> Self {
+        ProducerSettings {
+            idempotent: true,
+            compression: Compression::Snappy,
+            retry_backoff: Duration::from_millis(1000),
+            retry_backoff_max: Duration::from_secs(60),
+            max_retries: 5,
+            breaker_failures: 5,
+            breaker_open_for: Duration::from_secs(30),
+            breaker_successes: 2,
+        }
+    }
+}
+
+/// Consumer knobs of SPEC 6.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerSettings {
+    /// `KAFKA_CONSUMER_RETRY_MAX` (default 5).
+    pub retry_max: usize,
+    /// First handler retry delay (100 ms), doubling.
+    pub retry_backoff: Duration,
+    /// Longest handler retry delay (5 s).
+    pub retry_backoff_max: Duration,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        ConsumerSettings {
+            retry_max: 5,
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything meshbus needs to reach the bus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `KAFKA_BROKERS`.
+    pub brokers: Vec<String>,
+    /// `KAFKA_CONSUMER_GROUP` (default `cybermesh-consensus`).
+    pub consumer_group: String,
+    /// `NODE_ID` (default 0).
+    pub node_id: u32,
+    /// `ENVIRONMENT`.
+    pub environment: Environment,
+    /// `KAFKA_TLS_ENABLED` plus CA and client certificate.
+    pub tls: Option<Tls>,
+    /// SASL (on when a user name is set).
+    pub sasl: Option<Sasl>,
+    /// `KAFKA_REQUEST_TIMEOUT_MS` (default 30000): bound on every broker request and connect.
+    pub request_timeout: Duration,
+    /// Topic names per kind (SPEC 1 overrides).
+    pub topics: BTreeMap<Kind, String>,
+    /// `KAFKA_DLQ_TOPIC` (default `ai.dlq.v1`).
+    pub dlq_topic: String,
+    /// Producer knobs.
+    pub producer: ProducerSettings,
+    /// Consumer knobs.
+    pub consumer: ConsumerSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            brokers: vec!["127.0.0.1:9092".into()],
+            consumer_group: "cybermesh-consensus".into(),
+            node_id: 0,
+            environment: Environment::Development,
+            tls: None,
+            sasl: None,
+            request_timeout: Duration::from_millis(30_000),
+            topics: Kind::ALL
+                .into_iter()
+                .map(|k| (k, k.default_topic().to_string()))
+                .collect(),
+            dlq_topic: "ai.dlq.v1".into(),
+            producer: ProducerSettings::default(),
+            consumer: ConsumerSettings::default(),
+        }
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder(Config::default())
+    }
+
+    /// Reads the SPEC 8 variables from the process environment and validates them.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the SPEC 8 variables through `get` (tests pass a map) and validates them.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let mut c = Config::default();
+        if let Some(v) = get("ENVIRONMENT") {
+            c.environment = v.parse().map_err(|d| err("ENVIRONMENT", d))?;
+        }
+        if let Some(v) = get("KAFKA_BROKERS") {
+            c.brokers = v
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        if let Some(v) = get("KAFKA_CONSUMER_GROUP") {
+            c.consumer_group = v;
+        }
+        if let Some(v) = get("NODE_ID") {
+            c.node_id = v
+                .trim()
+                .parse()
+                .map_err(|_| err("NODE_ID", "must be an unsigned 32-bit integer"))?;
+        }
+        let tls_on = match get("KAFKA_TLS_ENABLED") {
+            Some(v) => parse_bool("KAFKA_TLS_ENABLED", &v)?,
+            None => false,
+        };
+        if tls_on {
+            c.tls = Some(Tls {
+                ca_cert: get("KAFKA_CA_CERT").map(PathBuf::from),
+                client_cert: get("KAFKA_CLIENT_CERT").map(PathBuf::from),
+                client_key: get("KAFKA_CLIENT_KEY").map(PathBuf::from),
+            });
+        }
+        if let Some(user) = get("KAFKA_SASL_USERNAME") {
+            let mechanism = match get("KAFKA_SASL_MECHANISM")
+                .as_deref()
+                .map(str::to_ascii_uppercase)
+                .as_deref()
+            {
+                None | Some("SCRAM-SHA-512") => SaslMechanism::ScramSha512,
+                Some("SCRAM-SHA-256") => SaslMechanism::ScramSha256,
+                Some("PLAIN") => SaslMechanism::Plain,
+                Some(o) => {
+                    return Err(err(
+                        "KAFKA_SASL_MECHANISM",
+                        format!("must be SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN, not `{o}`"),
+                    ))
+                }
+            };
+            let password = get("KAFKA_SASL_PASSWORD").ok_or_else(|| {
+                err(
+                    "KAFKA_SASL_PASSWORD",
+                    "required when KAFKA_SASL_USERNAME is set",
+                )
+            })?;
+            c.sasl = Some(Sasl {
+                mechanism,
+                username: user,
+                password: Secret::new(password),
+            });
+        } else if get("KAFKA_SASL_MECHANISM").is_some() {
+            return Err(err(
+                "KAFKA_SASL_USERNAME",
+                "required when KAFKA_SASL_MECHANISM is set",
+            ));
+        }
+        if let Some(v) = get("KAFKA_REQUEST_TIMEOUT_MS") {
+            c.request_timeout =
+                Duration::from_millis(parse_num("KAFKA_REQUEST_TIMEOUT_MS", &v, 1)?);
+        }
+        for k in Kind::ALL {
+            if let Some(t) = get(k.topic_env()) {
+                c.topics.insert(k, t);
+            }
+        }
+        if let Some(v) = get("KAFKA_DLQ_TOPIC") {
+            c.dlq_topic = v;
+        }
+        if let Some(v) = get("KAFKA_PRODUCER_IDEMPOTENT") {
+            c.producer.idempotent = parse_bool("KAFKA_PRODUCER_IDEMPOTENT", &v)?;
+        }
+        if let Some(v) = get("KAFKA_PRODUCER_COMPRESSION") {
+            c.producer.compression = v
+                .parse()
+                .map_err(|d| err("KAFKA_PRODUCER_COMPRESSION", d))?;
+        }
+        if let Some(v) = get("KAFKA_RETRY_BACKOFF_MS") {
+            c.producer.retry_backoff =
+                Duration::from_millis(parse_num("KAFKA_RETRY_BACKOFF_MS", &v, 0)?);
+        }
+        if let Some(v) = get("KAFKA_MAX_RETRIES") {
+            c.producer.max_retries = parse_num("KAFKA_MAX_RETRIES", &v, 0)? as usize;
+        }
+        if let Some(v) = get("KAFKA_CONSUMER_RETRY_MAX") {
+            c.consumer.retry_max = parse_num("KAFKA_CONSUMER_RETRY_MAX", &v, 0)? as usize;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The SPEC 8 guards: brokers present; in staging and production TLS is required and PLAIN
+    /// is refused; compression available in this build.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.brokers.is_empty() {
+            return Err(err("KAFKA_BROKERS", "no broker given"));
+        }
+        if self.environment.is_strict() {
+            if self.tls.is_none() {
+                return Err(err(
+                    "KAFKA_TLS_ENABLED",
+                    format!("TLS is required in {}", self.environment),
+                ));
+            }
+            if self
+                .sasl
+                .as_ref()
+                .is_some_and(|s| s.mechanism == SaslMechanism::Plain)
+            {
+                return Err(err(
+                    "KAFKA_SASL_MECHANISM",
+                    format!("PLAIN is refused in {}", self.environment),
+                ));
+            }
+        }
+        if let Some(t) = &self.tls {
+            if t.client_cert.is_some() != t.client_key.is_some() {
+                return Err(err(
+                    "KAFKA_CLIENT_KEY",
+                    "KAFKA_CLIENT_CERT and KAFKA_CLIENT_KEY go together",
+                ));
+            }
+        }
+        if matches!(
+            self.producer.compression,
+            Compression::Lz4 | Compression::Zstd
+        ) && !cfg!(feature = "c-codecs")
+        {
+            return Err(err(
+                "KAFKA_PRODUCER_COMPRESSION",
+                "lz4 and zstd need meshbus built with --features c-codecs",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The topic of `kind`.
+    pub fn topic(&self, kind: Kind) -> &str {
+        self.topics
+            .get(&kind)
+            .map(String::as_str)
+            .unwrap_or(kind.default_topic())
+    }
+
+    /// The kind carried by `topic`, if it is one of the configured topics.
+    pub fn kind_of_topic(&self, topic: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| self.topic(*k) == topic)
+    }
+
+    /// The consumer group for a role: validators get `<group>-node-<NODE_ID>` (SPEC 1).
+    pub fn group_for(&self, validator: bool) -> String {
+        if validator {
+            format!("{}-node-{}", self.consumer_group, self.node_id)
+        } else {
+            self.consumer_group.clone()
+        }
+    }
+}
+
+fn parse_bool(var: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(err(var, "must be true or false")),
+    }
+}
+
+fn parse_num(var: &'static str, v: &str, min: u64) -> Result<u64, ConfigError> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(err(var, format!("must be an integer >= {min}"))),
+    }
+}
+
+/// Builds a [`Config`] in code.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder(Config);
+
+impl ConfigBuilder {
+    /// Broker addresses (`host:port`).
+    pub fn brokers(mut self, b: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.0.brokers = b.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Environment.
+    pub fn environment(mut self, e: Environment) -> Self {
+        self.0.environment = e;
+        self
+    }
+    /// Node id.
+    pub fn node_id(mut self, id: u32) -> Self {
+        self.0.node_id = id;
+        self
+    }
+    /// Base consumer group.
+    pub fn consumer_group(mut self, g: impl Into<String>) -> Self {
+        self.0.consumer_group = g.into();
+        self
+    }
+    /// TLS with a CA file.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.0.tls = Some(tls);
+        self
+    }
+    /// SASL credentials.
+    pub fn sasl(
+        mut self,
+        mechanism: SaslMechanism,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.0.sasl = Some(Sasl {
+            mechanism,
+            username: user.into(),
+            password: Secret::new(password),
+        });
+        self
+    }
+    /// Request timeout.
+    pub fn request_timeout(mut self, t: Duration) -> Self {
+        self.0.request_timeout = t;
+        self
+    }
+    /// Topic override for a kind.
+    pub fn topic(mut self, kind: Kind, topic: impl Into<String>) -> Self {
+        self.0.topics.insert(kind, topic.into());
+        self
+    }
+    /// DLQ topic.
+    pub fn dlq_topic(mut self, t: impl Into<String>) -> Self {
+        self.0.dlq_topic = t.into();
+        self
+    }
+    /// Producer knobs.
+    pub fn producer(mut self, p: ProducerSettings) -> Self {
+        self.0.producer = p;
+        self
+    }
+    /// Consumer knobs.
+    pub fn consumer(mut self, c: ConsumerSettings) -> Self {
+        self.0.consumer = c;
+        self
+    }
+    /// Validates and returns the configuration.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        self.0.validate()?;
+        Ok(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = from(&[
+            ("KAFKA_BROKERS", "a:1, b:2"),
+            ("NODE_ID", "3"),
+            ("KAFKA_TOPIC_COMMITS", "c.x"),
+        ])
+        .unwrap();
+        assert_eq!(c.brokers, vec!["a:1", "b:2"]);
+        assert_eq!(c.topic(Kind::Commit), "c.x");
+        assert_eq!(c.topic(Kind::Anomaly), "ai.anomalies.v1");
+        assert_eq!(c.group_for(true), "cybermesh-consensus-node-3");
+        assert_eq!(c.producer.compression, Compression::Snappy);
+        assert!(c.producer.idempotent);
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn strict_environments_require_tls_and_refuse_plain() {
+        let e = from(&[("ENVIRONMENT", "production")]).unwrap_err();
+        assert_eq!(e.var, "KAFKA_TLS_ENABLED");
+        let e = from(&[
+            ("ENVIRONMENT", "staging"),
+            ("KAFKA_TLS_ENABLED", "true"),
+            ("KAFKA_SASL_MECHANISM", "PLAIN"),
+            ("KAFKA_SASL_USERNAME", "u"),
+            ("KAFKA_SASL_PASSWORD", "hunter2"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "KAFKA_SASL_MECHANISM");
+        assert!(!e.to_string().contains("hunter2"));
+        assert!(from(&[
+            ("ENVIRONMENT", "development"),
+            ("KAFKA_SASL_MECHANISM", "PLAIN"),
+            ("KAFKA_SASL_USERNAME", "u"),
+            ("KAFKA_SASL_PASSWORD", "p")
+        ])
+        .is_ok());
+    }
+
+    #[test]
+    fn password_never_in_debug() {
+        let c = from(&[
+            ("KAFKA_SASL_USERNAME", "u"),
+            ("KAFKA_SASL_PASSWORD", "hunter2"),
+        ])
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert_eq!(c.sasl.unwrap().mechanism, SaslMechanism::ScramSha512);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        assert_eq!(
+            from(&[("KAFKA_PRODUCER_COMPRESSION", "brotli")])
+                .unwrap_err()
+                .var,
+            "KAFKA_PRODUCER_COMPRESSION"
+        );
+        assert_eq!(from(&[("NODE_ID", "-1")]).unwrap_err().var, "NODE_ID");
+        assert_eq!(
+            from(&[("KAFKA_TLS_ENABLED", "maybe")]).unwrap_err().var,
+            "KAFKA_TLS_ENABLED"
+        );
+        assert_eq!(
+            from(&[("KAFKA_SASL_USERNAME", "u")]).unwrap_err().var,
+            "KAFKA_SASL_PASSWORD"
+        );
+    }
+}

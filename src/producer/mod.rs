@@ -1,0 +1,376 @@
+//! The signed producer (SPEC 5): typed sends that sign on the way out, a raw send, acks=all,
+//! compression, the 1 MiB limit, retries with exponential backoff and jitter (backon) on
+//! retriable errors only, and the circuit breaker. A refused send is always an error to the
+//! caller, never a silent drop; `Ok` means the broker acknowledged the record (acks=all).
+
+mod breaker;
+pub mod partitioner;
+
+pub use breaker::{BreakerState, CircuitBreaker};
+
+use crate::config::{Compression, Config};
+use crate::contract::limits::MAX_RECORD_BYTES;
+use crate::contract::messages::*;
+use crate::contract::verify::{ACK_SIGNATURE_ALG_HEADER, ACK_SIGNATURE_HEADER};
+use crate::contract::{Clock as _, Kind, Message, Signer};
+use crate::metrics::Metrics;
+use crate::transport::{bounded, Transport, TransportError};
+use backon::{ExponentialBuilder, Retryable};
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use rskafka::record::Record;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset assigned by the broker.
+    pub offset: i64,
+}
+
+/// Why a send failed. The record was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The value is over 1 MiB; nothing was sent.
+    #[error("record of {size} bytes is over the 1 MiB limit; not sent")]
+    TooLarge {
+        /// Value size.
+        size: usize,
+    },
+    /// The circuit breaker is open; nothing was sent.
+    #[error("circuit breaker open: send refused")]
+    BreakerOpen,
+    /// A typed send needs a signer.
+    #[error("no signing key configured for signed sends")]
+    NoSigner,
+    /// The broker could not be reached or refused, after the allowed retries.
+    #[error("send to {topic} failed after {attempts} attempt(s): {source}")]
+    Transport {
+        /// Topic.
+        topic: String,
+        /// Attempts made.
+        attempts: usize,
+        /// Last error.
+        source: TransportError,
+    },
+}
+
+type PartitionClients = Arc<Vec<Arc<PartitionClient>>>;
+
+/// Publishes CyberMesh records. Share it behind an `Arc`.
+pub struct Producer {
+    transport: Transport,
+    config: Config,
+    signer: Option<Arc<Signer>>,
+    metrics: Arc<Metrics>,
+    breaker: CircuitBreaker,
+    partitions: Mutex<HashMap<String, PartitionClients>>,
+    round_robin: AtomicUsize,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("signer", &self.signer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    /// A producer on `transport`; `signer` is needed for the typed (signed) sends.
+    pub fn new(
+        transport: Transport,
+        config: Config,
+        signer: Option<Arc<Signer>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let p = &config.producer;
+        let breaker =
+            CircuitBreaker::new(p.breaker_failures, p.breaker_open_for, p.breaker_successes);
+        if p.idempotent {
+            tracing::info!("idempotent produce requested; meshbus sends acks=all without producer ids (see README)");
+        }
+        Producer {
+            transport,
+            config,
+            signer,
+            metrics,
+            breaker,
+            partitions: Mutex::new(HashMap::new()),
+            round_robin: AtomicUsize::new(0),
+        }
+    }
+
+    /// The breaker's current state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn signer(&self) -> Result<&Signer, SendError> {
+        self.signer.as_deref().ok_or(SendError::NoSigner)
+    }
+
+    /// Signs and sends an anomaly to `ai.anomalies.v1`.
+    pub async fn send_anomaly(&self, m: AnomalyEvent) -> Result<Delivery, SendError> {
+        let m = self.signer()?.sign_ai(m);
+        self.send_message(&Message::Anomaly(m)).await
+    }
+    /// Signs and sends evidence to `ai.evidence.v1`.
+    pub async fn send_evidence(&self, m: EvidenceEvent) -> Result<Delivery, SendError> {
+        let m = self.signer()?.sign_ai(m);
+        self.send_message(&Message::Evidence(m)).await
+    }
+    /// Signs and sends a policy to `ai.policy.v1`.
+    pub async fn send_policy(&self, m: PolicyEvent) -> Result<Delivery, SendError> {
+        let m = self.signer()?.sign_ai(m);
+        self.send_message(&Message::Policy(m)).await
+    }
+    /// Signs and sends a commit to `control.commits.v1` (key: height, 8 bytes BE).
+    pub async fn send_commit(&self, m: CommitEvent) -> Result<Delivery, SendError> {
+        let m = self.signer()?.sign_control(m);
+        self.send_message(&Message::Commit(m)).await
+    }
+    /// Signs and sends a policy update to `control.policy.v1` (key: policy_id).
+    pub async fn send_policy_update(&self, m: PolicyUpdateEvent) -> Result<Delivery, SendError> {
+        let m = self.signer()?.sign_control(m);
+        self.send_message(&Message::PolicyUpdate(m)).await
+    }
+    /// Signs and sends a reputation event to `control.reputation.v1`.
+    pub async fn send_reputation(&self, m: ReputationEvent) -> Result<Delivery, SendError> {
+        let m = self.signer()?.sign_control(m);
+        self.send_message(&Message::Reputation(m)).await
+    }
+    /// Signs and sends an evidence request to `control.evidence.v1`.
+    pub async fn send_evidence_request(
+        &self,
+        m: EvidenceRequestEvent,
+    ) -> Result<Delivery, SendError> {
+        let m = self.signer()?.sign_control(m);
+        self.send_message(&Message::EvidenceRequest(m)).await
+    }
+    /// Sends a policy ack to `control.policy.ack.v1` (key: policy_id); with a signer, adds the
+    /// `ack-signature` headers of SPEC 3c.
+    pub async fn send_policy_ack(&self, m: PolicyAckEvent) -> Result<Delivery, SendError> {
+        self.send_message(&Message::PolicyAck(m)).await
+    }
+
+    /// Sends an already signed message to its configured topic with its SPEC 1 key.
+    pub async fn send_message(&self, msg: &Message) -> Result<Delivery, SendError> {
+        let value = msg.encode();
+        let mut headers = BTreeMap::new();
+        if let (Message::PolicyAck(_), Some(s)) = (msg, &self.signer) {
+            headers.insert(
+                ACK_SIGNATURE_HEADER.to_string(),
+                s.sign_raw(&value).to_vec(),
+            );
+            headers.insert(ACK_SIGNATURE_ALG_HEADER.to_string(), b"ed25519".to_vec());
+        }
+        let topic = self.config.topic(msg.kind()).to_string();
+        self.send(&topic, msg.kind().name(), msg.record_key(), value, headers)
+            .await
+    }
+
+    /// Sends raw bytes (no signing, no verification) to `topic`.
+    pub async fn send_raw(
+        &self,
+        topic: &str,
+        key: Option<Vec<u8>>,
+        value: Vec<u8>,
+        headers: BTreeMap<String, Vec<u8>>,
+    ) -> Result<Delivery, SendError> {
+        let kind = self
+            .config
+            .kind_of_topic(topic)
+            .map(Kind::name)
+            .unwrap_or("raw");
+        self.send(topic, kind, key, value, headers).await
+    }
+
+    async fn send(
+        &self,
+        topic: &str,
+        kind: &str,
+        key: Option<Vec<u8>>,
+        value: Vec<u8>,
+        headers: BTreeMap<String, Vec<u8>>,
+    ) -> Result<Delivery, SendError> {
+        let labels = Metrics::topic_type(topic, kind);
+        let result = self.send_inner(topic, key, value, headers).await;
+        self.metrics
+            .circuit_breaker_state
+            .set(self.breaker.state() as i64);
+        match &result {
+            Ok(_) => self.metrics.messages_sent.get_or_create(&labels).inc(),
+            Err(_) => self.metrics.messages_failed.get_or_create(&labels).inc(),
+        };
+        result
+    }
+
+    async fn send_inner(
+        &self,
+        topic: &str,
+        key: Option<Vec<u8>>,
+        value: Vec<u8>,
+        headers: BTreeMap<String, Vec<u8>>,
+    ) -> Result<Delivery, SendError> {
+        if value.len() > MAX_RECORD_BYTES {
+            return Err(SendError::TooLarge { size: value.len() });
+        }
+        if !self.breaker.allow() {
+            return Err(SendError::BreakerOpen);
+        }
+        let started = Instant::now();
+        let size = value.len() as u64;
+        let record = Record {
+            key,
+            value: Some(value),
+            headers,
+            timestamp: rskafka::chrono::DateTime::from_timestamp_millis(
+                crate::contract::clock::SystemClock.now_ms(),
+            )
+            .unwrap_or_default(),
+        };
+        let p = &self.config.producer;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(p.retry_backoff)
+            .with_max_delay(p.retry_backoff_max)
+            .with_factor(2.0)
+            .with_max_times(p.max_retries)
+            .with_jitter();
+        let attempts = AtomicUsize::new(0);
+        let result = (|| async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.produce_once(topic, record.clone()).await
+        })
+        .retry(backoff)
+        .when(|e: &TransportError| e.is_retriable())
+        .notify(|e, after| tracing::warn!(topic, error = %e, retry_in = ?after, "send failed; retrying"))
+        .await;
+        match result {
+            Ok(d) => {
+                self.breaker.on_success();
+                self.metrics
+                    .bytes_sent
+                    .get_or_create(&Metrics::topic(topic))
+                    .inc_by(size);
+                self.metrics
+                    .send_latency
+                    .get_or_create(&Metrics::topic(topic))
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(d)
+            }
+            Err(source) => {
+                self.breaker.on_failure();
+                if source.is_retriable() {
+                    // The partition clients may point at a dead connection: rebuild next time.
+                    self.forget(topic);
+                }
+                Err(SendError::Transport {
+                    topic: topic.to_string(),
+                    attempts: attempts.load(Ordering::Relaxed),
+                    source,
+                })
+            }
+        }
+    }
+
+    async fn produce_once(&self, topic: &str, record: Record) -> Result<Delivery, TransportError> {
+        let clients = self.partition_clients(topic).await?;
+        let n = clients.len() as i32;
+        let partition = match &record.key {
+            Some(k) => partitioner::partition_for_key(k, n),
+            None => (self.round_robin.fetch_add(1, Ordering::Relaxed) % clients.len()) as i32,
+        };
+        let client = &clients[partition as usize];
+        let offsets = bounded(
+            self.transport.timeout(),
+            "produce",
+            client.produce(vec![record], self.compression()),
+        )
+        .await;
+        let offsets = match offsets {
+            Ok(o) => o,
+            Err(e) => {
+                if e.is_retriable() {
+                    self.forget(topic);
+                }
+                return Err(e);
+            }
+        };
+        let offset = offsets
+            .first()
+            .copied()
+            .ok_or_else(|| TransportError::Broker {
+                detail: "broker acknowledged no offset".into(),
+                retriable: true,
+            })?;
+        Ok(Delivery {
+            topic: topic.to_string(),
+            partition,
+            offset,
+        })
+    }
+
+    fn compression(&self) -> rskafka::client::partition::Compression {
+        use rskafka::client::partition::Compression as C;
+        match self.config.producer.compression {
+            Compression::None => C::NoCompression,
+            Compression::Gzip => C::Gzip,
+            Compression::Snappy => C::Snappy,
+            #[cfg(feature = "c-codecs")]
+            Compression::Lz4 => C::Lz4,
+            #[cfg(feature = "c-codecs")]
+            Compression::Zstd => C::Zstd,
+            #[cfg(not(feature = "c-codecs"))]
+            Compression::Lz4 | Compression::Zstd => unreachable!("refused by Config::validate"),
+        }
+    }
+
+    fn forget(&self, topic: &str) {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(topic);
+    }
+
+    async fn partition_clients(&self, topic: &str) -> Result<PartitionClients, TransportError> {
+        if let Some(c) = self
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
+            return Ok(c.clone());
+        }
+        let n = self.transport.partitions(topic).await?;
+        let mut clients = Vec::with_capacity(n as usize);
+        for p in 0..n {
+            let c = bounded(
+                self.transport.timeout(),
+                "partition_client",
+                self.transport
+                    .client()
+                    .partition_client(topic, p, UnknownTopicHandling::Error),
+            )
+            .await?;
+            clients.push(Arc::new(c));
+        }
+        let clients = Arc::new(clients);
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_string(), clients.clone());
+        Ok(clients)
+    }
+}
