@@ -213,9 +213,9 @@ mod tests {
             "kafka_messages_rejected_total{topic=\"t\",reason=\"bad_signature\"} 1",
             "kafka_send_latency_seconds_count{topic=\"t\"} 1",
             "kafka_circuit_breaker_state 0",
-            "# TYPE kafka_consumer_lag gauge",
-            "# TYPE kafka_dlq_messages counter",
-            "# TYPE kafka_bytes_sent counter",
+            "kafka_consumer_lag{topic=\"t\",partition=\"0\"} 3",
+            "kafka_dlq_messages_total{topic=\"t\",reason=\"replayed\"} 1",
+            "kafka_bytes_sent_total{topic=\"t\"} 10",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -51,14 +51,17 @@ impl Transport {
     pub async fn connect(config: &Config) -> Result<Transport, TransportError> {
         config.validate()?;
         let timeout = config.request_timeout;
+        // rskafka retries internally; bound that by the request timeout so meshbus's own
+        // retry policy (SPEC 5) is the one in charge.
+        let backoff = rskafka::BackoffConfig {
+            deadline: Some(timeout),
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            ..Default::default()
+        };
         let mut builder = ClientBuilder::new(config.brokers.clone())
             .client_id(format!("meshbus-node-{}", config.node_id))
-            .backoff_config(Default::default());
-        let mut backoff = rskafka::BackoffConfig::default();
-        backoff.deadline = Some(timeout);
-        backoff.init_backoff = Duration::from_millis(50);
-        backoff.max_backoff = Duration::from_secs(2);
-        builder = builder.backoff_config(backoff);
+            .backoff_config(backoff);
         if let Some(tls) = &config.tls {
             let tls_config = Arc::new(tls::client_config(tls)?);
             // Handshake once ourselves: an untrusted CA or bad certificate is a clear, immediate
