@@ -207,6 +207,16 @@ mod tests {
         m.send_latency
             .get_or_create(&Metrics::topic("t"))
             .observe(0.01);
+        m.consumer_lag
+            .get_or_create(&TopicPartition {
+                topic: "t".into(),
+                partition: "0".into(),
+            })
+            .set(3);
+        m.dlq_messages
+            .get_or_create(&Metrics::topic_reason("t", "replayed"))
+            .inc();
+        m.bytes_sent.get_or_create(&Metrics::topic("t")).inc_by(10);
         let text = m.encode();
         for name in [
             "kafka_messages_sent_total{topic=\"t\",type=\"anomaly\"} 1",
