@@ -29,6 +29,43 @@ where
     }
 }
 
+/// An rskafka client builder with TLS, SASL and internal retries bounded by `deadline` (so
+/// meshbus's own retry policy, SPEC 5, is the one in charge).
+fn builder(
+    config: &Config,
+    tls_config: Option<Arc<rustls::ClientConfig>>,
+    deadline: Duration,
+) -> ClientBuilder {
+    let backoff = rskafka::BackoffConfig {
+        deadline: Some(deadline),
+        init_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let mut b = ClientBuilder::new(config.brokers.clone())
+        .client_id(format!("meshbus-node-{}", config.node_id))
+        .backoff_config(backoff);
+    if let Some(t) = tls_config {
+        b = b.tls_config(t);
+    }
+    if let Some(sasl) = &config.sasl {
+        let creds = Credentials::new(sasl.username.clone(), sasl.password.expose().to_string());
+        b = b.sasl_config(match sasl.mechanism {
+            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(creds),
+            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(creds),
+            SaslMechanism::Plain => SaslConfig::Plain(creds),
+        });
+    }
+    b
+}
+
+/// The SASL part of an rskafka bootstrap error (it names the broker's reason, never secrets).
+fn sasl_detail(text: &str) -> String {
+    text.find("Sasl handshake failed")
+        .map(|i| text[i..].chars().take(300).collect())
+        .unwrap_or_else(|| "authentication refused".into())
+}
+
 /// A connected rskafka client plus the settings it was built from.
 #[derive(Clone)]
 pub struct Transport {
@@ -51,32 +88,25 @@ impl Transport {
     pub async fn connect(config: &Config) -> Result<Transport, TransportError> {
         config.validate()?;
         let timeout = config.request_timeout;
-        // rskafka retries internally; bound that by the request timeout so meshbus's own
-        // retry policy (SPEC 5) is the one in charge.
-        let backoff = rskafka::BackoffConfig {
-            deadline: Some(timeout),
-            init_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(2),
-            ..Default::default()
-        };
-        let mut builder = ClientBuilder::new(config.brokers.clone())
-            .client_id(format!("meshbus-node-{}", config.node_id))
-            .backoff_config(backoff);
+        let mut tls_config = None;
         if let Some(tls) = &config.tls {
-            let tls_config = Arc::new(tls::client_config(tls)?);
+            let c = Arc::new(tls::client_config(tls)?);
             // Handshake once ourselves: an untrusted CA or bad certificate is a clear, immediate
             // error instead of rskafka retrying until its deadline.
-            tls::preflight(&config.brokers, tls_config.clone(), timeout).await?;
-            builder = builder.tls_config(tls_config);
+            tls::preflight(&config.brokers, c.clone(), timeout).await?;
+            tls_config = Some(c);
         }
-        if let Some(sasl) = &config.sasl {
-            let creds = Credentials::new(sasl.username.clone(), sasl.password.expose().to_string());
-            builder = builder.sasl_config(match sasl.mechanism {
-                SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(creds),
-                SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(creds),
-                SaslMechanism::Plain => SaslConfig::Plain(creds),
-            });
+        // rskafka retries a failed bootstrap (SASL included) until its deadline. A short probe
+        // first turns bad credentials into an immediate `Auth` error.
+        let probe_deadline = timeout.min(Duration::from_secs(2));
+        let probe = builder(config, tls_config.clone(), probe_deadline).build();
+        if let Ok(Err(e)) = tokio::time::timeout(probe_deadline, probe).await {
+            let text = e.to_string();
+            if text.contains("Sasl handshake failed") {
+                return Err(TransportError::Auth(sasl_detail(&text)));
+            }
         }
+        let builder = builder(config, tls_config, timeout);
         let client = bounded(timeout, "connect", builder.build()).await?;
         Ok(Transport {
             client: Arc::new(client),

@@ -1,0 +1,380 @@
+//! The signed producer against a real broker (nisshi, TLS + SCRAM), cross-checked with the
+//! independent confluent-kafka (librdkafka) client.
+
+mod common;
+use common::broker::{self, Broker};
+use meshbus::config::{Compression, Config, ProducerSettings, SaslMechanism, Tls};
+use meshbus::contract::{sample, Kind, Signer, TrustStore, Verifier, VerifierConfig};
+use meshbus::metrics::Metrics;
+use meshbus::producer::{BreakerState, Producer, SendError};
+use meshbus::transport::{Transport, TransportError};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn signer(seed: u8) -> Arc<Signer> {
+    Arc::new(Signer::new(
+        ed25519_dalek::SigningKey::from_bytes(&[seed; 32]),
+        1,
+    ))
+}
+
+async fn producer(config: Config, signer: Arc<Signer>) -> Producer {
+    let t = Transport::connect(&config)
+        .await
+        .expect("connect over SASL_SSL");
+    Producer::new(t, config, Some(signer), Metrics::new())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_over_sasl_ssl_is_read_by_librdkafka_and_verifies() {
+    let b = Broker::start(&[]);
+    let ai = signer(1);
+    let backend = signer(2);
+    let ai_p = producer(b.config(), ai.clone()).await;
+    let be_p = producer(b.config(), backend.clone()).await;
+    ai_p.send_anomaly(sample::anomaly(1, 1024)).await.unwrap();
+    ai_p.send_evidence(sample::evidence(2, 1024)).await.unwrap();
+    ai_p.send_policy(sample::policy(3, 512)).await.unwrap();
+    be_p.send_commit(sample::commit(42, 200)).await.unwrap();
+    be_p.send_policy_update(sample::policy_update(5, 300))
+        .await
+        .unwrap();
+    be_p.send_reputation(sample::reputation(6, 50))
+        .await
+        .unwrap();
+    be_p.send_evidence_request(sample::evidence_request(7, 50))
+        .await
+        .unwrap();
+    let ack = meshbus::contract::messages::PolicyAckEvent {
+        policy_id: "policy-5".into(),
+        result: "applied".into(),
+        acked_at: 1,
+        ..Default::default()
+    };
+    be_p.send_policy_ack(ack).await.unwrap();
+
+    let verifier = Verifier::new(
+        VerifierConfig {
+            ack_keys: Some(TrustStore::from_keys([backend.public_key()])),
+            ..Default::default()
+        },
+        TrustStore::from_keys([backend.public_key()]),
+    );
+    for kind in Kind::ALL {
+        let recs = b.py_read(kind.default_topic(), 1);
+        assert_eq!(recs.len(), 1, "{kind}");
+        let r = &recs[0];
+        let value = hex::decode(r["value"].as_str().unwrap()).unwrap();
+        let headers: BTreeMap<String, Vec<u8>> = r["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), hex::decode(v.as_str().unwrap()).unwrap()))
+            .collect();
+        let msg = verifier
+            .verify_record(kind, &value, &headers)
+            .unwrap_or_else(|e| panic!("{kind} read by librdkafka does not verify: {e}"));
+        let key = r["key"].as_str().map(|k| hex::decode(k).unwrap());
+        assert_eq!(key, msg.record_key(), "SPEC 1 key of {kind}");
+        match kind {
+            Kind::Commit => assert_eq!(key.unwrap(), 42i64.to_be_bytes().to_vec()),
+            Kind::PolicyUpdate | Kind::PolicyAck => assert_eq!(key.unwrap(), b"policy-5".to_vec()),
+            _ => assert!(key.is_none()),
+        }
+    }
+    // A forged control record (signed by an untrusted key) is refused after the round trip.
+    let rogue = producer(b.config(), signer(9)).await;
+    rogue.send_commit(sample::commit(43, 10)).await.unwrap();
+    let recs = b.py_read("control.commits.v1", 2);
+    let reasons: Vec<String> = recs
+        .iter()
+        .map(|r| {
+            match verifier.verify(
+                Kind::Commit,
+                &hex::decode(r["value"].as_str().unwrap()).unwrap(),
+            ) {
+                Ok(_) => "ok".into(),
+                Err(e) => e.reason.code().to_string(),
+            }
+        })
+        .collect();
+    assert!(
+        reasons.contains(&"untrusted_key".to_string()),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressions_round_trip_through_librdkafka() {
+    let b = Broker::start(&[
+        "comp.none",
+        "comp.gzip",
+        "comp.snappy",
+        "comp.lz4",
+        "comp.zstd",
+    ]);
+    let mut codecs = vec![
+        ("none", Compression::None),
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+    ];
+    if cfg!(feature = "c-codecs") {
+        codecs.push(("lz4", Compression::Lz4));
+        codecs.push(("zstd", Compression::Zstd));
+    }
+    for (name, c) in codecs {
+        let mut config = b.config();
+        config.producer.compression = c;
+        let p = producer(config, signer(1)).await;
+        let topic = format!("comp.{name}");
+        let value = sample::anomaly_payload(5, 0.5, 4000);
+        for _ in 0..3 {
+            p.send_raw(&topic, None, value.clone(), BTreeMap::new())
+                .await
+                .unwrap();
+        }
+        let recs = b.py_read(&topic, 3);
+        for r in recs {
+            assert_eq!(
+                hex::decode(r["value"].as_str().unwrap()).unwrap(),
+                value,
+                "{name}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_untrusted_ca_fail_fast_with_clear_errors() {
+    let b = Broker::start(&[]);
+    // SCRAM-SHA-256 user works.
+    let mut c256 = b.config();
+    c256.sasl = Some(meshbus::config::Sasl {
+        mechanism: SaslMechanism::ScramSha256,
+        username: broker::USER256.into(),
+        password: meshbus::config::Secret::new(broker::PASSWORD256),
+    });
+    producer(c256, signer(1))
+        .await
+        .send_anomaly(sample::anomaly(1, 100))
+        .await
+        .unwrap();
+
+    let mut wrong = b.config();
+    wrong.sasl.as_mut().unwrap().password = meshbus::config::Secret::new("not-the-password");
+    let started = Instant::now();
+    let err = Transport::connect(&wrong).await.unwrap_err();
+    assert!(matches!(err, TransportError::Auth(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(!err.to_string().contains("not-the-password"));
+
+    let mut untrusted = b.config();
+    untrusted.tls = Some(Tls {
+        ca_cert: Some(b.certs.join("other-ca.pem")),
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let err = Transport::connect(&untrusted).await.unwrap_err();
+    assert!(matches!(err, TransportError::Tls(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("UnknownIssuer") || err.to_string().contains("unknown issuer"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // A blackholed address (listening, never answering) is bounded by the request timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut hang = b.config();
+    hang.brokers = vec![silent.local_addr().unwrap().to_string()];
+    hang.request_timeout = Duration::from_millis(800);
+    let started = Instant::now();
+    let err = Transport::connect(&hang).await.unwrap_err();
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_over_one_mib_are_refused_before_sending() {
+    let b = Broker::start(&[]);
+    let p = producer(b.config(), signer(1)).await;
+    let err = p
+        .send_raw(
+            "ai.anomalies.v1",
+            None,
+            vec![0; (1 << 20) + 1],
+            BTreeMap::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::TooLarge { size } if size == (1 << 20) + 1));
+}
+
+fn fast_settings() -> ProducerSettings {
+    ProducerSettings {
+        retry_backoff: Duration::from_millis(100),
+        retry_backoff_max: Duration::from_millis(400),
+        max_retries: 1,
+        breaker_failures: 5,
+        breaker_open_for: Duration::from_secs(2),
+        breaker_successes: 2,
+        ..Default::default()
+    }
+}
+
+/// Stop the broker mid-stream: sends fail (nothing acknowledged that the broker does not
+/// hold), a send with enough retries succeeds once the broker is back, and every record
+/// meshbus saw acknowledged is there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_stopped_mid_stream_loses_nothing_acknowledged() {
+    let mut b = Broker::start(&["faults"]);
+    let mut config = b.config();
+    config.request_timeout = Duration::from_secs(2);
+    config.producer = fast_settings();
+    let p = Arc::new(producer(config.clone(), signer(1)).await);
+    let mut acked = HashSet::new();
+    let mut n = 0u32;
+    for _ in 0..20 {
+        n += 1;
+        let d = p
+            .send_raw(
+                "faults",
+                None,
+                format!("r{n}").into_bytes(),
+                BTreeMap::new(),
+            )
+            .await
+            .unwrap();
+        acked.insert((d.partition, d.offset, format!("r{n}")));
+    }
+    b.stop();
+    let mut failed = 0;
+    for _ in 0..3 {
+        n += 1;
+        match p
+            .send_raw(
+                "faults",
+                None,
+                format!("r{n}").into_bytes(),
+                BTreeMap::new(),
+            )
+            .await
+        {
+            Ok(d) => {
+                acked.insert((d.partition, d.offset, format!("r{n}")));
+            }
+            Err(e) => {
+                assert!(matches!(e, SendError::Transport { .. }), "{e}");
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 3, "sends to a stopped broker must fail");
+    // A patient send started while the broker is down succeeds after the restart.
+    let mut patient_cfg = config.clone();
+    patient_cfg.producer.max_retries = 30;
+    patient_cfg.producer.retry_backoff = Duration::from_millis(300);
+    patient_cfg.producer.retry_backoff_max = Duration::from_millis(600);
+    let patient = Producer::new(
+        // Connect before the stop would be ideal; a fresh transport needs the broker, so reuse
+        // the config's producer after restart via a task that waits.
+        {
+            b.restart();
+            Transport::connect(&patient_cfg).await.unwrap()
+        },
+        patient_cfg,
+        Some(signer(1)),
+        Metrics::new(),
+    );
+    b.stop();
+    let send = tokio::spawn(async move {
+        patient
+            .send_raw("faults", None, b"patient".to_vec(), BTreeMap::new())
+            .await
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    b.restart();
+    let d = send
+        .await
+        .unwrap()
+        .expect("retried send succeeds after restart");
+    acked.insert((d.partition, d.offset, "patient".into()));
+
+    // Everything acknowledged is held by the broker (sqlite storage survived the restarts).
+    let recs = b.py_read("faults", acked.len());
+    let held: HashSet<(i32, i64, String)> = recs
+        .iter()
+        .map(|r| {
+            (
+                r["partition"].as_i64().unwrap() as i32,
+                r["offset"].as_i64().unwrap(),
+                String::from_utf8(hex::decode(r["value"].as_str().unwrap()).unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    for a in &acked {
+        assert!(
+            held.contains(a),
+            "acknowledged record {a:?} missing; broker holds {held:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_opens_rejects_at_once_and_recovers() {
+    let mut b = Broker::start(&[]);
+    let mut config = b.config();
+    config.request_timeout = Duration::from_millis(700);
+    config.producer = ProducerSettings {
+        max_retries: 0,
+        ..fast_settings()
+    };
+    let metrics = Metrics::new();
+    let t = Transport::connect(&config).await.unwrap();
+    let p = Producer::new(t, config, Some(signer(1)), metrics.clone());
+    p.send_anomaly(sample::anomaly(1, 100)).await.unwrap();
+    b.stop();
+    for i in 0..5 {
+        assert_eq!(
+            p.breaker_state(),
+            BreakerState::Closed,
+            "after {i} failures"
+        );
+        assert!(p.send_anomaly(sample::anomaly(2, 100)).await.is_err());
+    }
+    assert_eq!(p.breaker_state(), BreakerState::Open);
+    assert!(metrics.encode().contains("kafka_circuit_breaker_state 1"));
+    let started = Instant::now();
+    let err = p.send_anomaly(sample::anomaly(3, 100)).await.unwrap_err();
+    assert!(matches!(err, SendError::BreakerOpen), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "open breaker must reject at once"
+    );
+    b.restart();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(p.breaker_state(), BreakerState::HalfOpen);
+    // Half-open trial sends: the first may need a reconnect, so allow a few tries.
+    let mut ok = 0;
+    for _ in 0..10 {
+        match p.send_anomaly(sample::anomaly(4, 100)).await {
+            Ok(_) => ok += 1,
+            Err(SendError::BreakerOpen) => tokio::time::sleep(Duration::from_millis(2100)).await,
+            Err(_) => {}
+        }
+        if ok == 2 {
+            break;
+        }
+    }
+    assert_eq!(p.breaker_state(), BreakerState::Closed);
+    assert!(metrics.encode().contains("kafka_circuit_breaker_state 0"));
+    assert!(metrics.encode().contains("kafka_messages_failed_total"));
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""The independent client (librdkafka via confluent-kafka) used by the tests and benchmarks.
+
+read:    read COUNT records of TOPIC from the beginning of every partition; print JSON lines
+         {"partition", "offset", "key", "value", "headers"} (bytes as hex).
+produce: produce hex values given as JSON lines on stdin ({"key": hex|null, "value": hex}).
+Connection settings come as a JSON object in --conf (librdkafka property names).
+"""
+import argparse, json, sys, time
+import confluent_kafka as ck
+
+
+def read(conf, topic, count, timeout):
+    c = ck.Consumer(dict(conf, **{"group.id": "meshbus-test-reader", "enable.auto.commit": False}))
+    md = c.list_topics(topic, timeout=10)
+    parts = sorted(md.topics[topic].partitions)
+    c.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in parts])
+    got, deadline = 0, time.time() + timeout
+    while got < count and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            print(json.dumps({"error": str(m.error())}), file=sys.stderr)
+            continue
+        print(json.dumps({
+            "partition": m.partition(), "offset": m.offset(),
+            "key": m.key().hex() if m.key() is not None else None,
+            "value": m.value().hex() if m.value() is not None else None,
+            "headers": {k: v.hex() for k, v in (m.headers() or [])},
+        }), flush=True)
+        got += 1
+    c.close()
+    if got < count:
+        sys.exit(f"read {got} of {count} records from {topic}")
+
+
+def produce(conf, topic):
+    p = ck.Producer(dict(conf, **{"acks": "all", "enable.idempotence": True}))
+    n = 0
+    for line in sys.stdin:
+        r = json.loads(line)
+        p.produce(topic, value=bytes.fromhex(r["value"]), key=bytes.fromhex(r["key"]) if r.get("key") else None)
+        n += 1
+        p.poll(0)
+    left = p.flush(30)
+    if left:
+        sys.exit(f"{left} records not delivered")
+    print(n)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cmd", choices=["read", "produce"])
+    ap.add_argument("--conf", required=True)
+    ap.add_argument("--topic", required=True)
+    ap.add_argument("--count", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=30)
+    a = ap.parse_args()
+    conf = json.loads(a.conf)
+    if a.cmd == "read":
+        read(conf, a.topic, a.count, a.timeout)
+    else:
+        produce(conf, a.topic)
