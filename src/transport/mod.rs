@@ -96,11 +96,10 @@ impl Transport {
             tls::preflight(&config.brokers, c.clone(), timeout).await?;
             tls_config = Some(c);
         }
-        // rskafka retries a failed bootstrap (SASL included) until its deadline. A short probe
-        // first turns bad credentials into an immediate `Auth` error.
-        let probe_deadline = timeout.min(Duration::from_secs(2));
-        let probe = builder(config, tls_config.clone(), probe_deadline).build();
-        if let Ok(Err(e)) = tokio::time::timeout(probe_deadline, probe).await {
+        // rskafka retries a failed bootstrap (SASL included) until its deadline. A one-attempt
+        // probe (zero deadline) first turns bad credentials into an immediate `Auth` error.
+        let probe = builder(config, tls_config.clone(), Duration::ZERO).build();
+        if let Ok(Err(e)) = tokio::time::timeout(timeout, probe).await {
             let text = e.to_string();
             if text.contains("Sasl handshake failed") {
                 return Err(TransportError::Auth(sasl_detail(&text)));

@@ -1,0 +1,182 @@
+//! Produce benchmark against the local broker (nisshi, TLS + SCRAM): meshbus vs the
+//! confluent-kafka producer (librdkafka) on the same kind of topic, same record count and size
+//! (1 KiB), unsigned and signed, in one run. Reports records/s and client CPU seconds per
+//! 100k records. meshbus's signed run includes signing; librdkafka sends records meshbus
+//! pre-signed (it has no signer), so that row is its transport cost only.
+//!
+//! `cargo bench --bench produce` (MESHBUS_BENCH_RECORDS, default 20000).
+
+#[path = "../tests/common/broker.rs"]
+mod broker;
+
+use meshbus::contract::{sample, Signer};
+use meshbus::metrics::Metrics;
+use meshbus::producer::Producer;
+use meshbus::transport::Transport;
+use prost::Message as _;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+const SIZE: usize = 1024;
+const IN_FLIGHT: usize = 256;
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the file (11 and 12 after the command name).
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+struct Row {
+    client: &'static str,
+    records: usize,
+    seconds: f64,
+    cpu: f64,
+}
+
+async fn run_meshbus(
+    p: Arc<Producer>,
+    signer: Arc<Signer>,
+    topic: &str,
+    n: usize,
+    signed: bool,
+) -> Row {
+    let payload = sample::anomaly_payload(5, 0.5, SIZE);
+    let sem = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut set = tokio::task::JoinSet::new();
+    let (c0, t0) = (cpu_seconds(), Instant::now());
+    for i in 0..n {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        let (p, s, topic, payload) = (
+            p.clone(),
+            signer.clone(),
+            topic.to_string(),
+            payload.clone(),
+        );
+        set.spawn(async move {
+            let value = if signed {
+                s.sign_ai(sample::anomaly(i as u64, SIZE)).encode_to_vec()
+            } else {
+                payload
+            };
+            p.send_raw(&topic, None, value, BTreeMap::new())
+                .await
+                .expect("send");
+            drop(permit);
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    Row {
+        client: "meshbus",
+        records: n,
+        seconds: t0.elapsed().as_secs_f64(),
+        cpu: cpu_seconds() - c0,
+    }
+}
+
+fn run_librdkafka(b: &broker::Broker, topic: &str, values: &[Vec<u8>]) -> Row {
+    let file = b.dir.path().join(format!("{topic}.hex"));
+    let text: String = values.iter().map(|v| hex::encode(v) + "\n").collect();
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/kafka_tool.py"
+        ))
+        .args(["bench", "--topic", topic, "--file"])
+        .arg(&file)
+        .arg("--conf")
+        .arg(b.py_conf().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    Row {
+        client: "librdkafka",
+        records: r["records"].as_u64().unwrap() as usize,
+        seconds: r["seconds"].as_f64().unwrap(),
+        cpu: r["cpu_seconds"].as_f64().unwrap(),
+    }
+}
+
+fn main() {
+    // `cargo test --all-targets` runs bench binaries without `--bench`: do a small smoke run.
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    let default_n = if bench_mode { 20_000 } else { 300 };
+    let n: usize = std::env::var("MESHBUS_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_n);
+    let topics = [
+        "bench.meshbus.unsigned",
+        "bench.meshbus.signed",
+        "bench.rdkafka.unsigned",
+        "bench.rdkafka.signed",
+    ];
+    let b = broker::Broker::start(&topics);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let signer = Arc::new(Signer::new(
+        ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+        1,
+    ));
+    let mut rows = Vec::new();
+    rt.block_on(async {
+        let config = b.config();
+        let t = Transport::connect(&config).await.unwrap();
+        let p = Arc::new(Producer::new(
+            t,
+            config,
+            Some(signer.clone()),
+            Metrics::new(),
+        ));
+        // warm-up: connections and partition clients
+        run_meshbus(p.clone(), signer.clone(), topics[0], 200, false).await;
+        rows.push((
+            "unsigned",
+            run_meshbus(p.clone(), signer.clone(), topics[0], n, false).await,
+        ));
+        rows.push((
+            "signed",
+            run_meshbus(p.clone(), signer.clone(), topics[1], n, true).await,
+        ));
+    });
+    let unsigned: Vec<Vec<u8>> = (0..n)
+        .map(|_| sample::anomaly_payload(5, 0.5, SIZE))
+        .collect();
+    let signed: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            signer
+                .sign_ai(sample::anomaly(i as u64, SIZE))
+                .encode_to_vec()
+        })
+        .collect();
+    rows.push(("unsigned", run_librdkafka(&b, topics[2], &unsigned)));
+    rows.push(("signed", run_librdkafka(&b, topics[3], &signed)));
+    println!("\nproduce benchmark: {n} records of ~{SIZE} B, snappy, acks=all, TLS+SCRAM-SHA-512, local nisshi");
+    println!(
+        "{:<11} {:<9} {:>10} {:>12} {:>22}",
+        "client", "records", "seconds", "records/s", "CPU s per 100k records"
+    );
+    for (kind, r) in rows {
+        println!(
+            "{:<11} {:<9} {:>10.2} {:>12.0} {:>22.2}",
+            r.client,
+            kind,
+            r.seconds,
+            r.records as f64 / r.seconds,
+            r.cpu * 100_000.0 / r.records as f64
+        );
+    }
+}
