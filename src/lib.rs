@@ -6,7 +6,10 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod consumer;
 pub mod contract;
+pub mod dlq;
 pub mod metrics;
 pub mod producer;
+pub mod protocol;
 pub mod transport;

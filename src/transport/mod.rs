@@ -3,6 +3,7 @@
 //! `KAFKA_REQUEST_TIMEOUT_MS`, so a blackholed broker cannot hang a caller.
 
 mod error;
+pub(crate) use error::tls_cause;
 mod tls;
 
 pub use error::TransportError;

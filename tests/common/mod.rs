@@ -1,2 +1,3 @@
 pub mod broker;
+pub mod mesh;
 pub mod vectors;

@@ -1,0 +1,109 @@
+//! Building blocks for consumer tests: verifiers on the vectors' clock, producers, consumers
+//! with recording handlers, and waiting for conditions.
+#![allow(dead_code)]
+
+use super::vectors::{self, Vectors};
+use meshbus::config::Config;
+use meshbus::consumer::{Consumed, Consumer, ConsumerOptions, GroupTiming};
+use meshbus::contract::{FixedClock, Kind, Signer, TrustStore, Verifier, VerifierConfig};
+use meshbus::metrics::Metrics;
+use meshbus::producer::Producer;
+use meshbus::transport::Transport;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A verifier on the vectors' clock trusting the vectors' control keys.
+pub fn verifier(v: &Vectors) -> Arc<Verifier> {
+    let trust = TrustStore::from_keys(
+        v.trusted_control_keys
+            .iter()
+            .map(|k| meshbus::contract::keys::decode_hex32(k).unwrap()),
+    );
+    Arc::new(Verifier::with_clock(
+        VerifierConfig::default(),
+        trust,
+        Arc::new(FixedClock::at_secs(v.now)),
+    ))
+}
+
+/// The AI producer's signer on the vectors' clock.
+pub fn ai_signer(v: &Vectors) -> Arc<Signer> {
+    Arc::new(Signer::with_clock(
+        vectors::seed(&v.keys.ai_producer_seed_hex),
+        0,
+        Arc::new(FixedClock::at_secs(v.now)),
+    ))
+}
+
+/// The backend's (trusted control) signer on the vectors' clock.
+pub fn control_signer(v: &Vectors) -> Arc<Signer> {
+    Arc::new(Signer::with_clock(
+        vectors::seed(&v.keys.control_signer_seed_hex),
+        0,
+        Arc::new(FixedClock::at_secs(v.now)),
+    ))
+}
+
+/// A producer over the broker's SASL_SSL listener.
+pub async fn producer(config: &Config, signer: Option<Arc<Signer>>) -> Arc<Producer> {
+    let t = Transport::connect(config).await.expect("connect");
+    Arc::new(Producer::new(t, config.clone(), signer, Metrics::new()))
+}
+
+/// Quick membership timing for tests (a killed member is noticed in 6 s).
+pub fn options(group: &str) -> ConsumerOptions {
+    let mut o = ConsumerOptions::new(group);
+    o.timing = GroupTiming {
+        session_timeout: Duration::from_secs(6),
+        rebalance_timeout: Duration::from_secs(15),
+        heartbeat_interval: Duration::from_millis(500),
+    };
+    o.fetch_max_wait_ms = 200;
+    o.commit_interval = Duration::from_millis(200);
+    o
+}
+
+/// Handled records as (topic, partition, offset).
+pub type Seen = Arc<Mutex<Vec<(String, i32, i64)>>>;
+
+/// A consumer whose handlers record every record of `kinds` into the returned list.
+pub async fn recording_consumer(
+    config: &Config,
+    options: ConsumerOptions,
+    verifier: Arc<Verifier>,
+    kinds: &[Kind],
+) -> (Consumer, Seen, Arc<Metrics>) {
+    let t = Transport::connect(config).await.expect("connect");
+    let metrics = Metrics::new();
+    let dlq = Arc::new(Producer::new(
+        t.clone(),
+        config.clone(),
+        None,
+        metrics.clone(),
+    ));
+    let mut c = Consumer::new(t, config.clone(), verifier, dlq, metrics.clone(), options).unwrap();
+    let seen: Seen = Arc::default();
+    for k in kinds {
+        let seen = seen.clone();
+        c = c.handle(*k, move |r: Consumed| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push((r.topic, r.partition, r.offset));
+                Ok(())
+            }
+        });
+    }
+    (c, seen, metrics)
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes; returns whether it held.
+pub async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
+}
