@@ -10,6 +10,7 @@ use meshbus::contract::{sample, Kind};
 use meshbus::dlq::DeadLetter;
 use meshbus::protocol::{offsets, Cluster};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -221,4 +222,311 @@ async fn mixed_stream_valid_handled_once_invalid_dead_lettered_and_committed() {
     assert_eq!(sum("kafka_dlq_messages_total{") as usize, invalid.len());
     assert_eq!(sum("kafka_messages_processed_total{") as usize, valid.len());
     assert!(text.contains("kafka_consumer_lag{"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meshbus_and_librdkafka_share_a_group_and_together_see_everything() {
+    let b = Broker::start(&[]);
+    let v = vectors::load();
+    let config = b.config();
+    let (consumer, seen, _) = mesh::recording_consumer(
+        &config,
+        mesh::options("shared"),
+        mesh::verifier(&v),
+        &[Kind::Anomaly],
+    )
+    .await;
+    let (stop, task) = spawn(consumer);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let py = b.py_group("ai.anomalies.v1", "shared", 30);
+    // Let the rebalance settle, then produce.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    let sent = send_anomalies(&ai, 0, 60).await;
+    let out = tokio::task::spawn_blocking(move || py.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+
+    let mut py_assigned = Vec::new();
+    let mut py_seen = BTreeSet::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let j: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(a) = j.get("assigned") {
+            py_assigned = a.as_array().unwrap().clone();
+        } else {
+            py_seen.insert((
+                "ai.anomalies.v1".to_string(),
+                j["partition"].as_i64().unwrap() as i32,
+                j["offset"].as_i64().unwrap(),
+            ));
+        }
+    }
+    let ours: BTreeSet<_> = handled_set(&seen).into_iter().collect();
+    assert!(!py_assigned.is_empty(), "librdkafka got no partition");
+    assert!(!ours.is_empty(), "meshbus got no record");
+    assert!(!py_seen.is_empty(), "librdkafka got no record");
+    assert!(ours.is_disjoint(&py_seen), "a record went to both members");
+    let all: BTreeSet<_> = ours.union(&py_seen).cloned().collect();
+    assert_eq!(all, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validators_with_per_node_groups_each_see_every_record() {
+    let b = Broker::start(&[]);
+    let v = vectors::load();
+    let mut runs = Vec::new();
+    for node in [1u32, 2] {
+        let mut config = b.config();
+        config.node_id = node;
+        let mut opts = mesh::options("unused");
+        opts.group = meshbus::consumer::ConsumerOptions::validator(&config).group;
+        assert_eq!(opts.group, format!("cybermesh-consensus-node-{node}"));
+        let (consumer, seen, _) = mesh::recording_consumer(
+            &config,
+            opts,
+            mesh::verifier(&v),
+            &[Kind::Anomaly, Kind::Evidence, Kind::Policy],
+        )
+        .await;
+        runs.push((spawn(consumer), seen));
+    }
+    let config = b.config();
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    let mut sent = send_anomalies(&ai, 0, 30).await;
+    for i in 0..10 {
+        let d = ai.send_policy(sample::policy(50 + i, 100)).await.unwrap();
+        sent.insert((d.topic, d.partition, d.offset));
+    }
+    for ((stop, task), seen) in runs {
+        assert!(
+            mesh::wait_for(Duration::from_secs(60), || seen.lock().unwrap().len()
+                >= sent.len())
+            .await
+        );
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+        let got = handled_set(&seen);
+        assert_eq!(got.len(), sent.len(), "no duplicates within one node");
+        assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), sent);
+    }
+}
+
+/// A consumer whose handler takes `delay` per record, recording into `seen`.
+async fn slow_consumer(
+    config: &meshbus::config::Config,
+    group: &str,
+    v: &vectors::Vectors,
+    seen: Seen,
+    delay: Duration,
+) -> meshbus::consumer::Consumer {
+    let (c, _, _) =
+        mesh::recording_consumer(config, mesh::options(group), mesh::verifier(v), &[]).await;
+    c.handle(Kind::Anomaly, move |r: meshbus::consumer::Consumed| {
+        let seen = seen.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            seen.lock().unwrap().push((r.topic, r.partition, r.offset));
+            Ok(())
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_consumer_restarts_from_its_commits_and_loses_nothing() {
+    let b = Broker::start(&[]);
+    let v = vectors::load();
+    let config = b.config();
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    let sent = send_anomalies(&ai, 0, 150).await;
+    let seen: Seen = Arc::default();
+    let first = slow_consumer(
+        &config,
+        "crashy",
+        &v,
+        seen.clone(),
+        Duration::from_millis(20),
+    )
+    .await;
+    let (_stop, task) = spawn(first);
+    assert!(mesh::wait_for(Duration::from_secs(60), || seen.lock().unwrap().len() >= 40).await);
+    // Crash: no final commit, no LeaveGroup.
+    task.abort();
+    let _ = task.await;
+    let at_crash = seen.lock().unwrap().len();
+    assert!(
+        at_crash < sent.len(),
+        "the crash came too late to test anything"
+    );
+
+    let second = slow_consumer(&config, "crashy", &v, seen.clone(), Duration::ZERO).await;
+    let (stop, task) = spawn(second);
+    let all_seen = mesh::wait_for(Duration::from_secs(90), || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= sent.len()
+    })
+    .await;
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(
+        all_seen,
+        "only {} of {} after restart",
+        handled_set(&seen).len(),
+        sent.len()
+    );
+    let got = handled_set(&seen);
+    let unique: BTreeSet<_> = got.iter().cloned().collect();
+    assert_eq!(unique, sent);
+    // At least once: redelivery is limited to what was handled after the last commit.
+    let redelivered = got.len() - unique.len();
+    assert!(redelivered <= 3 * 30, "{redelivered} records redelivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_stream_loses_nothing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut b = Broker::start(&[]);
+    let v = vectors::load();
+    let config = b.config();
+    // One signer throughout: a second signer on the same fixed clock would repeat nonces.
+    let signer = mesh::ai_signer(&v);
+    let mut sent = {
+        let ai = mesh::producer(&config, Some(signer.clone())).await;
+        send_anomalies(&ai, 0, 100).await
+    };
+    let seen: Seen = Arc::default();
+    let c = slow_consumer(
+        &config,
+        "restart",
+        &v,
+        seen.clone(),
+        Duration::from_millis(30),
+    )
+    .await;
+    let (stop, task) = spawn(c);
+    assert!(mesh::wait_for(Duration::from_secs(60), || seen.lock().unwrap().len() >= 20).await);
+    b.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    b.restart();
+    {
+        let ai = mesh::producer(&config, Some(signer)).await;
+        sent.extend(send_anomalies(&ai, 1000, 50).await);
+    }
+    let all_seen = mesh::wait_for(Duration::from_secs(120), || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= sent.len()
+    })
+    .await;
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(
+        all_seen,
+        "only {} of {}",
+        handled_set(&seen).len(),
+        sent.len()
+    );
+    let unique: BTreeSet<_> = handled_set(&seen).into_iter().collect();
+    assert_eq!(unique, sent);
+    let ends = end_offsets(&config, "ai.anomalies.v1").await;
+    let got = committed(
+        &config,
+        "restart",
+        &ends.keys().cloned().collect::<Vec<_>>(),
+    )
+    .await;
+    assert_eq!(
+        got, ends,
+        "committed offsets reach the end after the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_failures_are_retried_then_dead_lettered_and_a_failing_dlq_blocks_the_commit() {
+    let b = Broker::start(&[]);
+    let v = vectors::load();
+    let mut config = b.config();
+    config.topics.insert(Kind::Anomaly, "solo.anomalies".into());
+    config.dlq_topic = "late.dlq".into();
+    config.producer.max_retries = 0;
+    config.consumer.retry_max = 2;
+    config.consumer.retry_backoff = Duration::from_millis(20);
+    let t = meshbus::transport::Transport::connect(&config)
+        .await
+        .unwrap();
+    t.ensure_topic("solo.anomalies", 1).await.unwrap();
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    for i in 0..3 {
+        ai.send_anomaly(sample::anomaly(i, 100)).await.unwrap();
+    }
+    // The handler fails for offset 1 every time.
+    let attempts = Arc::new(std::sync::Mutex::new(BTreeMap::<i64, u32>::new()));
+    let (c, _, _) =
+        mesh::recording_consumer(&config, mesh::options("failing"), mesh::verifier(&v), &[]).await;
+    let a = attempts.clone();
+    let c = c.handle(Kind::Anomaly, move |r: meshbus::consumer::Consumed| {
+        let a = a.clone();
+        async move {
+            *a.lock().unwrap().entry(r.offset).or_default() += 1;
+            if r.offset == 1 {
+                Err("downstream refused".to_string())
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let committed_view = c.committed_offsets();
+    let (stop, task) = spawn(c);
+    let tp = ("solo.anomalies".to_string(), 0);
+    // Offset 0 is handled and committed; offset 1 cannot reach the missing DLQ topic.
+    assert!(
+        mesh::wait_for(Duration::from_secs(30), || committed_view
+            .lock()
+            .unwrap()
+            .get(&tp)
+            == Some(&1))
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        committed_view.lock().unwrap().get(&tp),
+        Some(&1),
+        "commit passed a record not yet dead-lettered"
+    );
+    assert_eq!(attempts.lock().unwrap()[&1], 3, "1 try + retry_max 2");
+    assert!(
+        !attempts.lock().unwrap().contains_key(&2),
+        "offset 2 handled out of order"
+    );
+    // Once the DLQ topic exists, the partition moves on.
+    t.ensure_topic("late.dlq", 1).await.unwrap();
+    assert!(
+        mesh::wait_for(Duration::from_secs(60), || committed_view
+            .lock()
+            .unwrap()
+            .get(&tp)
+            == Some(&3))
+        .await
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    let rows = b.py_read("late.dlq", 1);
+    let h = &rows[0]["headers"];
+    assert_eq!(h["reason"], hex::encode("handler_failed"));
+    assert_eq!(h["original_offset"], hex::encode("1"));
+    assert_eq!(h["error"], hex::encode("downstream refused"));
 }

@@ -295,23 +295,25 @@ impl Consumer {
             *committed_view.lock().unwrap_or_else(|p| p.into_inner()) = committed.clone();
             let (stop_tx, stop_rx) = watch::channel(false);
             let progress: Progress = Arc::new(Mutex::new(committed.clone()));
-            let workers: Vec<_> = assignment
-                .iter()
-                .filter_map(|tp| {
-                    let kind = *topics.get(&tp.0)?;
-                    Some(tokio::spawn(
-                        PartitionWorker {
-                            shared: shared.clone(),
-                            tp: tp.clone(),
-                            kind,
-                            start: committed.get(tp).copied(),
-                            stop: stop_rx.clone(),
-                            progress: progress.clone(),
-                        }
-                        .run(),
-                    ))
-                })
-                .collect();
+            let mut workers = Workers(
+                assignment
+                    .iter()
+                    .filter_map(|tp| {
+                        let kind = *topics.get(&tp.0)?;
+                        Some(tokio::spawn(
+                            PartitionWorker {
+                                shared: shared.clone(),
+                                tp: tp.clone(),
+                                kind,
+                                start: committed.get(tp).copied(),
+                                stop: stop_rx.clone(),
+                                progress: progress.clone(),
+                            }
+                            .run(),
+                        ))
+                    })
+                    .collect(),
+            );
             let mut heartbeat = tokio::time::interval(opts.timing.heartbeat_interval);
             let mut commit = tokio::time::interval(opts.commit_interval);
             let mut last_heartbeat = Instant::now();
@@ -339,7 +341,7 @@ impl Consumer {
                 }
             };
             let _ = stop_tx.send(true);
-            for w in workers {
+            for w in workers.0.drain(..) {
                 let _ = w.await;
             }
             commit_progress(&mut member, &progress, &committed_view, &shared.stats).await;
@@ -348,6 +350,18 @@ impl Consumer {
                 return Ok(());
             }
             tracing::info!(group = %opts.group, "rebalancing");
+        }
+    }
+}
+
+/// The partition tasks of one generation; aborted if `run` is dropped (a crash must not leave
+/// them handling records without a member behind them).
+struct Workers(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for w in &self.0 {
+            w.abort();
         }
     }
 }

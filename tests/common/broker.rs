@@ -228,6 +228,20 @@ impl Broker {
         })
     }
 
+    /// Starts a confluent-kafka consumer in `group` on `topic` for `seconds`; its stdout is
+    /// JSON lines (`{"assigned": [..]}` and `{"partition", "offset"}`).
+    pub fn py_group(&self, topic: &str, group: &str, seconds: u32) -> std::process::Child {
+        Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/kafka_tool.py"))
+            .args(["group", "--topic", topic, "--group", group])
+            .args(["--seconds", &seconds.to_string()])
+            .arg("--conf")
+            .arg(self.py_conf().to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs")
+    }
+
     /// Reads `count` records of `topic` with the confluent-kafka client.
     pub fn py_read(&self, topic: &str, count: usize) -> Vec<serde_json::Value> {
         let out = Command::new("python3")

@@ -3,6 +3,7 @@
 
 read:    read COUNT records of TOPIC from the beginning of every partition; print JSON lines
          {"partition", "offset", "key", "value", "headers"} (bytes as hex).
+group:   consume TOPIC as a member of a consumer group for a while (see group()).
 produce: produce hex values given as JSON lines on stdin ({"key": hex|null, "value": hex}).
 Connection settings come as a JSON object in --conf (librdkafka property names).
 """
@@ -33,6 +34,26 @@ def read(conf, topic, count, timeout):
     c.close()
     if got < count:
         sys.exit(f"read {got} of {count} records from {topic}")
+
+
+def group(conf, topic, group_id, seconds):
+    """Consumes TOPIC as a member of GROUP_ID for SECONDS (librdkafka's default assignors,
+    range then roundrobin), committing each record synchronously after "handling" it. Prints
+    {"assigned": [...]} on each assignment and {"partition", "offset"} per record."""
+    c = ck.Consumer(dict(conf, **{"group.id": group_id, "enable.auto.commit": False,
+                                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+                                  "heartbeat.interval.ms": 500}))
+    def on_assign(consumer, parts):
+        print(json.dumps({"assigned": sorted(p.partition for p in parts)}), flush=True)
+    c.subscribe([topic], on_assign=on_assign)
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        m = c.poll(0.2)
+        if m is None or m.error():
+            continue
+        print(json.dumps({"partition": m.partition(), "offset": m.offset()}), flush=True)
+        c.commit(message=m, asynchronous=False)
+    c.close()
 
 
 def produce(conf, topic):
@@ -75,7 +96,9 @@ def bench(conf, topic, path):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["read", "produce", "bench"])
+    ap.add_argument("cmd", choices=["read", "produce", "bench", "group"])
+    ap.add_argument("--group")
+    ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--file")
     ap.add_argument("--conf", required=True)
     ap.add_argument("--topic", required=True)
@@ -85,6 +108,8 @@ if __name__ == "__main__":
     conf = json.loads(a.conf)
     if a.cmd == "read":
         read(conf, a.topic, a.count, a.timeout)
+    elif a.cmd == "group":
+        group(conf, a.topic, a.group, a.seconds)
     elif a.cmd == "bench":
         bench(conf, a.topic, a.file)
     else:
