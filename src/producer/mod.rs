@@ -4,6 +4,7 @@
 //! caller, never a silent drop; `Ok` means the broker acknowledged the record (acks=all).
 
 mod breaker;
+mod idempotent;
 pub mod partitioner;
 
 pub use breaker::{BreakerState, CircuitBreaker};
@@ -72,6 +73,7 @@ pub struct Producer {
     breaker: CircuitBreaker,
     partitions: Mutex<HashMap<String, PartitionClients>>,
     round_robin: AtomicUsize,
+    idempotent: Option<Arc<idempotent::IdempotentSender>>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -93,9 +95,12 @@ impl Producer {
         let p = &config.producer;
         let breaker =
             CircuitBreaker::new(p.breaker_failures, p.breaker_open_for, p.breaker_successes);
-        if p.idempotent {
-            tracing::info!("idempotent produce requested; meshbus sends acks=all without producer ids (see README)");
-        }
+        // The idempotent path needs only the configuration, which `Transport::connect` checked.
+        let idempotent = if p.idempotent {
+            idempotent::IdempotentSender::new(&config).ok()
+        } else {
+            None
+        };
         Producer {
             transport,
             config,
@@ -104,6 +109,7 @@ impl Producer {
             breaker,
             partitions: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
+            idempotent,
         }
     }
 
@@ -232,6 +238,12 @@ impl Producer {
         }
         let started = Instant::now();
         let size = value.len() as u64;
+        if let Some(idem) = &self.idempotent {
+            let result = self
+                .produce_idempotent(idem, topic, key, value, headers)
+                .await;
+            return self.finish(topic, started, size, 1, result);
+        }
         let record = Record {
             key,
             value: Some(value),
@@ -257,6 +269,24 @@ impl Producer {
         .when(|e: &TransportError| e.is_retriable())
         .notify(|e, after| tracing::warn!(topic, error = %e, retry_in = ?after, "send failed; retrying"))
         .await;
+        self.finish(
+            topic,
+            started,
+            size,
+            attempts.load(Ordering::Relaxed),
+            result,
+        )
+    }
+
+    /// Breaker, metrics and error shape for a finished send.
+    fn finish(
+        &self,
+        topic: &str,
+        started: Instant,
+        size: u64,
+        attempts: usize,
+        result: Result<Delivery, TransportError>,
+    ) -> Result<Delivery, SendError> {
         match result {
             Ok(d) => {
                 self.breaker.on_success();
@@ -278,11 +308,44 @@ impl Producer {
                 }
                 Err(SendError::Transport {
                     topic: topic.to_string(),
-                    attempts: attempts.load(Ordering::Relaxed),
+                    attempts,
                     source,
                 })
             }
         }
+    }
+
+    async fn produce_idempotent(
+        &self,
+        idem: &Arc<idempotent::IdempotentSender>,
+        topic: &str,
+        key: Option<Vec<u8>>,
+        value: Vec<u8>,
+        headers: BTreeMap<String, Vec<u8>>,
+    ) -> Result<Delivery, TransportError> {
+        let n = idem.partition_count(topic).await?;
+        if n == 0 {
+            return Err(TransportError::Broker {
+                detail: format!("topic {topic} has no partitions"),
+                retriable: true,
+            });
+        }
+        let partition = match &key {
+            Some(k) => partitioner::partition_for_key(k, n),
+            None => (self.round_robin.fetch_add(1, Ordering::Relaxed) % n as usize) as i32,
+        };
+        let record = crate::protocol::produce::OutRecord {
+            key,
+            value,
+            headers,
+            timestamp_ms: crate::contract::clock::SystemClock.now_ms(),
+        };
+        let offset = idem.send(topic, partition, record).await?;
+        Ok(Delivery {
+            topic: topic.to_string(),
+            partition,
+            offset,
+        })
     }
 
     async fn produce_once(&self, topic: &str, record: Record) -> Result<Delivery, TransportError> {

@@ -20,9 +20,11 @@ fn s(v: &str) -> StrBytes {
 
 /// The leader address (`host:port`) of every partition of `topic`, by partition index.
 pub async fn leaders(conn: &Connection, topic: &str) -> Result<Vec<String>, TransportError> {
-    let req = MetadataRequest::default().with_topics(Some(vec![
-        MetadataRequestTopic::default().with_name(Some(TopicName(s(topic))))
-    ]));
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(TopicName(s(topic))))
+        ]));
     let resp = conn.request(&req, 7).await?;
     let brokers: BTreeMap<i32, String> = resp
         .brokers
@@ -58,7 +60,9 @@ pub async fn leaders(conn: &Connection, topic: &str) -> Result<Vec<String>, Tran
 
 /// A producer id and epoch from the broker (no transactional id: idempotence only).
 pub async fn init_producer_id(conn: &Connection) -> Result<(i64, i16), TransportError> {
-    let req = InitProducerIdRequest::default().with_transaction_timeout_ms(60_000);
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000);
     let resp = conn.request(&req, 1).await?;
     if resp.error_code != 0 {
         return Err(api_error("init producer id", resp.error_code));
@@ -154,6 +158,7 @@ pub async fn produce(
     timeout_ms: i32,
 ) -> Result<Result<i64, i16>, TransportError> {
     let req = ProduceRequest::default()
+        .with_transactional_id(None)
         .with_acks(-1)
         .with_timeout_ms(timeout_ms)
         .with_topic_data(vec![TopicProduceData::default()
