@@ -61,6 +61,20 @@ impl Kind {
         }
     }
 
+    /// The protobuf message's full name.
+    pub const fn proto_name(self) -> &'static str {
+        match self {
+            Kind::Anomaly => "cybermesh.ai.v1.AnomalyEvent",
+            Kind::Evidence => "cybermesh.ai.v1.EvidenceEvent",
+            Kind::Policy => "cybermesh.ai.v1.PolicyEvent",
+            Kind::Commit => "cybermesh.control.v1.CommitEvent",
+            Kind::PolicyUpdate => "cybermesh.control.v1.PolicyUpdateEvent",
+            Kind::Reputation => "cybermesh.control.v1.ReputationEvent",
+            Kind::EvidenceRequest => "cybermesh.control.v1.EvidenceRequestEvent",
+            Kind::PolicyAck => "cybermesh.control.v1.PolicyAckEvent",
+        }
+    }
+
     /// The default topic of SPEC.md section 1.
     pub const fn default_topic(self) -> &'static str {
         match self {

@@ -2,6 +2,7 @@
 //! No Kafka here: this is the part every other piece calls.
 
 pub mod clock;
+pub mod json;
 pub mod keys;
 pub mod limits;
 pub mod messages;

@@ -1,7 +1,7 @@
 //! The bytes that are signed (SPEC 3a, 3b) and the [`Signer`] that fills and signs messages.
 
 use super::clock::{Clock, SystemClock};
-use super::messages::{AiEnvelope, ControlSigned, Kind, ALG_ED25519};
+use super::messages::{AiEnvelope, ControlSigned, Kind, Message, ALG_ED25519};
 use super::nonce::NonceGenerator;
 use ed25519_dalek::{Signer as _, SigningKey};
 use sha2::{Digest, Sha256};
@@ -141,6 +141,22 @@ impl Signer {
         m.set_producer_id(self.public);
         m.fill_derived();
         self.resign_control(m)
+    }
+
+    /// Signs any message by its kind: the AI envelope for `ai.*`, the canonical control
+    /// signature for `control.*`. A policy ack is returned as is (its signature travels in
+    /// record headers: see [`Signer::sign_raw`]).
+    pub fn sign_message(&self, m: Message) -> Message {
+        match m {
+            Message::Anomaly(x) => Message::Anomaly(self.sign_ai(x)),
+            Message::Evidence(x) => Message::Evidence(self.sign_ai(x)),
+            Message::Policy(x) => Message::Policy(self.sign_ai(x)),
+            Message::Commit(x) => Message::Commit(self.sign_control(x)),
+            Message::PolicyUpdate(x) => Message::PolicyUpdate(self.sign_control(x)),
+            Message::Reputation(x) => Message::Reputation(self.sign_control(x)),
+            Message::EvidenceRequest(x) => Message::EvidenceRequest(self.sign_control(x)),
+            Message::PolicyAck(x) => Message::PolicyAck(x),
+        }
     }
 
     /// Signs a control message as it stands (deterministic).

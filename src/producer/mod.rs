@@ -127,43 +127,41 @@ impl Producer {
         self.signer.as_deref().ok_or(SendError::NoSigner)
     }
 
+    /// Signs `msg` by its kind and sends it to its configured topic.
+    pub async fn sign_and_send(&self, msg: Message) -> Result<Delivery, SendError> {
+        let signed = self.signer()?.sign_message(msg);
+        self.send_message(&signed).await
+    }
     /// Signs and sends an anomaly to `ai.anomalies.v1`.
     pub async fn send_anomaly(&self, m: AnomalyEvent) -> Result<Delivery, SendError> {
-        let m = self.signer()?.sign_ai(m);
-        self.send_message(&Message::Anomaly(m)).await
+        self.sign_and_send(Message::Anomaly(m)).await
     }
     /// Signs and sends evidence to `ai.evidence.v1`.
     pub async fn send_evidence(&self, m: EvidenceEvent) -> Result<Delivery, SendError> {
-        let m = self.signer()?.sign_ai(m);
-        self.send_message(&Message::Evidence(m)).await
+        self.sign_and_send(Message::Evidence(m)).await
     }
     /// Signs and sends a policy to `ai.policy.v1`.
     pub async fn send_policy(&self, m: PolicyEvent) -> Result<Delivery, SendError> {
-        let m = self.signer()?.sign_ai(m);
-        self.send_message(&Message::Policy(m)).await
+        self.sign_and_send(Message::Policy(m)).await
     }
     /// Signs and sends a commit to `control.commits.v1` (key: height, 8 bytes BE).
     pub async fn send_commit(&self, m: CommitEvent) -> Result<Delivery, SendError> {
-        let m = self.signer()?.sign_control(m);
-        self.send_message(&Message::Commit(m)).await
+        self.sign_and_send(Message::Commit(m)).await
     }
     /// Signs and sends a policy update to `control.policy.v1` (key: policy_id).
     pub async fn send_policy_update(&self, m: PolicyUpdateEvent) -> Result<Delivery, SendError> {
-        let m = self.signer()?.sign_control(m);
-        self.send_message(&Message::PolicyUpdate(m)).await
+        self.sign_and_send(Message::PolicyUpdate(m)).await
     }
     /// Signs and sends a reputation event to `control.reputation.v1`.
     pub async fn send_reputation(&self, m: ReputationEvent) -> Result<Delivery, SendError> {
-        let m = self.signer()?.sign_control(m);
-        self.send_message(&Message::Reputation(m)).await
+        self.sign_and_send(Message::Reputation(m)).await
     }
     /// Signs and sends an evidence request to `control.evidence.v1`.
     pub async fn send_evidence_request(
         &self,
         m: EvidenceRequestEvent,
     ) -> Result<Delivery, SendError> {
-        let m = self.signer()?.sign_control(m);
-        self.send_message(&Message::EvidenceRequest(m)).await
+        self.sign_and_send(Message::EvidenceRequest(m)).await
     }
     /// Sends a policy ack to `control.policy.ack.v1` (key: policy_id); with a signer, adds the
     /// `ack-signature` headers of SPEC 3c.

@@ -1,0 +1,218 @@
+//! Command-line interface. One file per family of subcommands; everything that checks or signs
+//! records goes through the library (`meshbus::contract`), the same path services use.
+//!
+//! Exit codes: 0 success; 1 a record was refused (verify) or not delivered; 2 usage error;
+//! 3 configuration, key, file or broker failure.
+
+mod bus;
+mod demo;
+mod dlq;
+mod keys;
+mod metrics_http;
+mod offline;
+
+use clap::{Parser, Subcommand};
+use meshbus::config::Config;
+use meshbus::contract::{keys as keyfiles, Kind, TrustStore};
+use meshbus::metrics::Metrics;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Process exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// A record was refused or not delivered.
+    Refused = 1,
+    /// Bad arguments.
+    Usage = 2,
+    /// Configuration, key, file or broker failure.
+    Failure = 3,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}
+
+/// The CyberMesh bus from the command line: keys, offline signing and verification, producing
+/// and consuming verified records, the dead-letter queue, and a whole-mesh demo.
+///
+/// Broker settings come from the SPEC environment variables (KAFKA_BROKERS, KAFKA_TLS_ENABLED,
+/// KAFKA_CA_CERT, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, ...).
+/// Exit codes: 0 ok, 1 refused or not delivered, 2 usage, 3 configuration/broker failure.
+#[derive(Debug, Parser)]
+#[command(name = "meshbus", version, about, long_about)]
+pub struct Cli {
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464) while the command runs.
+    #[arg(long, global = true, env = "MESHBUS_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Log filter for stderr (error, warn, info, debug, or a tracing filter).
+    #[arg(long, global = true, default_value = "warn", env = "MESHBUS_LOG")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate an Ed25519 signing key (PKCS#8 PEM, mode 0600) and its public key file.
+    Keygen(keys::KeygenArgs),
+    /// Sign a message (proto3 JSON) offline; writes the record bytes.
+    Sign(offline::SignArgs),
+    /// Verify a record offline with the contract verifier; prints `ok` or the reason code.
+    Verify(offline::VerifyArgs),
+    /// Sign and publish messages of one kind to their topic.
+    Produce(bus::ProduceArgs),
+    /// Consume topics as a verifying group member; print what verifies, dead-letter the rest.
+    Consume(bus::ConsumeArgs),
+    /// List dead letters with their reasons, or replay them to their original topic.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Run the whole mesh on the configured broker and print a summary.
+    Demo(demo::DemoArgs),
+    /// Serve an empty metrics registry (to check scraping); stops on Ctrl-C.
+    ServeMetrics,
+}
+
+/// Installs the stderr logger.
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> Exit {
+    let metrics = Metrics::new();
+    if let Some(addr) = cli.metrics_addr {
+        match metrics_http::serve(addr, metrics.clone()).await {
+            Ok(bound) => eprintln!("metrics on http://{bound}/metrics"),
+            Err(e) => {
+                eprintln!("meshbus: cannot serve metrics on {addr}: {e}");
+                return Exit::Failure;
+            }
+        }
+    }
+    let result = match cli.command {
+        Command::Keygen(a) => keys::keygen(a),
+        Command::Sign(a) => offline::sign(a),
+        Command::Verify(a) => offline::verify(a),
+        Command::Produce(a) => bus::produce(a, metrics).await,
+        Command::Consume(a) => bus::consume(a, metrics).await,
+        Command::Dlq(c) => dlq::run(c, metrics).await,
+        Command::Demo(a) => demo::run(a, metrics, cli.metrics_addr).await,
+        Command::ServeMetrics => {
+            if cli.metrics_addr.is_none() {
+                eprintln!("meshbus: serve-metrics needs --metrics-addr");
+                return Exit::Usage;
+            }
+            let _ = tokio::signal::ctrl_c().await;
+            Ok(Exit::Ok)
+        }
+    };
+    match result {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("meshbus: {e}");
+            Exit::Failure
+        }
+    }
+}
+
+/// A failure with a message for the operator (exit 3).
+pub type CliResult = Result<Exit, String>;
+
+/// The SPEC 8 configuration from the environment.
+pub fn config() -> Result<Config, String> {
+    Config::from_env().map_err(|e| e.to_string())
+}
+
+/// Reads `path`, or stdin for `-` or none.
+pub fn read_input(path: Option<&Path>) -> Result<Vec<u8>, String> {
+    match path {
+        Some(p) if p != Path::new("-") => {
+            std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        }
+        _ => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("cannot read stdin: {e}"))?;
+            Ok(buf)
+        }
+    }
+}
+
+/// A kind named by `--kind` or by `--topic` (a configured or default topic name).
+pub fn kind_of(kind: Option<Kind>, topic: Option<&str>) -> Result<Kind, String> {
+    match (kind, topic) {
+        (Some(k), _) => Ok(k),
+        (None, Some(t)) => Config::from_env()
+            .ok()
+            .and_then(|c| c.kind_of_topic(t))
+            .or_else(|| Kind::from_default_topic(t))
+            .ok_or_else(|| format!("topic {t} is not a CyberMesh topic")),
+        (None, None) => Err("give --kind or --topic".into()),
+    }
+}
+
+/// A trust store from PEM files, directories (with an optional validator_registry.json) and
+/// 64-hex-character keys.
+pub fn trust_store(items: &[String]) -> Result<TrustStore, String> {
+    let mut store = TrustStore::from_keys([]);
+    for item in items {
+        let p = PathBuf::from(item);
+        if p.is_dir() {
+            let dir = TrustStore::from_dir(&p).map_err(|e| e.to_string())?;
+            for k in dir.keys() {
+                store.insert(*k);
+            }
+        } else if p.is_file() {
+            store.add_key_file(&p).map_err(|e| e.to_string())?;
+        } else {
+            store.insert(keyfiles::decode_hex32(item).map_err(|e| {
+                format!("{item}: not a file, directory or 64-hex-character key ({e})")
+            })?);
+        }
+    }
+    Ok(store)
+}
+
+/// The signing key at `path`, with the 0600 guard in staging and production.
+pub fn signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey, String> {
+    let env = std::env::var("ENVIRONMENT")
+        .ok()
+        .and_then(|e| e.parse().ok())
+        .unwrap_or_default();
+    keyfiles::load_signing_key(path, env).map_err(|e| e.to_string())
+}
+
+/// Shared handle for counting progress on stderr.
+pub fn progress(label: &'static str, total: u64) -> Arc<std::sync::atomic::AtomicU64> {
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if total >= 1000 {
+        let d = done.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let n = d.load(std::sync::atomic::Ordering::Relaxed);
+                eprintln!("{label}: {n}/{total}");
+                if n >= total {
+                    break;
+                }
+            }
+        });
+    }
+    done
+}
