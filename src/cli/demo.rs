@@ -36,6 +36,9 @@ pub struct DemoArgs {
 
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
 
+/// A boxed handler closure.
+type BoxedHandler = Box<dyn Fn(Consumed) -> meshbus::consumer::HandlerFuture + Send + Sync>;
+
 fn bump(c: &Counts, key: impl Into<String>) {
     *c.lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -64,10 +67,7 @@ async fn start(
     options: ConsumerOptions,
     verifier: Verifier,
     metrics: &Arc<Metrics>,
-    handlers: Vec<(
-        Kind,
-        Box<dyn Fn(Consumed) -> meshbus::consumer::HandlerFuture + Send + Sync>,
-    )>,
+    handlers: Vec<(Kind, BoxedHandler)>,
 ) -> Result<Running, String> {
     let transport = Transport::connect(config)
         .await
@@ -103,10 +103,7 @@ async fn start(
     })
 }
 
-fn counting(
-    counts: &Counts,
-    prefix: &str,
-) -> Box<dyn Fn(Consumed) -> meshbus::consumer::HandlerFuture + Send + Sync> {
+fn counting(counts: &Counts, prefix: &str) -> BoxedHandler {
     let (counts, prefix) = (counts.clone(), prefix.to_string());
     Box::new(move |r: Consumed| {
         bump(&counts, format!("{prefix}.{}", r.message.kind().name()));
@@ -204,28 +201,27 @@ pub async fn run(
     let applied = Arc::new(AtomicU64::new(0));
     {
         let (out, applied) = (agent_out.clone(), applied.clone());
-        let handler: Box<dyn Fn(Consumed) -> meshbus::consumer::HandlerFuture + Send + Sync> =
-            Box::new(move |r: Consumed| {
-                let (out, applied) = (out.clone(), applied.clone());
-                Box::pin(async move {
-                    let Message::PolicyUpdate(u) = r.message else {
-                        return Err("not a policy update".to_string());
-                    };
-                    applied.fetch_add(1, Ordering::Relaxed);
-                    let ack = PolicyAckEvent {
-                        policy_id: u.policy_id,
-                        result: "applied".into(),
-                        applied_at: SystemClock.now_secs(),
-                        acked_at: SystemClock.now_secs(),
-                        controller_instance: "agent-9".into(),
-                        ..Default::default()
-                    };
-                    out.send_policy_ack(ack)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                })
-            });
+        let handler: BoxedHandler = Box::new(move |r: Consumed| {
+            let (out, applied) = (out.clone(), applied.clone());
+            Box::pin(async move {
+                let Message::PolicyUpdate(u) = r.message else {
+                    return Err("not a policy update".to_string());
+                };
+                applied.fetch_add(1, Ordering::Relaxed);
+                let ack = PolicyAckEvent {
+                    policy_id: u.policy_id,
+                    result: "applied".into(),
+                    applied_at: SystemClock.now_secs(),
+                    acked_at: SystemClock.now_secs(),
+                    controller_instance: "agent-9".into(),
+                    ..Default::default()
+                };
+                out.send_policy_ack(ack)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        });
         let mut c = config.clone();
         c.consumer_group = format!("demo-{run}-agent");
         running.push(

@@ -216,6 +216,25 @@ impl Broker {
             .unwrap()
     }
 
+    /// The SPEC 8 environment for the same listener (for the `meshbus` command).
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("KAFKA_BROKERS", self.address()),
+            ("KAFKA_TLS_ENABLED", "true".into()),
+            (
+                "KAFKA_CA_CERT",
+                self.certs.join("ca.pem").display().to_string(),
+            ),
+            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".into()),
+            ("KAFKA_SASL_USERNAME", USER.into()),
+            ("KAFKA_SASL_PASSWORD", PASSWORD.into()),
+            ("KAFKA_REQUEST_TIMEOUT_MS", "10000".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
     /// librdkafka settings for the same listener.
     pub fn py_conf(&self) -> serde_json::Value {
         serde_json::json!({

@@ -1,0 +1,300 @@
+//! The `meshbus` command as an operator drives it: keys, offline sign and verify (the shared
+//! vectors through the command), produce and consume against the broker, DLQ list and replay.
+
+mod common;
+use common::broker::Broker;
+use common::vectors;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn meshbus() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_meshbus"));
+    // Nothing from the developer's environment leaks into the tests.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KAFKA_") || k.starts_with("MESHBUS_") || k == "ENVIRONMENT" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output().expect("meshbus runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn keygen_writes_a_private_pem_0600_and_prints_the_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ai.pem");
+    let out = run(meshbus().args(["keygen", "--out"]).arg(&key));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let public = text(&out.stdout).trim().to_string();
+    assert_eq!(public.len(), 64);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(std::fs::read_to_string(&key)
+        .unwrap()
+        .starts_with("-----BEGIN PRIVATE KEY-----"));
+    let pub_pem = std::fs::read_to_string(dir.path().join("ai.pem.pub")).unwrap();
+    let parsed = meshbus::contract::keys::parse_public_key(&pub_pem).unwrap();
+    assert_eq!(hex::encode(parsed.to_bytes()), public);
+    // No silent overwrite.
+    let again = run(meshbus().args(["keygen", "--out"]).arg(&key));
+    assert_eq!(again.status.code(), Some(3));
+    assert!(text(&again.stderr).contains("--force"));
+}
+
+fn sign_json(dir: &Path, key: &Path, json: &str) -> std::path::PathBuf {
+    let input = dir.join("m.json");
+    std::fs::write(&input, json).unwrap();
+    let out_path = dir.join("m.bin");
+    let out = run(meshbus()
+        .args(["sign", "--kind", "anomaly", "--key"])
+        .arg(key)
+        .arg(&input)
+        .arg("--out")
+        .arg(&out_path));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    out_path
+}
+
+#[test]
+fn sign_then_verify_and_a_tampered_file_fails_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    assert!(run(meshbus().args(["keygen", "--out"]).arg(&key))
+        .status
+        .success());
+    let payload = base64_json(r#"{"severity":4,"confidence":0.25}"#);
+    let record = sign_json(
+        dir.path(),
+        &key,
+        &format!(
+            r#"{{"id":"a-1","type":"ddos","source":"10.1.1.1","severity":4,"confidence":0.25,"payload":"{payload}","model_version":"m"}}"#
+        ),
+    );
+    let ok = run(meshbus().args(["verify", "--kind", "anomaly"]).arg(&record));
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    assert_eq!(text(&ok.stdout).trim(), "ok");
+
+    let json = run(meshbus()
+        .args(["verify", "--topic", "ai.anomalies.v1", "--json"])
+        .arg(&record));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["message"]["id"], "a-1");
+    assert_eq!(v["message"]["severity"], 4);
+
+    let mut bytes = std::fs::read(&record).unwrap();
+    let n = bytes.len();
+    bytes[n - 45] ^= 0x01; // inside the signature
+    let tampered = dir.path().join("t.bin");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let bad = run(meshbus()
+        .args(["verify", "--kind", "anomaly"])
+        .arg(&tampered));
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(text(&bad.stdout).trim(), "bad_signature");
+    let bad_json = run(meshbus()
+        .args(["verify", "--kind", "anomaly", "--json"])
+        .arg(&tampered));
+    let v: serde_json::Value = serde_json::from_slice(&bad_json.stdout).unwrap();
+    assert_eq!(v["reason"], "bad_signature");
+
+    // From stdin, as hex, against the clock it was sent at: an hour later it is stale.
+    let mut child = meshbus()
+        .args(["verify", "--kind", "anomaly", "--hex", "--now"])
+        .arg(
+            (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 3600)
+                .to_string(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(hex::encode(std::fs::read(&record).unwrap()).as_bytes())
+        .unwrap();
+    let stale = child.wait_with_output().unwrap();
+    assert_eq!(stale.status.code(), Some(1));
+    assert_eq!(text(&stale.stdout).trim(), "timestamp_skew");
+
+    // Bad JSON is a clear error, not a record.
+    let input = dir.path().join("bad.json");
+    std::fs::write(&input, r#"{"severity": "high"}"#).unwrap();
+    let out = run(meshbus()
+        .args(["sign", "--kind", "anomaly", "--key"])
+        .arg(&key)
+        .arg(&input));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("anomaly JSON"));
+}
+
+fn base64_json(s: &str) -> String {
+    // proto3 JSON carries bytes as base64.
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Every shared vector through the command gives the vector's expected outcome (the command
+/// uses the library's verifier).
+#[test]
+fn every_vector_through_the_command() {
+    let v = vectors::load();
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for vec in v.vectors.iter().filter(|x| x.record_hex.len() < 200_000) {
+        let path = dir.path().join("r.hex");
+        std::fs::write(&path, &vec.record_hex).unwrap();
+        let mut c = meshbus();
+        c.args([
+            "verify",
+            "--hex",
+            "--topic",
+            &vec.topic,
+            "--now",
+            &v.now.to_string(),
+        ]);
+        for k in &v.trusted_control_keys {
+            c.args(["--trust", k]);
+        }
+        let out = run(c.arg(&path));
+        let got = text(&out.stdout).trim().to_string();
+        let want_code = if vec.expect == "ok" { 0 } else { 1 };
+        if got != vec.expect || out.status.code() != Some(want_code) {
+            failures.push(format!(
+                "{}: expected {}, got {got} ({:?})",
+                vec.name,
+                vec.expect,
+                out.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn produce_consume_and_dlq_replay_against_the_broker() {
+    let b = Broker::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ai.pem");
+    assert!(run(meshbus().args(["keygen", "--out"]).arg(&key))
+        .status
+        .success());
+
+    // produce 12 signed sample anomalies
+    let out = run(meshbus()
+        .envs(b.env())
+        .args([
+            "produce", "--kind", "anomaly", "--sample", "12", "--size", "300", "--key",
+        ])
+        .arg(&key));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 12);
+
+    // and one forged record (bytes of a signed anomaly with a flipped signature byte)
+    let payload = base64_json(r#"{"severity":2,"confidence":0.5}"#);
+    let rec = sign_json(
+        dir.path(),
+        &key,
+        &format!(
+            r#"{{"id":"forged","type":"ddos","source":"x","severity":2,"confidence":0.5,"payload":"{payload}","model_version":"m"}}"#
+        ),
+    );
+    let mut forged = std::fs::read(&rec).unwrap();
+    let n = forged.len();
+    forged[n - 45] ^= 1;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let t = meshbus::transport::Transport::connect(&b.config())
+            .await
+            .unwrap();
+        let p =
+            meshbus::producer::Producer::new(t, b.config(), None, meshbus::metrics::Metrics::new());
+        p.send_raw("ai.anomalies.v1", None, forged.clone(), Default::default())
+            .await
+            .unwrap();
+    });
+
+    // consume: 12 verified records as JSON lines; the forged one goes to the DLQ
+    let out = run(meshbus().envs(b.env()).args([
+        "consume",
+        "--kind",
+        "anomaly",
+        "--group",
+        "cli",
+        "--json",
+        "--max",
+        "13",
+        "--seconds",
+        "60",
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12, "{}", text(&out.stderr));
+    assert!(lines
+        .iter()
+        .all(|l| l["kind"] == "anomaly" && l["topic"] == "ai.anomalies.v1"));
+    assert!(
+        text(&out.stderr).contains("dead-lettered 1"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // dlq list shows it with its reason
+    let out = run(meshbus().envs(b.env()).args(["dlq", "list", "--json"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["reason"], "bad_signature");
+    assert_eq!(rows[0]["original_topic"], "ai.anomalies.v1");
+
+    // replay needs a selection; then replays the record to its original topic byte for byte
+    let out = run(meshbus().envs(b.env()).args(["dlq", "replay"]));
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(meshbus()
+        .envs(b.env())
+        .args(["dlq", "replay", "--reason", "bad_signature"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("replayed 1, failed 0"));
+    let all = b.py_read("ai.anomalies.v1", 14);
+    let copies = all
+        .iter()
+        .filter(|r| r["value"].as_str() == Some(&hex::encode(&forged)))
+        .count();
+    assert_eq!(copies, 2, "the original and its replay");
+
+    // metrics endpoint while consuming
+    let out = run(meshbus().envs(b.env()).args([
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "consume",
+        "--kind",
+        "anomaly",
+        "--group",
+        "cli",
+        "--seconds",
+        "3",
+    ]));
+    assert!(out.status.success());
+    assert!(text(&out.stderr).contains("metrics on http://127.0.0.1:"));
+}
