@@ -3,6 +3,7 @@
 
 read:    read COUNT records of TOPIC from the beginning of every partition; print JSON lines
          {"partition", "offset", "key", "value", "headers"} (bytes as hex).
+cbench:  consume COUNT records of TOPIC in a group without verification, timed (benchmark).
 group:   consume TOPIC as a member of a consumer group for a while (see group()).
 produce: produce hex values given as JSON lines on stdin ({"key": hex|null, "value": hex}).
 Connection settings come as a JSON object in --conf (librdkafka property names).
@@ -56,6 +57,26 @@ def group(conf, topic, group_id, seconds):
     c.close()
 
 
+def cbench(conf, topic, group_id, count):
+    """Consumes COUNT records of TOPIC in a fresh group as fast as librdkafka can, without
+    verification, committing once at the end; prints {"records", "seconds", "cpu_seconds"}
+    (timed from the subscribe call, so the group join is included as for meshbus)."""
+    import resource
+    c = ck.Consumer(dict(conf, **{"group.id": group_id, "enable.auto.commit": False,
+                                  "auto.offset.reset": "earliest"}))
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.time()
+    c.subscribe([topic])
+    got = 0
+    while got < count:
+        msgs = c.consume(num_messages=1000, timeout=1.0)
+        got += sum(1 for m in msgs if not m.error())
+    c.commit(asynchronous=False)
+    t1, r1 = time.time(), resource.getrusage(resource.RUSAGE_SELF)
+    c.close()
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    print(json.dumps({"records": got, "seconds": t1 - t0, "cpu_seconds": cpu}))
+
+
 def produce(conf, topic):
     p = ck.Producer(dict(conf, **{"acks": "all", "enable.idempotence": True}))
     n = 0
@@ -96,7 +117,7 @@ def bench(conf, topic, path):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["read", "produce", "bench", "group"])
+    ap.add_argument("cmd", choices=["read", "produce", "bench", "group", "cbench"])
     ap.add_argument("--group")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--file")
@@ -110,6 +131,8 @@ if __name__ == "__main__":
         read(conf, a.topic, a.count, a.timeout)
     elif a.cmd == "group":
         group(conf, a.topic, a.group, a.seconds)
+    elif a.cmd == "cbench":
+        cbench(conf, a.topic, a.group, a.count)
     elif a.cmd == "bench":
         bench(conf, a.topic, a.file)
     else:
