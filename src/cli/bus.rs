@@ -181,16 +181,8 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>) -> CliResult {
     if a.latest {
         options.start_from = StartFrom::Latest;
     }
-    let transport = Transport::connect(&config)
+    let mut consumer = Consumer::connect(config, verifier, metrics, options)
         .await
-        .map_err(|e| e.to_string())?;
-    let dlq = Arc::new(Producer::new(
-        transport.clone(),
-        config.clone(),
-        None,
-        metrics.clone(),
-    ));
-    let mut consumer = Consumer::new(transport, config, verifier, dlq, metrics, options)
         .map_err(|e| e.to_string())?;
     let json_out = a.json;
     for kind in &a.kind {

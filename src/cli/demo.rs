@@ -69,24 +69,9 @@ async fn start(
     metrics: &Arc<Metrics>,
     handlers: Vec<(Kind, BoxedHandler)>,
 ) -> Result<Running, String> {
-    let transport = Transport::connect(config)
+    let mut c = Consumer::connect(config.clone(), Arc::new(verifier), metrics.clone(), options)
         .await
         .map_err(|e| e.to_string())?;
-    let dlq = Arc::new(Producer::new(
-        transport.clone(),
-        config.clone(),
-        None,
-        metrics.clone(),
-    ));
-    let mut c = Consumer::new(
-        transport,
-        config.clone(),
-        Arc::new(verifier),
-        dlq,
-        metrics.clone(),
-        options,
-    )
-    .map_err(|e| e.to_string())?;
     for (kind, h) in handlers {
         c = c.handle(kind, move |r: Consumed| h(r));
     }

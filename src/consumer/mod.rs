@@ -220,6 +220,24 @@ impl Consumer {
         })
     }
 
+    /// Connects to the broker and builds a consumer whose dead letters go out through a
+    /// producer of its own (unsigned: dead letters are the original records).
+    pub async fn connect(
+        config: Config,
+        verifier: Arc<Verifier>,
+        metrics: Arc<Metrics>,
+        options: ConsumerOptions,
+    ) -> Result<Consumer, TransportError> {
+        let transport = Transport::connect(&config).await?;
+        let dlq = Arc::new(Producer::new(
+            transport.clone(),
+            config.clone(),
+            None,
+            metrics.clone(),
+        ));
+        Consumer::new(transport, config, verifier, dlq, metrics, options)
+    }
+
     /// Registers the handler for `kind`, subscribing to its topic.
     pub fn handle(mut self, kind: Kind, handler: impl Handler) -> Self {
         self.shared.handlers.insert(kind, Arc::new(handler));

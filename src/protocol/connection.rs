@@ -9,7 +9,6 @@ use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use rustls::pki_types::ServerName;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
@@ -74,13 +73,7 @@ impl Connection {
         tcp.set_nodelay(true).ok();
         let stream: Box<dyn Stream> = match tls {
             Some(tls) => {
-                let host = addr
-                    .rsplit_once(':')
-                    .map(|(h, _)| h)
-                    .unwrap_or(addr)
-                    .trim_matches(['[', ']']);
-                let name = ServerName::try_from(host.to_string())
-                    .map_err(|e| TransportError::Tls(format!("bad broker host {host}: {e}")))?;
+                let name = crate::transport::server_name(addr)?;
                 let connect = tokio_rustls::TlsConnector::from(tls).connect(name, tcp);
                 let s = tokio::time::timeout(timeout, connect)
                     .await

@@ -8,6 +8,7 @@ mod tls;
 
 pub use error::TransportError;
 pub use tls::client_config;
+pub(crate) use tls::server_name;
 
 use crate::config::{Config, SaslMechanism};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};

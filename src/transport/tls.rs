@@ -53,6 +53,17 @@ pub fn client_config(tls: &Tls) -> Result<rustls::ClientConfig, TransportError> 
     }
 }
 
+/// The TLS server name of a `host:port` broker address (IPv6 brackets removed).
+pub(crate) fn server_name(addr: &str) -> Result<ServerName<'static>, TransportError> {
+    let host = addr
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(addr)
+        .trim_matches(['[', ']']);
+    ServerName::try_from(host.to_string())
+        .map_err(|e| TransportError::Tls(format!("bad broker host name {host}: {e}")))
+}
+
 /// Completes one TLS handshake with the first reachable bootstrap broker, so certificate
 /// problems surface immediately and precisely.
 pub(crate) async fn preflight(
@@ -62,13 +73,7 @@ pub(crate) async fn preflight(
 ) -> Result<(), TransportError> {
     let mut last = None;
     for b in brokers {
-        let host = b
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(b)
-            .trim_matches(['[', ']']);
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|e| TransportError::Tls(format!("bad broker host name {host}: {e}")))?;
+        let name = server_name(b)?;
         let attempt = async {
             let tcp = tokio::net::TcpStream::connect(b.as_str()).await?;
             tokio_rustls::TlsConnector::from(config.clone())

@@ -73,15 +73,10 @@ pub async fn recording_consumer(
     verifier: Arc<Verifier>,
     kinds: &[Kind],
 ) -> (Consumer, Seen, Arc<Metrics>) {
-    let t = Transport::connect(config).await.expect("connect");
     let metrics = Metrics::new();
-    let dlq = Arc::new(Producer::new(
-        t.clone(),
-        config.clone(),
-        None,
-        metrics.clone(),
-    ));
-    let mut c = Consumer::new(t, config.clone(), verifier, dlq, metrics.clone(), options).unwrap();
+    let mut c = Consumer::connect(config.clone(), verifier, metrics.clone(), options)
+        .await
+        .expect("connect");
     let seen: Seen = Arc::default();
     for k in kinds {
         let seen = seen.clone();
