@@ -25,12 +25,7 @@ use std::time::{Duration, Instant};
 const SIZE: usize = 1024;
 const TOPIC: &str = "bench.consume";
 
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-}
+use broker::cpu_seconds;
 
 fn main() {
     let bench_mode = std::env::args().any(|a| a == "--bench");
@@ -135,23 +130,18 @@ fn main() {
         out
     });
 
-    let py = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/py/kafka_tool.py"
-        ))
-        .args(["cbench", "--topic", TOPIC, "--group", "bench-librdkafka"])
-        .args(["--count", &n.to_string()])
-        .arg("--conf")
-        .arg(b.py_conf().to_string())
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let count = n.to_string();
+    let r = b
+        .py_tool(&[
+            "cbench",
+            "--topic",
+            TOPIC,
+            "--group",
+            "bench-librdkafka",
+            "--count",
+            &count,
+        ])
+        .remove(0);
     let (py_s, py_cpu) = (
         r["seconds"].as_f64().unwrap(),
         r["cpu_seconds"].as_f64().unwrap(),

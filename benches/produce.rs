@@ -21,13 +21,7 @@ use std::time::Instant;
 const SIZE: usize = 1024;
 const IN_FLIGHT: usize = 256;
 
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the file (11 and 12 after the command name).
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-}
+use broker::cpu_seconds;
 
 struct Row {
     client: &'static str,
@@ -82,23 +76,10 @@ fn run_librdkafka(b: &broker::Broker, topic: &str, values: &[Vec<u8>]) -> Row {
     let file = b.dir.path().join(format!("{topic}.hex"));
     let text: String = values.iter().map(|v| hex::encode(v) + "\n").collect();
     std::fs::write(&file, text).unwrap();
-    let out = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/py/kafka_tool.py"
-        ))
-        .args(["bench", "--topic", topic, "--file"])
-        .arg(&file)
-        .arg("--conf")
-        .arg(b.py_conf().to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let file = file.display().to_string();
+    let r = b
+        .py_tool(&["bench", "--topic", topic, "--file", &file])
+        .remove(0);
     Row {
         client: "librdkafka",
         records: r["records"].as_u64().unwrap() as usize,

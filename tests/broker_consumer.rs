@@ -534,3 +534,59 @@ async fn handler_failures_are_retried_then_dead_lettered_and_a_failing_dlq_block
     assert_eq!(h["original_offset"], hex::encode("1"));
     assert_eq!(h["error"], hex::encode("downstream refused"));
 }
+
+/// Graceful shutdown commits and leaves the group: the remaining member takes over at once
+/// (well before the 30 s session timeout would have expired), and resumes from the commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_leaves_the_group_and_the_other_member_resumes_at_once() {
+    let b = Broker::start(&[]);
+    let v = vectors::load();
+    let config = b.config();
+    let mut opts = mesh::options("leave");
+    opts.timing.session_timeout = Duration::from_secs(30);
+    opts.timing.rebalance_timeout = Duration::from_secs(30);
+    let (first, seen_a, _) =
+        mesh::recording_consumer(&config, opts.clone(), mesh::verifier(&v), &[Kind::Anomaly]).await;
+    let (stop_a, task_a) = spawn(first);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (second, seen_b, _) =
+        mesh::recording_consumer(&config, opts, mesh::verifier(&v), &[Kind::Anomaly]).await;
+    let (stop_b, task_b) = spawn(second);
+    let signer = mesh::ai_signer(&v);
+    let ai = mesh::producer(&config, Some(signer.clone())).await;
+    let before = send_anomalies(&ai, 0, 30).await;
+    assert!(
+        mesh::wait_for(Duration::from_secs(40), || {
+            seen_a.lock().unwrap().len() + seen_b.lock().unwrap().len() >= before.len()
+        })
+        .await
+    );
+    assert!(
+        !seen_a.lock().unwrap().is_empty() && !seen_b.lock().unwrap().is_empty(),
+        "both members had partitions"
+    );
+    stop_a.send(()).unwrap();
+    task_a.await.unwrap().unwrap();
+    let left_at = std::time::Instant::now();
+    let after = send_anomalies(&ai, 100, 30).await;
+    let taken_over = mesh::wait_for(Duration::from_secs(15), || {
+        let b: BTreeSet<_> = handled_set(&seen_b).into_iter().collect();
+        after.is_subset(&b)
+    })
+    .await;
+    assert!(
+        taken_over,
+        "the remaining member did not take over within 15 s"
+    );
+    eprintln!("take-over after leave: {:?}", left_at.elapsed());
+    stop_b.send(()).unwrap();
+    task_b.await.unwrap().unwrap();
+    // Nothing handled twice: A committed what it handled before leaving.
+    let all: Vec<_> = handled_set(&seen_a)
+        .into_iter()
+        .chain(handled_set(&seen_b))
+        .collect();
+    let unique: BTreeSet<_> = all.iter().cloned().collect();
+    assert_eq!(unique.len(), all.len(), "a record was handled twice");
+    assert_eq!(unique, before.union(&after).cloned().collect());
+}

@@ -97,7 +97,13 @@ impl Producer {
             CircuitBreaker::new(p.breaker_failures, p.breaker_open_for, p.breaker_successes);
         // The idempotent path needs only the configuration, which `Transport::connect` checked.
         let idempotent = if p.idempotent {
-            idempotent::IdempotentSender::new(&config).ok()
+            match idempotent::IdempotentSender::new(&config) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "idempotent produce unavailable; sending without producer ids");
+                    None
+                }
+            }
         } else {
             None
         };

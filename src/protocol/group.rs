@@ -156,6 +156,7 @@ pub fn decode_subscription(bytes: &Bytes) -> Result<Vec<String>, TransportError>
         return Err(bad_payload("subscription", "too short"));
     }
     let version = buf.get_i16().clamp(0, 3);
+    check_subscription(&buf, version).map_err(|e| bad_payload("subscription", e))?;
     let sub = ConsumerProtocolSubscription::decode(&mut buf, version)
         .map_err(|e| bad_payload("subscription", e))?;
     Ok(sub.topics.iter().map(|t| t.to_string()).collect())
@@ -186,12 +187,96 @@ pub fn decode_assignment(bytes: &Bytes) -> Result<Vec<(String, Vec<i32>)>, Trans
         return Err(bad_payload("assignment", "too short"));
     }
     let version = buf.get_i16().clamp(0, 3);
+    check_assignment(&buf).map_err(|e| bad_payload("assignment", e))?;
     let a = ConsumerProtocolAssignment::decode(&mut buf, version)
         .map_err(|e| bad_payload("assignment", e))?;
     Ok(a.assigned_partitions
         .into_iter()
         .map(|tp| (tp.topic.0.to_string(), tp.partitions))
         .collect())
+}
+
+/// Bounds check of a consumer-protocol payload before kafka-protocol decodes it: that crate
+/// reserves memory for an array from its declared length, so a peer could announce 2^31
+/// entries in a few bytes and exhaust memory (found by the `consumer_protocol` fuzz target).
+/// This walks the (non-flexible) layout and refuses any array longer than the bytes left.
+struct Bounds<'a>(&'a [u8]);
+
+impl Bounds<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], &'static str> {
+        if self.0.len() < n {
+            return Err("truncated");
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn i16(&mut self) -> Result<i16, &'static str> {
+        let b = self.take(2)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+    fn i32(&mut self) -> Result<i32, &'static str> {
+        let b = self.take(4)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    /// A (nullable) string or bytes field with an i16 or i32 length.
+    fn sized(&mut self, len: i32) -> Result<(), &'static str> {
+        if len >= 0 {
+            self.take(len as usize)?;
+        }
+        Ok(())
+    }
+    fn string(&mut self) -> Result<(), &'static str> {
+        let n = self.i16()?;
+        self.sized(n.into())
+    }
+    fn bytes(&mut self) -> Result<(), &'static str> {
+        let n = self.i32()?;
+        self.sized(n)
+    }
+    /// An array whose entries take at least `min_entry` bytes each.
+    fn array(
+        &mut self,
+        min_entry: usize,
+        mut entry: impl FnMut(&mut Self) -> Result<(), &'static str>,
+    ) -> Result<(), &'static str> {
+        let n = self.i32()?;
+        if n > 0 && n as usize > self.0.len() / min_entry {
+            return Err("array longer than the payload");
+        }
+        for _ in 0..n.max(0) {
+            entry(self)?;
+        }
+        Ok(())
+    }
+    fn topic_partitions(&mut self) -> Result<(), &'static str> {
+        self.array(6, |b| {
+            b.string()?;
+            b.array(4, |b| b.i32().map(|_| ()))
+        })
+    }
+}
+
+fn check_subscription(payload: &[u8], version: i16) -> Result<(), &'static str> {
+    let mut b = Bounds(payload);
+    b.array(2, |b| b.string())?;
+    b.bytes()?;
+    if version >= 1 {
+        b.topic_partitions()?;
+    }
+    if version >= 2 {
+        b.i32()?;
+    }
+    if version >= 3 {
+        b.string()?;
+    }
+    Ok(())
+}
+
+fn check_assignment(payload: &[u8]) -> Result<(), &'static str> {
+    let mut b = Bounds(payload);
+    b.topic_partitions()?;
+    b.bytes()
 }
 
 fn bad_payload(what: &str, e: impl std::fmt::Display) -> TransportError {
@@ -219,5 +304,16 @@ mod tests {
         );
         assert!(decode_assignment(&Bytes::new()).unwrap().is_empty());
         assert!(decode_subscription(&Bytes::from_static(&[0])).is_err());
+    }
+
+    #[test]
+    fn a_huge_declared_array_is_refused_without_allocating() {
+        // Version 0x4d4d, then a topic count of 0x0a0a.. far beyond the payload.
+        let evil = Bytes::from_static(&[0x4d, 0x4d, 0x4d, 0x4d, 0x0a, 0x0a]);
+        assert!(decode_subscription(&evil).is_err());
+        assert!(decode_assignment(&evil).is_err());
+        let evil = Bytes::from_static(&[0, 0, 0x7f, 0xff, 0xff, 0xff, 0, 0]);
+        assert!(decode_subscription(&evil).is_err());
+        assert!(decode_assignment(&evil).is_err());
     }
 }

@@ -247,40 +247,23 @@ impl Broker {
         })
     }
 
-    /// Starts a confluent-kafka consumer in `group` on `topic` for `seconds`; its stdout is
-    /// JSON lines (`{"assigned": [..]}` and `{"partition", "offset"}`).
-    pub fn py_group(&self, topic: &str, group: &str, seconds: u32) -> std::process::Child {
-        Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/kafka_tool.py"))
-            .args(["group", "--topic", topic, "--group", group])
-            .args(["--seconds", &seconds.to_string()])
+    /// `kafka_tool.py` with `args` and this broker's librdkafka settings.
+    fn py_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("python3");
+        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/kafka_tool.py"))
+            .args(args)
             .arg("--conf")
-            .arg(self.py_conf().to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs")
+            .arg(self.py_conf().to_string());
+        c
     }
 
-    /// Reads `count` records of `topic` with the confluent-kafka client.
-    pub fn py_read(&self, topic: &str, count: usize) -> Vec<serde_json::Value> {
-        let out = Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/kafka_tool.py"))
-            .args([
-                "read",
-                "--topic",
-                topic,
-                "--count",
-                &count.to_string(),
-                "--timeout",
-                "60",
-            ])
-            .arg("--conf")
-            .arg(self.py_conf().to_string())
-            .output()
-            .expect("python3 runs");
+    /// Runs `kafka_tool.py` with `args` to the end; its stdout JSON lines. Fails the caller on a
+    /// non-zero exit.
+    pub fn py_tool(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let out = self.py_command(args).output().expect("python3 runs");
         assert!(
             out.status.success(),
-            "confluent-kafka read of {topic} failed: {}",
+            "kafka_tool.py {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout)
@@ -289,6 +272,39 @@ impl Broker {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
+
+    /// Starts a confluent-kafka consumer in `group` on `topic` for `seconds`; its stdout is
+    /// JSON lines (`{"assigned": [..]}` and `{"partition", "offset"}`).
+    pub fn py_group(&self, topic: &str, group: &str, seconds: u32) -> std::process::Child {
+        self.py_command(&["group", "--topic", topic, "--group", group])
+            .args(["--seconds", &seconds.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs")
+    }
+
+    /// Reads `count` records of `topic` with the confluent-kafka client.
+    pub fn py_read(&self, topic: &str, count: usize) -> Vec<serde_json::Value> {
+        let count = count.to_string();
+        self.py_tool(&[
+            "read",
+            "--topic",
+            topic,
+            "--count",
+            &count,
+            "--timeout",
+            "60",
+        ])
+    }
+}
+
+/// CPU seconds (user + system) this process has used so far, for the benchmarks.
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the file (11 and 12 after the command name).
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
 }
 
 impl Drop for Broker {
