@@ -344,15 +344,16 @@ pub async fn run(
     })
     .await;
 
-    for r in running.iter_mut() {
-        let (tx, _) = oneshot::channel();
-        let stop = std::mem::replace(&mut r.stop, tx);
-        let _ = stop.send(());
+    // Stop every role first, then wait for each to commit and leave.
+    let mut stopping = Vec::new();
+    for r in running {
+        let _ = r.stop.send(());
+        stopping.push((r.name, r.stats, r.task));
     }
     let mut summary = Vec::new();
-    for r in running {
-        let _ = r.task.await;
-        summary.push((r.name, r.stats.snapshot()));
+    for (name, stats, task) in stopping {
+        let _ = task.await;
+        summary.push((name, stats.snapshot()));
     }
 
     // Summary.

@@ -191,7 +191,7 @@ impl PartitionWorker {
                 if *self.stop.borrow() {
                     return;
                 }
-                match self.process(r.clone()).await {
+                match self.process(&r).await {
                     Outcome::Done => {
                         next = r.offset + 1;
                         offset = Some(next);
@@ -207,17 +207,17 @@ impl PartitionWorker {
         }
     }
 
-    async fn process(&mut self, r: RecordAndOffset) -> Outcome {
+    async fn process(&mut self, r: &RecordAndOffset) -> Outcome {
         let shared = self.shared.clone();
         let topic = self.tp.0.as_str();
         let label = Metrics::topic(topic);
         shared.metrics.messages_received.get_or_create(&label).inc();
         shared.stats.received.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let value = r.record.value.clone().unwrap_or_default();
+        let value = r.record.value.as_deref().unwrap_or_default();
         let verified = shared
             .verifier
-            .verify_record(self.kind, &value, &r.record.headers);
+            .verify_record(self.kind, value, &r.record.headers);
         let message = match verified {
             Ok(m) => m,
             Err(e) => {
@@ -235,7 +235,7 @@ impl PartitionWorker {
                     reason = code,
                     "record rejected"
                 );
-                return self.dead_letter(&r, code, &e.detail).await;
+                return self.dead_letter(r, code, &e.detail).await;
             }
         };
         let consumed = Consumed {
@@ -282,7 +282,7 @@ impl PartitionWorker {
             }
         };
         shared.stats.handler_failed.fetch_add(1, Ordering::Relaxed);
-        self.dead_letter(&r, "handler_failed", &last_error).await
+        self.dead_letter(r, "handler_failed", &last_error).await
     }
 
     /// Writes the record to the DLQ, retrying until the broker acknowledges it (SPEC 6: the

@@ -106,17 +106,18 @@ impl IdempotentSender {
                     Err(_) => break,
                 }
             }
-            let records: Vec<OutRecord> = batch.iter().map(|p| p.record.clone()).collect();
+            let (records, replies): (Vec<OutRecord>, Vec<_>) =
+                batch.into_iter().map(|p| (p.record, p.reply)).unzip();
             let result = self
                 .produce_batch(&topic, partition, &records, &mut sequence, &mut generation)
                 .await;
-            for (i, p) in batch.into_iter().enumerate() {
+            for (i, reply) in replies.into_iter().enumerate() {
                 let r = match &result {
                     Ok(base) if *base >= 0 => Ok(base + i as i64),
                     Ok(base) => Ok(*base),
-                    Err(e) => Err(copy(e)),
+                    Err(e) => Err(e.clone()),
                 };
-                let _ = p.reply.send(r);
+                let _ = reply.send(r);
             }
         }
     }
@@ -278,17 +279,5 @@ fn closed() -> TransportError {
     TransportError::Broker {
         detail: "idempotent sender stopped".into(),
         retriable: true,
-    }
-}
-
-fn copy(e: &TransportError) -> TransportError {
-    match e {
-        TransportError::Tls(s) => TransportError::Tls(s.clone()),
-        TransportError::Auth(s) => TransportError::Auth(s.clone()),
-        TransportError::Timeout { op, after } => TransportError::Timeout { op, after: *after },
-        other => TransportError::Broker {
-            detail: other.to_string(),
-            retriable: other.is_retriable(),
-        },
     }
 }

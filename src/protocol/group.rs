@@ -2,7 +2,7 @@
 //! and LeaveGroup (v3), plus the consumer protocol's subscription and assignment payloads.
 //! Error codes are returned to the caller, which owns the membership state machine.
 
-use super::{api_error, Connection};
+use super::{api_error, s, Connection};
 use crate::transport::TransportError;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -13,16 +13,12 @@ use kafka_protocol::messages::{
     ConsumerProtocolSubscription, FindCoordinatorRequest, GroupId, HeartbeatRequest,
     JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, SyncGroupRequest, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The consumer protocol type, shared with every Kafka client (librdkafka included).
 pub const PROTOCOL_TYPE: &str = "consumer";
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
 
 /// Asks `conn` which broker coordinates `group`; returns its `host:port`.
 pub async fn find_coordinator(conn: &Connection, group: &str) -> Result<String, TransportError> {

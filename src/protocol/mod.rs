@@ -65,6 +65,11 @@ impl Cluster {
     }
 }
 
+/// A kafka-protocol string from a `&str`.
+pub(crate) fn s(v: &str) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(v.to_string())
+}
+
 /// The protocol error for a non-zero error code.
 pub fn response_error(code: i16) -> Option<ResponseError> {
     if code == 0 {

@@ -1,21 +1,16 @@
 //! Committed offsets: OffsetFetch (v5) and OffsetCommit (v7), sent to the group coordinator.
 
-use super::{api_error, Connection};
+use super::{api_error, s, Connection};
 use crate::transport::TransportError;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
 
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
 
 fn by_topic<V: Clone>(items: &BTreeMap<TopicPartition, V>) -> BTreeMap<&str, Vec<(i32, V)>> {
     let mut out: BTreeMap<&str, Vec<(i32, V)>> = BTreeMap::new();

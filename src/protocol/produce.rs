@@ -1,22 +1,17 @@
 //! Idempotent produce: Metadata (v7) for partition leaders, InitProducerId (v1) for a producer
 //! id and epoch, and Produce (v7) with record batches that carry the id, epoch and sequence.
 
-use super::{api_error, Connection};
+use super::{api_error, s, Connection};
 use crate::transport::TransportError;
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{InitProducerIdRequest, MetadataRequest, ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use std::collections::BTreeMap;
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
 
 /// The leader address (`host:port`) of every partition of `topic`, by partition index.
 pub async fn leaders(conn: &Connection, topic: &str) -> Result<Vec<String>, TransportError> {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Why talking to the broker failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TransportError {
     /// Bad configuration.
     #[error("configuration: {0}")]
