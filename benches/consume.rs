@@ -1,4 +1,4 @@
-//! Consume benchmark against the local broker (nisshi, TLS + SCRAM), in one run:
+//! Consume benchmark against the local broker (Apache Kafka, TLS + SCRAM), in one run:
 //! - the bare verify rate (SHA-256 + Ed25519 verify, one core) and the full SPEC 4 verifier
 //!   rate on the same records, in process;
 //! - the meshbus group consumer: fetch + verify + handler + offset commit of signed 1 KiB
@@ -147,7 +147,7 @@ fn main() {
         r["cpu_seconds"].as_f64().unwrap(),
     );
 
-    println!("\nconsume benchmark: {n} signed anomalies of ~{SIZE} B payload, 3 partitions, TLS+SCRAM-SHA-512, local nisshi");
+    println!("\nconsume benchmark: {n} signed anomalies of ~{SIZE} B payload, 3 partitions, TLS+SCRAM-SHA-512, local Apache Kafka");
     println!(
         "{:<52} {:>12} {:>22}",
         "", "records/s", "CPU s per 100k records"

@@ -1,4 +1,4 @@
-//! Produce benchmark against the local broker (nisshi, TLS + SCRAM): meshbus vs the
+//! Produce benchmark against the local broker (Apache Kafka, TLS + SCRAM): meshbus vs the
 //! confluent-kafka producer (librdkafka) on the same kind of topic, same record count and size
 //! (1 KiB), unsigned and signed, in one run. Reports records/s and client CPU seconds per
 //! 100k records. meshbus's signed run includes signing; librdkafka sends records meshbus
@@ -145,7 +145,7 @@ fn main() {
         .collect();
     rows.push(("unsigned", run_librdkafka(&b, topics[2], &unsigned)));
     rows.push(("signed", run_librdkafka(&b, topics[3], &signed)));
-    println!("\nproduce benchmark: {n} records of ~{SIZE} B, snappy, acks=all, TLS+SCRAM-SHA-512, local nisshi");
+    println!("\nproduce benchmark: {n} records of ~{SIZE} B, snappy, acks=all, TLS+SCRAM-SHA-512, local Apache Kafka");
     println!(
         "{:<11} {:<9} {:>10} {:>12} {:>22}",
         "client", "records", "seconds", "records/s", "CPU s per 100k records"

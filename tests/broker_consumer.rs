@@ -1,4 +1,4 @@
-//! The verifying group consumer against a real broker (nisshi, TLS + SCRAM): verification before
+//! The verifying group consumer against a real broker (Apache Kafka, TLS + SCRAM): verification before
 //! handling, SPEC 7 dead letters, commits, groups shared with librdkafka, per-node groups,
 //! crashes and broker restarts.
 
@@ -8,7 +8,6 @@ use common::mesh::{self, Seen};
 use common::vectors;
 use meshbus::contract::{sample, Kind};
 use meshbus::dlq::DeadLetter;
-use meshbus::protocol::{offsets, Cluster};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,48 +41,6 @@ async fn send_anomalies(
         out.insert((d.topic, d.partition, d.offset));
     }
     out
-}
-
-/// High watermark of every partition of `topic` (via rskafka's list offsets).
-async fn end_offsets(
-    config: &meshbus::config::Config,
-    topic: &str,
-) -> BTreeMap<(String, i32), i64> {
-    let t = meshbus::transport::Transport::connect(config)
-        .await
-        .unwrap();
-    let mut out = BTreeMap::new();
-    for p in 0..3 {
-        let c = t
-            .client()
-            .partition_client(
-                topic,
-                p,
-                rskafka::client::partition::UnknownTopicHandling::Error,
-            )
-            .await
-            .unwrap();
-        let o = c
-            .get_offset(rskafka::client::partition::OffsetAt::Latest)
-            .await
-            .unwrap();
-        out.insert((topic.to_string(), p), o);
-    }
-    out
-}
-
-async fn committed(
-    config: &meshbus::config::Config,
-    group: &str,
-    tps: &[(String, i32)],
-) -> BTreeMap<(String, i32), i64> {
-    let c = Cluster::new(config).unwrap();
-    let conn = c.bootstrap().await.unwrap();
-    let addr = meshbus::protocol::group::find_coordinator(&conn, group)
-        .await
-        .unwrap();
-    let coord = c.connect(&addr).await.unwrap();
-    offsets::fetch(&coord, group, tps).await.unwrap()
 }
 
 fn handled_set(seen: &Seen) -> Vec<(String, i32, i64)> {
@@ -197,14 +154,11 @@ async fn mixed_stream_valid_handled_once_invalid_dead_lettered_and_committed() {
     assert_eq!(found, invalid);
 
     // Committed offsets reached the end of every partition of every topic.
-    for kind in ALL {
-        let ends = end_offsets(&config, kind.default_topic()).await;
-        let tps: Vec<_> = ends.keys().cloned().collect();
-        let got = committed(&config, "mixed", &tps).await;
-        for (tp, end) in ends {
-            if end > 0 {
-                assert_eq!(got.get(&tp), Some(&end), "{tp:?}");
-            }
+    let topics: Vec<&str> = ALL.iter().map(|k| k.default_topic()).collect();
+    let got = b.committed("mixed");
+    for (tp, end) in b.end_offsets(&topics) {
+        if end > 0 {
+            assert_eq!(got.get(&tp), Some(&end), "{tp:?}");
         }
     }
     // Metrics: per-reason rejections and DLQ counts add up.
@@ -442,13 +396,8 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     );
     let unique: BTreeSet<_> = handled_set(&seen).into_iter().collect();
     assert_eq!(unique, sent);
-    let ends = end_offsets(&config, "ai.anomalies.v1").await;
-    let got = committed(
-        &config,
-        "restart",
-        &ends.keys().cloned().collect::<Vec<_>>(),
-    )
-    .await;
+    let ends = b.end_offsets(&["ai.anomalies.v1"]);
+    let got = b.committed("restart");
     assert_eq!(
         got, ends,
         "committed offsets reach the end after the restart"

@@ -1,8 +1,8 @@
-//! The signed producer against a real broker (nisshi, TLS + SCRAM), cross-checked with the
+//! The signed producer against a real broker (Apache Kafka, TLS + SCRAM), cross-checked with the
 //! independent confluent-kafka (librdkafka) client.
 
 mod common;
-use common::broker::{self, Broker};
+use common::broker::Broker;
 use meshbus::config::{Compression, Config, ProducerSettings, SaslMechanism, Tls};
 use meshbus::contract::{sample, Kind, Signer, TrustStore, Verifier, VerifierConfig};
 use meshbus::metrics::Metrics;
@@ -150,10 +150,11 @@ async fn wrong_password_and_untrusted_ca_fail_fast_with_clear_errors() {
     let b = Broker::start(&[]);
     // SCRAM-SHA-256 user works.
     let mut c256 = b.config();
+    let (user256, password256) = b.scram256();
     c256.sasl = Some(meshbus::config::Sasl {
         mechanism: SaslMechanism::ScramSha256,
-        username: broker::USER256.into(),
-        password: meshbus::config::Secret::new(broker::PASSWORD256),
+        username: user256,
+        password: meshbus::config::Secret::new(password256),
     });
     producer(c256, signer(1))
         .await

@@ -1,223 +1,284 @@
-//! The broker harness: a real `nisshi` broker on a free loopback port with a TLS listener
-//! (certificates made at test time by `certs/make-certs.sh`) and SCRAM users, stopped by pid.
-//! A missing broker binary is a failure, never a skip.
+//! The broker harness: Apache Kafka 4.4.0 (KRaft) started by `scripts/kafka` on free loopback
+//! ports, with SASL_SSL (SCRAM-SHA-512 and -256 users), an mTLS listener and certificates made
+//! at test time. One node for most tests, three for failover; every node is killed by pid when
+//! the `Broker` drops, and a watchdog kills them if the test binary dies first. A missing Kafka
+//! installation is a failure, never a skip. The peer clients (librdkafka, the Java client,
+//! Sarama) are driven from here too, so every test reaches them the same way.
 #![allow(dead_code)]
 
 use meshbus::config::{Config, SaslMechanism, Tls};
-use meshbus::contract::Kind;
-use std::net::TcpListener;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-/// SCRAM-SHA-512 user.
-pub const USER: &str = "alice";
-/// Its password.
-pub const PASSWORD: &str = "alice-s3cret";
-/// SCRAM-SHA-256 user.
-pub const USER256: &str = "bob";
-/// Its password.
-pub const PASSWORD256: &str = "bob-s3cret";
-
+/// A running Apache Kafka cluster (one or more nodes) in its own directory.
 pub struct Broker {
-    child: Option<Child>,
-    pub port: u16,
+    /// The cluster's directory (configuration, storage, logs, certificates).
     pub dir: tempfile::TempDir,
+    /// Certificates made for this cluster (`ca.pem`, `client.pem`, `other-ca.pem`, ...).
     pub certs: PathBuf,
-    nisshi: PathBuf,
+    info: serde_json::Value,
 }
 
-pub fn nisshi_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("MESHBUS_NISSHI") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME")
+/// A node of the cluster as `scripts/kafka` reports it.
+#[derive(Clone, Copy, Debug)]
+pub struct Node {
+    pub id: i32,
+    pub sasl_ssl: u16,
+    pub ssl: u16,
+    pub internal: u16,
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn cache() -> PathBuf {
+    std::env::var_os("MESHBUS_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_default();
-    let cached = home.join(".cache/meshbus/nisshi/bin/nisshi");
-    if cached.exists() {
-        return cached;
-    }
-    PathBuf::from("nisshi")
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/meshbus"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+fn kafka_home() -> PathBuf {
+    std::env::var_os("MESHBUS_KAFKA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache().join("kafka-4.4.0"))
+}
+
+fn script(args: &[&str]) -> Command {
+    let mut c = Command::new("bash");
+    c.arg(repo().join("scripts/kafka")).args(args);
+    c
+}
+
+fn run_ok(mut c: Command, what: &str) -> String {
+    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 impl Broker {
-    /// Starts a broker with TLS + SCRAM and the CyberMesh topics (3 partitions each) plus
-    /// `extra_topics`.
+    /// Starts one node with the CyberMesh topics (3 partitions each) plus `extra_topics`.
     pub fn start(extra_topics: &[&str]) -> Broker {
-        let nisshi = nisshi_path();
+        Broker::start_nodes(1, extra_topics)
+    }
+
+    /// Starts `nodes` nodes (each broker + controller; replication min(nodes, 3), min ISR 2
+    /// from three nodes on) with the CyberMesh topics plus `extra_topics`.
+    pub fn start_nodes(nodes: usize, extra_topics: &[&str]) -> Broker {
         assert!(
-            Command::new(&nisshi)
-                .arg("--help")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success()),
-            "nisshi broker not found at {} (run scripts/setup)",
-            nisshi.display()
+            kafka_home().join("libs/kafka_2.13-4.4.0.jar").exists(),
+            "Apache Kafka not installed in {} (run scripts/setup)",
+            kafka_home().display()
         );
         let dir = tempfile::tempdir().unwrap();
-        let certs = dir.path().join("certs");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/make-certs.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .arg(&certs)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "make-certs.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let d = dir.path().to_str().unwrap().to_string();
+        let owner = std::process::id().to_string();
+        let n = nodes.to_string();
+        let topics = extra_topics.join(" ");
+        run_ok(
+            script(&[
+                "start", &d, "--nodes", &n, "--owner", &owner, "--topics", &topics,
+            ]),
+            "scripts/kafka start",
         );
-        let mut b = Broker {
-            child: None,
-            port: free_port(),
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("cluster.json")).unwrap())
+                .unwrap();
+        Broker {
+            certs: dir.path().join("certs"),
             dir,
-            certs,
-            nisshi,
-        };
-        // Users and topics are created while the broker runs without authentication.
-        b.spawn(false);
-        let url = b.plain_url();
-        b.cli(&["user", "create", "--broker", &url, USER, PASSWORD]);
-        b.cli(&[
-            "user",
-            "create",
-            "--broker",
-            &url,
-            "--mechanism",
-            "scram256",
-            USER256,
-            PASSWORD256,
-        ]);
-        let mut topics: Vec<String> = Kind::ALL
-            .iter()
-            .map(|k| k.default_topic().to_string())
-            .collect();
-        topics.push("ai.dlq.v1".into());
-        topics.extend(extra_topics.iter().map(|s| s.to_string()));
-        for t in &topics {
-            b.cli(&[
-                "topic",
-                "create",
-                "--broker",
-                &url,
-                "--partitions",
-                "3",
-                "--silent",
-                t,
-            ]);
+            info,
         }
-        b.stop();
-        b.spawn(true);
-        b
     }
 
-    fn plain_url(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
+    /// The cluster's nodes.
+    pub fn nodes(&self) -> Vec<Node> {
+        self.info["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| Node {
+                id: n["id"].as_i64().unwrap() as i32,
+                sasl_ssl: n["sasl_ssl"].as_u64().unwrap() as u16,
+                ssl: n["ssl"].as_u64().unwrap() as u16,
+                internal: n["internal"].as_u64().unwrap() as u16,
+            })
+            .collect()
     }
 
-    fn cli(&self, args: &[&str]) {
-        let out = Command::new(&self.nisshi)
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "nisshi {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+    /// Creates `topics` with `partitions` partitions (the cluster's replication factor) and
+    /// topic-level `configs` (e.g. `max.message.bytes=2097152`).
+    pub fn create_topics(&self, partitions: u32, configs: &[&str], topics: &[&str]) {
+        let p = partitions.to_string();
+        let rf = self.info["replication"].to_string();
+        let cfg = if configs.is_empty() {
+            "-".to_string()
+        } else {
+            configs.join(",")
+        };
+        let mut args = vec!["create-topics", &p, &rf, &cfg];
+        args.extend_from_slice(topics);
+        self.admin(&args);
+    }
+
+    /// Runs the Java Admin tool (`tests/java/Peer.java admin ...`); its JSON answer.
+    pub fn admin(&self, args: &[&str]) -> serde_json::Value {
+        let d = self.dir.path().to_str().unwrap();
+        let mut a = vec!["admin", d];
+        a.extend_from_slice(args);
+        let out = run_ok(script(&a), &format!("admin {args:?}"));
+        serde_json::from_str(out.lines().last().unwrap_or("null")).unwrap()
+    }
+
+    /// Leader node of every partition of `topic` (-1 while none).
+    pub fn leaders(&self, topic: &str) -> BTreeMap<i32, i32> {
+        let v = self.admin(&["leaders", topic]);
+        v.as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.parse().unwrap(), v.as_i64().unwrap() as i32))
+            .collect()
+    }
+
+    /// Log end offset of every partition of `topics`, by (topic, partition).
+    pub fn end_offsets(&self, topics: &[&str]) -> BTreeMap<(String, i32), i64> {
+        let mut args = vec!["end-offsets"];
+        args.extend_from_slice(topics);
+        by_partition(&self.admin(&args))
+    }
+
+    /// Offsets `group` committed, by (topic, partition).
+    pub fn committed(&self, group: &str) -> BTreeMap<(String, i32), i64> {
+        by_partition(&self.admin(&["committed", group]))
+    }
+
+    /// The node coordinating `group`.
+    pub fn coordinator(&self, group: &str) -> i32 {
+        self.admin(&["coordinator", group])["coordinator"]
+            .as_i64()
+            .unwrap() as i32
+    }
+
+    /// The log of node `id` so far.
+    pub fn log(&self, id: i32) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{id}/server.log")))
+            .unwrap_or_default()
+    }
+
+    /// Kills node `id` with SIGKILL and waits until it is gone.
+    pub fn kill_node(&self, id: i32) {
+        let d = self.dir.path().to_str().unwrap();
+        run_ok(script(&["kill", d, &id.to_string()]), "scripts/kafka kill");
+    }
+
+    /// Starts node `id` again on its storage and waits until it listens.
+    pub fn restart_node(&self, id: i32) {
+        let d = self.dir.path().to_str().unwrap();
+        run_ok(
+            script(&["restart", d, &id.to_string()]),
+            "scripts/kafka restart",
         );
     }
 
-    fn spawn(&mut self, secure: bool) {
-        let url = self.plain_url();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("broker.log"))
-            .unwrap();
-        let mut cmd = Command::new(&self.nisshi);
-        cmd.args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "sqlite://broker.sqlite", "--silent"])
-        .args(["--group-initial-rebalance-delay", "200ms"])
-        .current_dir(self.dir.path())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-        if secure {
-            cmd.arg("--authentication")
-                .arg("--cert")
-                .arg(self.certs.join("server.pem"))
-                .arg("--key")
-                .arg(self.certs.join("server.key"));
-        }
-        self.child = Some(cmd.spawn().expect("nisshi starts"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "broker did not listen: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The broker's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
-    }
-
-    /// Kills the broker process by pid and waits for it.
+    /// Kills every node by pid (storage is kept).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-9")
-                .arg(c.id().to_string())
-                .status();
-            let _ = c.wait();
+        for n in self.nodes() {
+            self.kill_node(n.id);
         }
     }
 
-    /// Starts the broker again on the same port and storage (TLS + SCRAM).
+    /// Starts every node again on its storage and waits until the cluster serves requests.
     pub fn restart(&mut self) {
-        self.stop();
-        self.spawn(true);
+        let d = self.dir.path().to_str().unwrap().to_string();
+        let nodes = self.nodes();
+        for n in &nodes {
+            self.kill_node(n.id);
+        }
+        let children: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                script(&["restart", &d, &n.id.to_string()])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success(), "a node did not restart");
+        }
+        self.admin(&["wait-brokers", &nodes.len().to_string(), "90"]);
     }
 
+    /// The SASL_SSL bootstrap addresses (every node).
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.nodes()
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.sasl_ssl))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The SCRAM-SHA-512 user and password.
+    pub fn scram512(&self) -> (String, String) {
+        let u = &self.info["scram512"];
+        (
+            u["user"].as_str().unwrap().into(),
+            u["password"].as_str().unwrap().into(),
+        )
+    }
+
+    /// The SCRAM-SHA-256 user and password.
+    pub fn scram256(&self) -> (String, String) {
+        let u = &self.info["scram256"];
+        (
+            u["user"].as_str().unwrap().into(),
+            u["password"].as_str().unwrap().into(),
+        )
     }
 
     /// A meshbus configuration for SASL_SSL with SCRAM-SHA-512.
     pub fn config(&self) -> Config {
+        let (user, password) = self.scram512();
         Config::builder()
-            .brokers([self.address()])
+            .brokers(self.address().split(',').map(String::from))
             .tls(Tls {
                 ca_cert: Some(self.certs.join("ca.pem")),
                 ..Default::default()
             })
-            .sasl(SaslMechanism::ScramSha512, USER, PASSWORD)
+            .sasl(SaslMechanism::ScramSha512, user, password)
             .request_timeout(Duration::from_secs(10))
             .build()
             .unwrap()
     }
 
-    /// The SPEC 8 environment for the same listener (for the `meshbus` command).
+    /// A meshbus configuration for the mTLS listener (client certificate, no SASL).
+    pub fn mtls_config(&self) -> Config {
+        Config::builder()
+            .brokers(
+                self.nodes()
+                    .iter()
+                    .map(|n| format!("127.0.0.1:{}", n.ssl)),
+            )
+            .tls(Tls {
+                ca_cert: Some(self.certs.join("ca.pem")),
+                client_cert: Some(self.certs.join("client.pem")),
+                client_key: Some(self.certs.join("client.key")),
+            })
+            .request_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    /// The SPEC 8 environment for the SASL_SSL listener (for the `meshbus` command).
     pub fn env(&self) -> Vec<(String, String)> {
+        let (user, password) = self.scram512();
         [
             ("KAFKA_BROKERS", self.address()),
             ("KAFKA_TLS_ENABLED", "true".into()),
@@ -226,8 +287,8 @@ impl Broker {
                 self.certs.join("ca.pem").display().to_string(),
             ),
             ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".into()),
-            ("KAFKA_SASL_USERNAME", USER.into()),
-            ("KAFKA_SASL_PASSWORD", PASSWORD.into()),
+            ("KAFKA_SASL_USERNAME", user),
+            ("KAFKA_SASL_PASSWORD", password),
             ("KAFKA_REQUEST_TIMEOUT_MS", "10000".into()),
         ]
         .into_iter()
@@ -235,67 +296,185 @@ impl Broker {
         .collect()
     }
 
-    /// librdkafka settings for the same listener.
+    /// librdkafka settings for the SASL_SSL listener.
     pub fn py_conf(&self) -> serde_json::Value {
+        let (user, password) = self.scram512();
         serde_json::json!({
             "bootstrap.servers": self.address(),
             "security.protocol": "SASL_SSL",
             "sasl.mechanism": "SCRAM-SHA-512",
-            "sasl.username": USER,
-            "sasl.password": PASSWORD,
+            "sasl.username": user,
+            "sasl.password": password,
             "ssl.ca.location": self.certs.join("ca.pem"),
         })
     }
 
-    /// `kafka_tool.py` with `args` and this broker's librdkafka settings.
-    fn py_command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("python3");
-        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/kafka_tool.py"))
-            .args(args)
-            .arg("--conf")
-            .arg(self.py_conf().to_string());
+    /// Java client settings for the SASL_SSL listener.
+    pub fn java_conf(&self) -> serde_json::Value {
+        let (user, password) = self.scram512();
+        serde_json::json!({
+            "bootstrap.servers": self.address(),
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.jaas.config": format!(
+                "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{user}\" password=\"{password}\";"
+            ),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": self.certs.join("ca.pem"),
+        })
+    }
+
+    /// Sarama peer settings for the SASL_SSL listener.
+    pub fn sarama_conf(&self) -> serde_json::Value {
+        let (user, password) = self.scram512();
+        serde_json::json!({
+            "brokers": self.address(),
+            "ca": self.certs.join("ca.pem"),
+            "mechanism": "SCRAM-SHA-512",
+            "user": user,
+            "password": password,
+        })
+    }
+
+    /// A command for peer `client` with `args` and this cluster's settings for it.
+    pub fn peer_command(&self, client: Peer, args: &[&str]) -> Command {
+        let mut c = match client {
+            Peer::Librdkafka => {
+                let mut c = Command::new("python3");
+                c.arg(repo().join("tests/py/kafka_tool.py"));
+                c.args(args).arg("--conf").arg(self.py_conf().to_string());
+                return c;
+            }
+            Peer::Java => {
+                let mut c = Command::new("java");
+                c.args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"]).arg(format!(
+                    "{}:{}/*",
+                    kafka_home().join("peer").display(),
+                    kafka_home().join("libs").display()
+                ));
+                c.arg("Peer")
+                    .arg(args[0])
+                    .arg("--conf")
+                    .arg(self.java_conf().to_string());
+                c
+            }
+            Peer::Sarama => {
+                let mut c = Command::new(cache().join("sarama-peer"));
+                c.arg(args[0])
+                    .arg("--conf")
+                    .arg(self.sarama_conf().to_string());
+                c
+            }
+        };
+        c.args(&args[1..]);
         c
     }
 
     /// Runs `kafka_tool.py` with `args` to the end; its stdout JSON lines. Fails the caller on a
     /// non-zero exit.
     pub fn py_tool(&self, args: &[&str]) -> Vec<serde_json::Value> {
-        let out = self.py_command(args).output().expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "kafka_tool.py {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        json_lines(
+            &run_ok(self.peer_command(Peer::Librdkafka, args), "kafka_tool.py"),
+        )
     }
 
     /// Starts a confluent-kafka consumer in `group` on `topic` for `seconds`; its stdout is
     /// JSON lines (`{"assigned": [..]}` and `{"partition", "offset"}`).
     pub fn py_group(&self, topic: &str, group: &str, seconds: u32) -> std::process::Child {
-        self.py_command(&["group", "--topic", topic, "--group", group])
-            .args(["--seconds", &seconds.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs")
+        self.peer_group(Peer::Librdkafka, topic, group, seconds)
+    }
+
+    /// Starts peer `client` as a member of `group` on `topic` for `seconds`, committing each
+    /// record after printing it; stdout is JSON lines.
+    pub fn peer_group(
+        &self,
+        client: Peer,
+        topic: &str,
+        group: &str,
+        seconds: u32,
+    ) -> std::process::Child {
+        let s = seconds.to_string();
+        self.peer_command(
+            client,
+            &["group", "--topic", topic, "--group", group, "--seconds", &s],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("peer client runs")
     }
 
     /// Reads `count` records of `topic` with the confluent-kafka client.
     pub fn py_read(&self, topic: &str, count: usize) -> Vec<serde_json::Value> {
-        let count = count.to_string();
-        self.py_tool(&[
-            "read",
-            "--topic",
-            topic,
-            "--count",
-            &count,
-            "--timeout",
-            "60",
-        ])
+        self.peer_read(Peer::Librdkafka, topic, count)
     }
+
+    /// Reads `count` records of `topic` from the beginning with peer `client`.
+    pub fn peer_read(&self, client: Peer, topic: &str, count: usize) -> Vec<serde_json::Value> {
+        let count = count.to_string();
+        let mut args = vec!["read", "--topic", topic, "--count", &count];
+        if client == Peer::Librdkafka {
+            args.extend(["--timeout", "60"]);
+        }
+        json_lines(&run_ok(
+            self.peer_command(client, &args),
+            &format!("{client:?} read"),
+        ))
+    }
+
+    /// Produces `records` (key, value) to `topic` with peer `client` (acks=all, idempotent).
+    pub fn peer_produce(&self, client: Peer, topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)]) {
+        use std::io::Write;
+        let mut child = self
+            .peer_command(client, &["produce", "--topic", topic])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            let mut stdin = child.stdin.take().unwrap();
+            for (k, v) in records {
+                let line = serde_json::json!({"key": k.as_ref().map(hex::encode), "value": hex::encode(v)});
+                writeln!(stdin, "{line}").unwrap();
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{client:?} produce failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The peer clients of the interop tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// confluent-kafka (librdkafka 2.16), `tests/py/kafka_tool.py`.
+    Librdkafka,
+    /// The Java client (kafka-clients 4.4.0), `tests/java/Peer.java`.
+    Java,
+    /// Sarama, `tests/go/peer`.
+    Sarama,
+}
+
+fn by_partition(v: &serde_json::Value) -> BTreeMap<(String, i32), i64> {
+    let mut out = BTreeMap::new();
+    for (topic, parts) in v.as_object().unwrap() {
+        for (p, o) in parts.as_object().unwrap() {
+            out.insert((topic.clone(), p.parse().unwrap()), o.as_i64().unwrap());
+        }
+    }
+    out
+}
+
+/// Parses JSON lines.
+pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// CPU seconds (user + system) this process has used so far, for the benchmarks.
@@ -309,6 +488,7 @@ pub fn cpu_seconds() -> f64 {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        self.stop();
+        let d = self.dir.path().to_str().unwrap().to_string();
+        let _ = script(&["stop", &d]).status();
     }
 }

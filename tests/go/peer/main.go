@@ -1,0 +1,261 @@
+// The Sarama side of the interop tests (github.com/IBM/sarama, the client of the deployed
+// CyberMesh backend), built by scripts/setup. Same commands and JSON-lines output as
+// tests/py/kafka_tool.py and tests/java/Peer.java:
+//
+//	sarama-peer produce --conf JSON --topic T      stdin: {"key": hex|null, "value": hex}
+//	sarama-peer group   --conf JSON --topic T --group G --seconds S
+//	sarama-peer read    --conf JSON --topic T --count N
+//
+// --conf: {"brokers": "h:p,...", "ca": path, "mechanism": "SCRAM-SHA-512", "user", "password"}.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"hash"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/xdg-go/scram"
+)
+
+type conf struct {
+	Brokers   string `json:"brokers"`
+	CA        string `json:"ca"`
+	Mechanism string `json:"mechanism"`
+	User      string `json:"user"`
+	Password  string `json:"password"`
+}
+
+type scramClient struct {
+	*scram.ClientConversation
+	hash func() hash.Hash
+}
+
+func (s *scramClient) Begin(user, password, authzID string) error {
+	c, err := scram.HashGeneratorFcn(s.hash).NewClient(user, password, authzID)
+	if err != nil {
+		return err
+	}
+	s.ClientConversation = c.NewConversation()
+	return nil
+}
+
+func (s *scramClient) Step(challenge string) (string, error) {
+	return s.ClientConversation.Step(challenge)
+}
+func (s *scramClient) Done() bool { return s.ClientConversation.Done() }
+
+func config(c conf) *sarama.Config {
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V3_6_0_0
+	cfg.ClientID = "sarama-peer"
+	if c.CA != "" {
+		pem, err := os.ReadFile(c.CA)
+		must(err)
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		cfg.Net.TLS.Enable = true
+		cfg.Net.TLS.Config = &tls.Config{RootCAs: pool, ServerName: "localhost"}
+	}
+	if c.User != "" {
+		cfg.Net.SASL.Enable = true
+		cfg.Net.SASL.User = c.User
+		cfg.Net.SASL.Password = c.Password
+		cfg.Net.SASL.Handshake = true
+		if c.Mechanism == "SCRAM-SHA-256" {
+			cfg.Net.SASL.Mechanism = sarama.SASLTypeSCRAMSHA256
+			cfg.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{hash: sha256.New} }
+		} else {
+			cfg.Net.SASL.Mechanism = sarama.SASLTypeSCRAMSHA512
+			cfg.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{hash: sha512.New} }
+		}
+	}
+	return cfg
+}
+
+func must(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sarama-peer:", err)
+		os.Exit(1)
+	}
+}
+
+var outMu sync.Mutex
+
+func out(v any) {
+	b, err := json.Marshal(v)
+	must(err)
+	outMu.Lock()
+	defer outMu.Unlock()
+	os.Stdout.Write(append(b, '\n'))
+}
+
+func hexOrNil(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return hex.EncodeToString(b)
+}
+
+func record(m *sarama.ConsumerMessage) map[string]any {
+	h := map[string]any{}
+	for _, x := range m.Headers {
+		h[string(x.Key)] = hexOrNil(x.Value)
+	}
+	return map[string]any{"partition": m.Partition, "offset": m.Offset, "key": hexOrNil(m.Key), "value": hexOrNil(m.Value), "headers": h}
+}
+
+func produce(c conf, topic string) {
+	cfg := config(c)
+	cfg.Producer.RequiredAcks = sarama.WaitForAll
+	cfg.Producer.Idempotent = true
+	cfg.Net.MaxOpenRequests = 1
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.Partitioner = sarama.NewHashPartitioner
+	p, err := sarama.NewSyncProducer(strings.Split(c.Brokers, ","), cfg)
+	must(err)
+	defer p.Close()
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 4<<20), 4<<20)
+	n := 0
+	for in.Scan() {
+		line := strings.TrimSpace(in.Text())
+		if line == "" {
+			continue
+		}
+		var r struct {
+			Key   *string `json:"key"`
+			Value string  `json:"value"`
+		}
+		must(json.Unmarshal([]byte(line), &r))
+		v, err := hex.DecodeString(r.Value)
+		must(err)
+		msg := &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(v)}
+		if r.Key != nil {
+			k, err := hex.DecodeString(*r.Key)
+			must(err)
+			msg.Key = sarama.ByteEncoder(k)
+		}
+		part, off, err := p.SendMessage(msg)
+		must(err)
+		out(map[string]any{"partition": part, "offset": off})
+		n++
+	}
+	must(in.Err())
+	fmt.Fprintln(os.Stderr, "produced", n)
+}
+
+type handler struct{}
+
+func (handler) Setup(s sarama.ConsumerGroupSession) error {
+	var parts []int32
+	for _, ps := range s.Claims() {
+		parts = append(parts, ps...)
+	}
+	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	if parts == nil {
+		parts = []int32{}
+	}
+	out(map[string]any{"assigned": parts})
+	return nil
+}
+func (handler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+func (handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	for m := range claim.Messages() {
+		out(record(m))
+		s.MarkMessage(m, "")
+		s.Commit()
+	}
+	return nil
+}
+
+func group(c conf, topic, id string, seconds float64) {
+	cfg := config(c)
+	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	cfg.Consumer.Offsets.AutoCommit.Enable = false
+	cfg.Consumer.Group.Session.Timeout = 6 * time.Second
+	cfg.Consumer.Group.Heartbeat.Interval = 500 * time.Millisecond
+	cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
+	g, err := sarama.NewConsumerGroup(strings.Split(c.Brokers, ","), id, cfg)
+	must(err)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds*float64(time.Second)))
+	defer cancel()
+	for ctx.Err() == nil {
+		if err := g.Consume(ctx, []string{topic}, handler{}); err != nil && ctx.Err() == nil {
+			fmt.Fprintln(os.Stderr, "sarama-peer: consume:", err)
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	must(g.Close())
+}
+
+func read(c conf, topic string, count int) {
+	cl, err := sarama.NewClient(strings.Split(c.Brokers, ","), config(c))
+	must(err)
+	defer cl.Close()
+	cons, err := sarama.NewConsumerFromClient(cl)
+	must(err)
+	parts, err := cl.Partitions(topic)
+	must(err)
+	msgs := make(chan *sarama.ConsumerMessage)
+	for _, p := range parts {
+		pc, err := cons.ConsumePartition(topic, p, sarama.OffsetOldest)
+		must(err)
+		go func() {
+			for m := range pc.Messages() {
+				msgs <- m
+			}
+		}()
+	}
+	got := 0
+	deadline := time.After(60 * time.Second)
+	for got < count {
+		select {
+		case m := <-msgs:
+			out(record(m))
+			got++
+		case <-deadline:
+			fmt.Fprintf(os.Stderr, "read %d of %d records from %s\n", got, count, topic)
+			os.Exit(1)
+		}
+	}
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: sarama-peer produce|group|read --conf JSON ...")
+		os.Exit(2)
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	confJSON := fs.String("conf", "", "connection settings (JSON)")
+	topic := fs.String("topic", "", "topic")
+	groupID := fs.String("group", "", "consumer group")
+	seconds := fs.Float64("seconds", 20, "how long a group member runs")
+	count := fs.Int("count", 1, "records to read")
+	must(fs.Parse(os.Args[2:]))
+	var c conf
+	must(json.Unmarshal([]byte(*confJSON), &c))
+	switch os.Args[1] {
+	case "produce":
+		produce(c, *topic)
+	case "group":
+		group(c, *topic, *groupID, *seconds)
+	case "read":
+		read(c, *topic, *count)
+	default:
+		os.Exit(2)
+	}
+}
