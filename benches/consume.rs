@@ -13,9 +13,9 @@ mod broker;
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use meshbus::consumer::{Consumed, Consumer, ConsumerOptions};
 use meshbus::contract::{sample, Kind, Signer, TrustStore, Verifier, VerifierConfig};
+use meshbus::kafka::Client;
 use meshbus::metrics::Metrics;
 use meshbus::producer::Producer;
-use meshbus::transport::Transport;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,7 +72,7 @@ fn main() {
     let full = n as f64 / t0.elapsed().as_secs_f64();
 
     let (seconds, cpu) = rt.block_on(async {
-        let t = Transport::connect(&config).await.unwrap();
+        let t = Client::connect(&config).await.unwrap();
         let p = Arc::new(Producer::new(
             t.clone(),
             config.clone(),

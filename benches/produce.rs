@@ -10,9 +10,9 @@
 mod broker;
 
 use meshbus::contract::{sample, Signer};
+use meshbus::kafka::Client;
 use meshbus::metrics::Metrics;
 use meshbus::producer::Producer;
-use meshbus::transport::Transport;
 use prost::Message as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -115,7 +115,7 @@ fn main() {
     let mut rows = Vec::new();
     rt.block_on(async {
         let config = b.config();
-        let t = Transport::connect(&config).await.unwrap();
+        let t = Client::connect(&config).await.unwrap();
         let p = Arc::new(Producer::new(
             t,
             config,

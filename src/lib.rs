@@ -2,6 +2,11 @@
 //!
 //! - [`contract`]: messages, signing and the one verification path (SPEC 2-4).
 //! - [`config`]: environment and configuration (SPEC 8).
+//! - [`kafka`]: the one module that names the Kafka client (connections, produce, groups).
+//! - [`producer`]: signed sends with SPEC 5 retries and circuit breaker.
+//! - [`consumer`]: the verifying group consumer (verify, handle, dead-letter, commit).
+//! - [`dlq`]: SPEC 7 dead letters.
+//! - [`metrics`]: the SPEC 9 metrics.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -9,7 +14,6 @@ pub mod config;
 pub mod consumer;
 pub mod contract;
 pub mod dlq;
+pub mod kafka;
 pub mod metrics;
 pub mod producer;
-pub mod protocol;
-pub mod transport;

@@ -396,7 +396,11 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     );
     let unique: BTreeSet<_> = handled_set(&seen).into_iter().collect();
     assert_eq!(unique, sent);
-    let ends = b.end_offsets(&["ai.anomalies.v1"]);
+    let ends: BTreeMap<_, _> = b
+        .end_offsets(&["ai.anomalies.v1"])
+        .into_iter()
+        .filter(|(_, end)| *end > 0)
+        .collect();
     let got = b.committed("restart");
     assert_eq!(
         got, ends,
@@ -418,9 +422,7 @@ async fn handler_failures_are_retried_then_dead_lettered_and_a_failing_dlq_block
     config.producer.max_retries = 0;
     config.consumer.retry_max = 2;
     config.consumer.retry_backoff = Duration::from_millis(20);
-    let t = meshbus::transport::Transport::connect(&config)
-        .await
-        .unwrap();
+    let t = meshbus::kafka::Client::connect(&config).await.unwrap();
     t.ensure_topic("solo.anomalies", 1).await.unwrap();
     let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
     for i in 0..3 {

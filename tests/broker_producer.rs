@@ -5,9 +5,9 @@ mod common;
 use common::broker::Broker;
 use meshbus::config::{Compression, Config, ProducerSettings, SaslMechanism, Tls};
 use meshbus::contract::{sample, Kind, Signer, TrustStore, Verifier, VerifierConfig};
+use meshbus::kafka::{Client, KafkaError};
 use meshbus::metrics::Metrics;
 use meshbus::producer::{BreakerState, Producer, SendError};
-use meshbus::transport::{Transport, TransportError};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ fn signer(seed: u8) -> Arc<Signer> {
 }
 
 async fn producer(config: Config, signer: Arc<Signer>) -> Producer {
-    let t = Transport::connect(&config)
+    let t = Client::connect(&config)
         .await
         .expect("connect over SASL_SSL");
     Producer::new(t, config, Some(signer), Metrics::new())
@@ -165,8 +165,8 @@ async fn wrong_password_and_untrusted_ca_fail_fast_with_clear_errors() {
     let mut wrong = b.config();
     wrong.sasl.as_mut().unwrap().password = meshbus::config::Secret::new("not-the-password");
     let started = Instant::now();
-    let err = Transport::connect(&wrong).await.unwrap_err();
-    assert!(matches!(err, TransportError::Auth(_)), "{err:?}");
+    let err = Client::connect(&wrong).await.unwrap_err();
+    assert!(matches!(err, KafkaError::Auth(_)), "{err:?}");
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "took {:?}",
@@ -180,8 +180,8 @@ async fn wrong_password_and_untrusted_ca_fail_fast_with_clear_errors() {
         ..Default::default()
     });
     let started = Instant::now();
-    let err = Transport::connect(&untrusted).await.unwrap_err();
-    assert!(matches!(err, TransportError::Tls(_)), "{err:?}");
+    let err = Client::connect(&untrusted).await.unwrap_err();
+    assert!(matches!(err, KafkaError::Tls(_)), "{err:?}");
     assert!(
         err.to_string().contains("UnknownIssuer") || err.to_string().contains("unknown issuer"),
         "{err}"
@@ -198,8 +198,8 @@ async fn wrong_password_and_untrusted_ca_fail_fast_with_clear_errors() {
     hang.brokers = vec![silent.local_addr().unwrap().to_string()];
     hang.request_timeout = Duration::from_millis(800);
     let started = Instant::now();
-    let err = Transport::connect(&hang).await.unwrap_err();
-    assert!(matches!(err, TransportError::Timeout { .. }), "{err:?}");
+    let err = Client::connect(&hang).await.unwrap_err();
+    assert!(matches!(err, KafkaError::Timeout { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -289,7 +289,7 @@ async fn broker_stopped_mid_stream_loses_nothing_acknowledged() {
         // the config's producer after restart via a task that waits.
         {
             b.restart();
-            Transport::connect(&patient_cfg).await.unwrap()
+            Client::connect(&patient_cfg).await.unwrap()
         },
         patient_cfg,
         Some(signer(1)),
@@ -339,7 +339,7 @@ async fn breaker_opens_rejects_at_once_and_recovers() {
         ..fast_settings()
     };
     let metrics = Metrics::new();
-    let t = Transport::connect(&config).await.unwrap();
+    let t = Client::connect(&config).await.unwrap();
     let p = Producer::new(t, config, Some(signer(1)), metrics.clone());
     p.send_anomaly(sample::anomaly(1, 100)).await.unwrap();
     b.stop();
@@ -378,87 +378,4 @@ async fn breaker_opens_rejects_at_once_and_recovers() {
     assert_eq!(p.breaker_state(), BreakerState::Closed);
     assert!(metrics.encode().contains("kafka_circuit_breaker_state 0"));
     assert!(metrics.encode().contains("kafka_messages_failed_total"));
-}
-
-/// The idempotent path's guarantee: a batch resent with the same producer id and sequence
-/// (as meshbus does after a lost answer) is stored once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resent_idempotent_batch_is_stored_once() {
-    use meshbus::protocol::produce::{self, BatchTarget, OutRecord};
-    let b = Broker::start(&["dedup"]);
-    let config = b.config();
-    let cluster = meshbus::protocol::Cluster::new(&config).unwrap();
-    let conn = cluster.bootstrap().await.unwrap();
-    let (producer_id, producer_epoch) = produce::init_producer_id(&conn).await.unwrap();
-    assert!(producer_id >= 0);
-    let records: Vec<OutRecord> = (0..3)
-        .map(|i| OutRecord {
-            key: None,
-            value: vec![i; 10],
-            headers: BTreeMap::new(),
-            timestamp_ms: 1_700_000_000_000,
-        })
-        .collect();
-    let target = BatchTarget {
-        topic: "dedup",
-        partition: 0,
-        producer_id,
-        producer_epoch,
-        base_sequence: 0,
-    };
-    let batch = produce::encode_batch(
-        &target,
-        &records,
-        kafka_protocol::records::Compression::Snappy,
-    )
-    .unwrap();
-    let first = produce::produce(&conn, "dedup", 0, batch.clone(), 5000)
-        .await
-        .unwrap();
-    assert_eq!(first, Ok(0));
-    // The same batch again: refused as a duplicate or answered with the same offset.
-    let again = produce::produce(&conn, "dedup", 0, batch, 5000)
-        .await
-        .unwrap();
-    assert!(
-        again == Ok(0) || again == Err(46),
-        "resend stored again: {again:?}"
-    );
-    // A batch that skips a sequence is refused (out of order), so gaps cannot go unnoticed.
-    let gap = produce::encode_batch(
-        &BatchTarget {
-            base_sequence: 10,
-            ..target
-        },
-        &records,
-        kafka_protocol::records::Compression::None,
-    )
-    .unwrap();
-    let refused = produce::produce(&conn, "dedup", 0, gap, 5000)
-        .await
-        .unwrap();
-    assert!(refused.is_err(), "out-of-order batch accepted: {refused:?}");
-    let t = Transport::connect(&config).await.unwrap();
-    let end = t
-        .client()
-        .partition_client(
-            "dedup",
-            0,
-            rskafka::client::partition::UnknownTopicHandling::Error,
-        )
-        .await
-        .unwrap()
-        .get_offset(rskafka::client::partition::OffsetAt::Latest)
-        .await
-        .unwrap();
-    assert_eq!(end, 3, "the partition holds the batch once");
-    // The meshbus producer (idempotent by default) then appends after the three records.
-    let p = producer(config, signer(1)).await;
-    let d = p
-        .send_raw("dedup", Some(b"k".to_vec()), vec![9], BTreeMap::new())
-        .await
-        .unwrap();
-    let rows = b.py_read("dedup", 4);
-    assert_eq!(rows.len(), 4, "exactly the 3 batch records plus 1");
-    assert!(d.offset >= 0);
 }

@@ -219,9 +219,7 @@ fn produce_consume_and_dlq_replay_against_the_broker() {
     forged[n - 45] ^= 1;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let t = meshbus::transport::Transport::connect(&b.config())
-            .await
-            .unwrap();
+        let t = meshbus::kafka::Client::connect(&b.config()).await.unwrap();
         let p =
             meshbus::producer::Producer::new(t, b.config(), None, meshbus::metrics::Metrics::new());
         p.send_raw("ai.anomalies.v1", None, forged.clone(), Default::default())

@@ -112,19 +112,6 @@ pub fn nonce_replay(ops: Vec<ReplayOp>, clock_steps: Vec<i16>) {
     }
 }
 
-/// Consumer-protocol payloads come from other group members via the broker: decoding must
-/// never panic, and what decodes re-encodes to a payload that decodes to the same value.
-pub fn consumer_protocol(data: &[u8]) {
-    use meshbus::protocol::group::*;
-    let bytes = bytes::Bytes::copy_from_slice(data);
-    if let Ok(topics) = decode_subscription(&bytes) {
-        assert_eq!(decode_subscription(&encode_subscription(&topics)).unwrap(), topics);
-    }
-    if let Ok(parts) = decode_assignment(&bytes) {
-        assert_eq!(decode_assignment(&encode_assignment(&parts)).unwrap(), parts);
-    }
-}
-
 /// DLQ records read back by `meshbus dlq`, and proto3 JSON read by `meshbus sign/produce`:
 /// never panic; what parses round-trips.
 pub fn dead_letter_and_json(

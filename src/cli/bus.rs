@@ -3,9 +3,9 @@
 use super::{config, progress, signing_key, trust_store, CliResult, Exit};
 use meshbus::consumer::{Consumed, Consumer, ConsumerOptions, StartFrom};
 use meshbus::contract::{json, sample, Kind, Message, Signer, Verifier, VerifierConfig};
+use meshbus::kafka::Client;
 use meshbus::metrics::Metrics;
 use meshbus::producer::Producer;
-use meshbus::transport::Transport;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,9 +74,7 @@ pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>) -> CliResult {
             out
         }
     };
-    let transport = Transport::connect(&config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let transport = Client::connect(&config).await.map_err(|e| e.to_string())?;
     let producer = Arc::new(Producer::new(transport, config, Some(signer), metrics));
     let done = progress("sent", messages.len() as u64);
     let failed = Arc::new(AtomicU64::new(0));

@@ -12,9 +12,9 @@ use meshbus::contract::{
     keys, sample, Clock as _, FixedClock, Kind, Message, Signer, SystemClock, TrustStore, Verifier,
     VerifierConfig,
 };
+use meshbus::kafka::Client;
 use meshbus::metrics::Metrics;
 use meshbus::producer::Producer;
-use meshbus::transport::Transport;
 use prost::Message as _;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -130,9 +130,7 @@ pub async fn run(
             .map_err(|e| format!("metrics endpoint: {e}"))?,
     };
     eprintln!("demo run {run}: topics demo-{run}.*, metrics on http://{metrics_addr}/metrics");
-    let transport = Transport::connect(&config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let transport = Client::connect(&config).await.map_err(|e| e.to_string())?;
     for t in config.topics.values().chain([&config.dlq_topic]) {
         transport
             .ensure_topic(t, 3)

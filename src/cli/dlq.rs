@@ -4,10 +4,10 @@
 use super::{config, CliResult, Exit};
 use meshbus::config::Config;
 use meshbus::dlq::DeadLetter;
+use meshbus::kafka::Client;
 use meshbus::metrics::Metrics;
 use meshbus::producer::Producer;
-use meshbus::transport::{bounded, Transport};
-use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
+
 use std::sync::Arc;
 
 /// `dlq` subcommands.
@@ -53,56 +53,19 @@ struct Entry {
     letter: DeadLetter,
 }
 
-async fn read_all(transport: &Transport, config: &Config) -> Result<Vec<Entry>, String> {
+async fn read_all(client: &Client, config: &Config) -> Result<Vec<Entry>, String> {
     let topic = &config.dlq_topic;
-    let n = transport
-        .partitions(topic)
-        .await
-        .map_err(|e| e.to_string())?;
+    let n = client.partitions(topic).await.map_err(|e| e.to_string())?;
+    let reader = client.reader().await.map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for p in 0..n {
-        let client = bounded(
-            transport.timeout(),
-            "partition_client",
-            transport
-                .client()
-                .partition_client(topic.clone(), p, UnknownTopicHandling::Error),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let end = bounded(
-            transport.timeout(),
-            "list_offsets",
-            client.get_offset(OffsetAt::Latest),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let mut next = bounded(
-            transport.timeout(),
-            "list_offsets",
-            client.get_offset(OffsetAt::Earliest),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        while next < end {
-            let (records, _) = bounded(
-                transport.timeout(),
-                "fetch",
-                client.fetch_records(next, 1..4 * 1024 * 1024, 500),
-            )
+        let (start, end) = reader
+            .watermarks(topic, p)
             .await
             .map_err(|e| e.to_string())?;
-            if records.is_empty() {
-                break;
-            }
-            for r in records {
-                if r.offset < next {
-                    continue;
-                }
-                next = r.offset + 1;
-                let rec = r.record;
-                match DeadLetter::from_record(rec.key, rec.value.unwrap_or_default(), &rec.headers)
-                {
+        reader
+            .scan(topic, p, start, end, |r| {
+                match DeadLetter::from_record(r.key, r.value.unwrap_or_default(), &r.headers) {
                     Ok(letter) => out.push(Entry {
                         partition: p,
                         offset: r.offset,
@@ -110,9 +73,11 @@ async fn read_all(transport: &Transport, config: &Config) -> Result<Vec<Entry>, 
                     }),
                     Err(e) => eprintln!("{topic}/{p}@{}: skipped: {e}", r.offset),
                 }
-            }
-        }
+            })
+            .await
+            .map_err(|e| e.to_string())?;
     }
+    reader.close().await;
     Ok(out)
 }
 
@@ -154,9 +119,7 @@ fn print(f: &Filter, e: &Entry) {
 /// Runs a `dlq` subcommand.
 pub async fn run(cmd: DlqCommand, metrics: Arc<Metrics>) -> CliResult {
     let config = config()?;
-    let transport = Transport::connect(&config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let transport = Client::connect(&config).await.map_err(|e| e.to_string())?;
     let entries = read_all(&transport, &config).await?;
     match cmd {
         DlqCommand::List(f) => {

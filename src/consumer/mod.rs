@@ -1,34 +1,50 @@
-//! The verifying group consumer (SPEC 6): joins a group, fetches its partitions, verifies every
-//! record with the contract verifier, hands typed messages to handlers in partition order,
-//! dead-letters what fails (SPEC 7), and commits an offset only once its record was handled or
-//! its dead letter acknowledged. Shutdown commits and leaves the group.
-//!
-//! Delivery is at least once: after a crash or a lost commit, records since the last commit
-//! are handed out again.
+//! The verifying group consumer. Its stages, each in its own file:
+//! fetch (`kafka::GroupConsumer::poll`, the poll loop in [`Consumer::run`]) -> per-partition
+//! worker (`partition.rs`: verify -> handle with retries -> dead-letter) -> mark handled
+//! (`offsets.rs`, the one offset tracker, which alone commits) -> commit (on the interval,
+//! on revocation in `assignment.rs`, and on shutdown).
 
-mod assignor;
-mod group;
+mod assignment;
+mod offsets;
 mod partition;
 
-pub use assignor::Assignor;
-pub use group::{GroupTiming, Heartbeat};
+pub use crate::kafka::Assignor;
+pub use offsets::TopicPartition;
 
 use crate::config::Config;
 use crate::contract::{Kind, Message, Verifier};
+use crate::kafka::{Client, GroupSpec, KafkaError};
 use crate::metrics::Metrics;
 use crate::producer::Producer;
-use crate::protocol::offsets::TopicPartition;
-use crate::protocol::Cluster;
-use crate::transport::{Transport, TransportError};
-use group::Membership;
-use partition::{Backoff, PartitionWorker, Progress};
+use assignment::Assignment;
+use offsets::OffsetTracker;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use std::time::Duration;
+
+/// Group membership timing.
+#[derive(Debug, Clone)]
+pub struct GroupTiming {
+    /// Session timeout: a member silent for this long is removed.
+    pub session_timeout: Duration,
+    /// Rebalance timeout: how long a member may take to give partitions up.
+    pub rebalance_timeout: Duration,
+    /// Heartbeat interval.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for GroupTiming {
+    fn default() -> Self {
+        GroupTiming {
+            session_timeout: Duration::from_secs(30),
+            rebalance_timeout: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(3),
+        }
+    }
+}
 
 /// A verified record handed to a handler.
 #[derive(Debug, Clone)]
@@ -165,12 +181,12 @@ pub enum ConsumeError {
     NoHandlers,
     /// A broker error that retrying cannot fix (TLS, authentication, protocol).
     #[error(transparent)]
-    Transport(#[from] TransportError),
+    Kafka(#[from] KafkaError),
 }
 
 pub(crate) struct Shared {
     config: Config,
-    transport: Transport,
+    client: Client,
     verifier: Arc<Verifier>,
     producer: Arc<Producer>,
     handlers: BTreeMap<Kind, Arc<dyn Handler>>,
@@ -182,8 +198,7 @@ pub(crate) struct Shared {
 /// A verifying group consumer. Register handlers, then [`Consumer::run`].
 pub struct Consumer {
     shared: Shared,
-    cluster: Cluster,
-    committed: Arc<Mutex<BTreeMap<TopicPartition, i64>>>,
+    tracker: Arc<OffsetTracker>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -195,20 +210,20 @@ impl std::fmt::Debug for Consumer {
 }
 
 impl Consumer {
-    /// A consumer on `transport`; `producer` writes dead letters to `KAFKA_DLQ_TOPIC`.
+    /// A consumer on `client`; `producer` writes dead letters to `KAFKA_DLQ_TOPIC`.
     pub fn new(
-        transport: Transport,
+        client: Client,
         config: Config,
         verifier: Arc<Verifier>,
         producer: Arc<Producer>,
         metrics: Arc<Metrics>,
         options: ConsumerOptions,
-    ) -> Result<Consumer, TransportError> {
+    ) -> Result<Consumer, KafkaError> {
+        config.validate()?;
         Ok(Consumer {
-            cluster: Cluster::new(&config)?,
             shared: Shared {
                 config,
-                transport,
+                client,
                 verifier,
                 producer,
                 handlers: BTreeMap::new(),
@@ -216,26 +231,26 @@ impl Consumer {
                 options,
                 stats: Arc::new(Stats::default()),
             },
-            committed: Arc::default(),
+            tracker: Arc::default(),
         })
     }
 
-    /// Connects to the broker and builds a consumer whose dead letters go out through a
-    /// producer of its own (unsigned: dead letters are the original records).
+    /// Connects to the cluster and builds a consumer whose dead letters go out through a
+    /// producer on the same connection pool (unsigned: dead letters are the original records).
     pub async fn connect(
         config: Config,
         verifier: Arc<Verifier>,
         metrics: Arc<Metrics>,
         options: ConsumerOptions,
-    ) -> Result<Consumer, TransportError> {
-        let transport = Transport::connect(&config).await?;
+    ) -> Result<Consumer, KafkaError> {
+        let client = Client::connect(&config).await?;
         let dlq = Arc::new(Producer::new(
-            transport.clone(),
+            client.clone(),
             config.clone(),
             None,
             metrics.clone(),
         ));
-        Consumer::new(transport, config, verifier, dlq, metrics, options)
+        Consumer::new(client, config, verifier, dlq, metrics, options)
     }
 
     /// Registers the handler for `kind`, subscribing to its topic.
@@ -252,7 +267,7 @@ impl Consumer {
     /// The offsets this consumer has committed (next offset to read), shared with the running
     /// consumer.
     pub fn committed_offsets(&self) -> Arc<Mutex<BTreeMap<TopicPartition, i64>>> {
-        self.committed.clone()
+        self.tracker.committed_view()
     }
 
     /// Consumes until `shutdown` completes, then stops the partitions (each finishes the record
@@ -262,155 +277,85 @@ impl Consumer {
         if self.shared.handlers.is_empty() {
             return Err(ConsumeError::NoHandlers);
         }
-        let topics: BTreeMap<String, Kind> = self
+        let kinds: BTreeMap<String, Kind> = self
             .shared
             .handlers
             .keys()
             .map(|k| (self.shared.config.topic(*k).to_string(), *k))
             .collect();
-        let topic_list: Vec<String> = topics.keys().cloned().collect();
-        let opts = self.shared.options.clone();
+        let o = &self.shared.options;
+        let spec = GroupSpec {
+            group: o.group.clone(),
+            topics: kinds.keys().cloned().collect(),
+            assignors: o.assignors.clone(),
+            session_timeout: o.timing.session_timeout,
+            heartbeat_interval: o.timing.heartbeat_interval,
+            rebalance_timeout: o.timing.rebalance_timeout,
+            start_earliest: o.start_from == StartFrom::Earliest,
+            fetch_max_bytes: o.fetch_max_bytes,
+            fetch_max_wait: Duration::from_millis(o.fetch_max_wait_ms.max(1) as u64),
+        };
+        let commit_interval = o.commit_interval;
         let shared = Arc::new(self.shared);
-        let committed_view = self.committed;
-        let mut member = Membership::new(
-            self.cluster,
-            shared.transport.clone(),
-            opts.group.clone(),
-            opts.assignors.clone(),
-            opts.timing.clone(),
+        let tracker = self.tracker;
+        let assignment = Assignment::new(shared.clone(), kinds, tracker.clone());
+        let consumer = Arc::new(
+            shared
+                .client
+                .group_consumer(&spec, assignment.clone())
+                .await?,
         );
+        assignment.set_consumer(consumer.clone());
         tokio::pin!(shutdown);
-        let mut retry = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut commit = tokio::time::interval(commit_interval);
+        let mut errors =
+            partition::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
-            // Join and learn where to start.
-            let joined = tokio::select! {
-                _ = &mut shutdown => {
-                    member.leave().await;
-                    return Ok(());
-                }
-                r = async {
-                    let parts = member.join(&topic_list).await?;
-                    let committed = member.committed(&parts).await?;
-                    Ok::<_, TransportError>((parts, committed))
-                } => r,
-            };
-            let (assignment, committed) = match joined {
-                Ok(j) => j,
-                Err(e) if e.is_retriable() => {
-                    tracing::warn!(group = %opts.group, error = %e, "joining the group failed; retrying");
-                    tokio::select! {
-                        _ = &mut shutdown => {
-                            member.leave().await;
-                            return Ok(());
-                        }
-                        _ = tokio::time::sleep(retry.next_delay()) => continue,
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            };
-            retry.reset();
-            tracing::info!(group = %opts.group, generation = member.generation, partitions = ?assignment, "assigned");
-            *committed_view.lock().unwrap_or_else(|p| p.into_inner()) = committed.clone();
-            let (stop_tx, stop_rx) = watch::channel(false);
-            let progress: Progress = Arc::new(Mutex::new(committed.clone()));
-            let mut workers = Workers(
-                assignment
-                    .iter()
-                    .filter_map(|tp| {
-                        let kind = *topics.get(&tp.0)?;
-                        Some(tokio::spawn(
-                            PartitionWorker {
-                                shared: shared.clone(),
-                                tp: tp.clone(),
-                                kind,
-                                start: committed.get(tp).copied(),
-                                stop: stop_rx.clone(),
-                                progress: progress.clone(),
-                            }
-                            .run(),
-                        ))
-                    })
-                    .collect(),
-            );
-            let mut heartbeat = tokio::time::interval(opts.timing.heartbeat_interval);
-            let mut commit = tokio::time::interval(opts.commit_interval);
-            let mut last_heartbeat = Instant::now();
-            // Stop before the coordinator can have given our partitions to someone else.
-            let give_up = opts
-                .timing
-                .session_timeout
-                .saturating_sub(opts.timing.heartbeat_interval * 2);
-            let shutting_down = loop {
-                tokio::select! {
-                    _ = &mut shutdown => break true,
-                    _ = heartbeat.tick() => match member.heartbeat().await {
-                        Ok(Heartbeat::Stable) => last_heartbeat = Instant::now(),
-                        Ok(Heartbeat::Rebalance) => break false,
-                        Err(e) => {
-                            tracing::warn!(group = %opts.group, error = %e, "heartbeat failed");
-                            if last_heartbeat.elapsed() >= give_up {
-                                break false;
+            tokio::select! {
+                _ = &mut shutdown => break,
+                polled = consumer.poll(Duration::from_millis(200)) => match polled {
+                    Ok(records) => {
+                        errors.reset();
+                        for r in records {
+                            if let Some((t, p)) = assignment.dispatch(r) {
+                                consumer.pause(&t, p).await;
                             }
                         }
-                    },
-                    _ = commit.tick() => {
-                        commit_progress(&mut member, &progress, &committed_view, &shared.stats).await;
+                    }
+                    Err(e) if e.is_retriable() => {
+                        tracing::warn!(group = %spec.group, error = %e, "poll failed; retrying");
+                        tokio::time::sleep(errors.next_delay()).await;
+                    }
+                    Err(e) => {
+                        assignment.stop_all_and_commit().await;
+                        let _ = consumer.close().await;
+                        return Err(e.into());
+                    }
+                },
+                _ = commit.tick() => {
+                    tracker.commit(&consumer, None, &shared.stats).await;
+                    for (t, p) in assignment.drained() {
+                        consumer.resume(&t, p).await;
+                    }
+                    for ((topic, partition), lag) in consumer.lag().await {
+                        shared
+                            .metrics
+                            .consumer_lag
+                            .get_or_create(&crate::metrics::TopicPartition {
+                                topic,
+                                partition: partition.to_string(),
+                            })
+                            .set(lag);
                     }
                 }
-            };
-            let _ = stop_tx.send(true);
-            for w in workers.0.drain(..) {
-                let _ = w.await;
             }
-            commit_progress(&mut member, &progress, &committed_view, &shared.stats).await;
-            if shutting_down {
-                member.leave().await;
-                return Ok(());
-            }
-            tracing::info!(group = %opts.group, "rebalancing");
         }
-    }
-}
-
-/// The partition tasks of one generation; aborted if `run` is dropped (a crash must not leave
-/// them handling records without a member behind them).
-struct Workers(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for w in &self.0 {
-            w.abort();
+        // Leaving runs the revocation callback: workers stop after the record in hand and
+        // the handled offsets are committed before the group hears we left.
+        if let Err(e) = consumer.close().await {
+            tracing::warn!(group = %spec.group, error = %e, "leaving the group failed");
+            assignment.stop_all_and_commit().await;
         }
-    }
-}
-
-/// Commits the handled offsets that moved since the last commit.
-async fn commit_progress(
-    member: &mut Membership,
-    progress: &Progress,
-    committed: &Mutex<BTreeMap<TopicPartition, i64>>,
-    stats: &Stats,
-) {
-    let now = progress.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let changed: BTreeMap<_, _> = {
-        let done = committed.lock().unwrap_or_else(|p| p.into_inner());
-        now.into_iter()
-            .filter(|(tp, o)| done.get(tp) != Some(o))
-            .collect()
-    };
-    if changed.is_empty() {
-        return;
-    }
-    match member.commit(&changed).await {
-        Ok(()) => {
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-            committed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(changed);
-        }
-        Err(e) => {
-            tracing::warn!(group = %member.group, error = %e, "offset commit failed; records since the last commit may be redelivered")
-        }
+        Ok(())
     }
 }

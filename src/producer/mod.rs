@@ -4,24 +4,20 @@
 //! caller, never a silent drop; `Ok` means the broker acknowledged the record (acks=all).
 
 mod breaker;
-mod idempotent;
-pub mod partitioner;
 
 pub use breaker::{BreakerState, CircuitBreaker};
 
-use crate::config::{Compression, Config};
+use crate::config::Config;
 use crate::contract::limits::MAX_RECORD_BYTES;
 use crate::contract::messages::*;
 use crate::contract::verify::{ACK_SIGNATURE_ALG_HEADER, ACK_SIGNATURE_HEADER};
 use crate::contract::{Clock as _, Kind, Message, Signer};
+use crate::kafka::{Client, KafkaError, Sender};
 use crate::metrics::Metrics;
-use crate::transport::{bounded, Transport, TransportError};
 use backon::{ExponentialBuilder, Retryable};
-use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
-use rskafka::record::Record;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Where an acknowledged record landed.
@@ -58,22 +54,17 @@ pub enum SendError {
         /// Attempts made.
         attempts: usize,
         /// Last error.
-        source: TransportError,
+        source: KafkaError,
     },
 }
 
-type PartitionClients = Arc<Vec<Arc<PartitionClient>>>;
-
 /// Publishes CyberMesh records. Share it behind an `Arc`.
 pub struct Producer {
-    transport: Transport,
+    sender: Sender,
     config: Config,
     signer: Option<Arc<Signer>>,
     metrics: Arc<Metrics>,
     breaker: CircuitBreaker,
-    partitions: Mutex<HashMap<String, PartitionClients>>,
-    round_robin: AtomicUsize,
-    idempotent: Option<Arc<idempotent::IdempotentSender>>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -85,9 +76,9 @@ impl std::fmt::Debug for Producer {
 }
 
 impl Producer {
-    /// A producer on `transport`; `signer` is needed for the typed (signed) sends.
+    /// A producer on `client`; `signer` is needed for the typed (signed) sends.
     pub fn new(
-        transport: Transport,
+        client: Client,
         config: Config,
         signer: Option<Arc<Signer>>,
         metrics: Arc<Metrics>,
@@ -95,28 +86,18 @@ impl Producer {
         let p = &config.producer;
         let breaker =
             CircuitBreaker::new(p.breaker_failures, p.breaker_open_for, p.breaker_successes);
-        // The idempotent path needs only the configuration, which `Transport::connect` checked.
-        let idempotent = if p.idempotent {
-            match idempotent::IdempotentSender::new(&config) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(error = %e, "idempotent produce unavailable; sending without producer ids");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         Producer {
-            transport,
+            sender: Sender::new(client, p.clone()),
             config,
             signer,
             metrics,
             breaker,
-            partitions: Mutex::new(HashMap::new()),
-            round_robin: AtomicUsize::new(0),
-            idempotent,
         }
+    }
+
+    /// Waits until every send accepted so far is acknowledged or has failed.
+    pub async fn flush(&self) -> Result<(), KafkaError> {
+        self.sender.flush().await
     }
 
     /// The breaker's current state.
@@ -242,21 +223,7 @@ impl Producer {
         }
         let started = Instant::now();
         let size = value.len() as u64;
-        if let Some(idem) = &self.idempotent {
-            let result = self
-                .produce_idempotent(idem, topic, key, value, headers)
-                .await;
-            return self.finish(topic, started, size, 1, result);
-        }
-        let record = Record {
-            key,
-            value: Some(value),
-            headers,
-            timestamp: rskafka::chrono::DateTime::from_timestamp_millis(
-                crate::contract::clock::SystemClock.now_ms(),
-            )
-            .unwrap_or_default(),
-        };
+        let timestamp_ms = crate::contract::clock::SystemClock.now_ms();
         let p = &self.config.producer;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(p.retry_backoff)
@@ -265,12 +232,21 @@ impl Producer {
             .with_max_times(p.max_retries)
             .with_jitter();
         let attempts = AtomicUsize::new(0);
+        let value = Some(value);
         let result = (|| async {
             attempts.fetch_add(1, Ordering::Relaxed);
-            self.produce_once(topic, record.clone()).await
+            let (partition, offset) = self
+                .sender
+                .send(topic, key.clone(), value.clone(), &headers, timestamp_ms)
+                .await?;
+            Ok(Delivery {
+                topic: topic.to_string(),
+                partition,
+                offset,
+            })
         })
         .retry(backoff)
-        .when(|e: &TransportError| e.is_retriable())
+        .when(|e: &KafkaError| e.is_retriable())
         .notify(|e, after| tracing::warn!(topic, error = %e, retry_in = ?after, "send failed; retrying"))
         .await;
         self.finish(
@@ -289,7 +265,7 @@ impl Producer {
         started: Instant,
         size: u64,
         attempts: usize,
-        result: Result<Delivery, TransportError>,
+        result: Result<Delivery, KafkaError>,
     ) -> Result<Delivery, SendError> {
         match result {
             Ok(d) => {
@@ -306,10 +282,6 @@ impl Producer {
             }
             Err(source) => {
                 self.breaker.on_failure();
-                if source.is_retriable() {
-                    // The partition clients may point at a dead connection: rebuild next time.
-                    self.forget(topic);
-                }
                 Err(SendError::Transport {
                     topic: topic.to_string(),
                     attempts,
@@ -317,127 +289,5 @@ impl Producer {
                 })
             }
         }
-    }
-
-    async fn produce_idempotent(
-        &self,
-        idem: &Arc<idempotent::IdempotentSender>,
-        topic: &str,
-        key: Option<Vec<u8>>,
-        value: Vec<u8>,
-        headers: BTreeMap<String, Vec<u8>>,
-    ) -> Result<Delivery, TransportError> {
-        let n = idem.partition_count(topic).await?;
-        if n == 0 {
-            return Err(TransportError::Broker {
-                detail: format!("topic {topic} has no partitions"),
-                retriable: true,
-            });
-        }
-        let partition = match &key {
-            Some(k) => partitioner::partition_for_key(k, n),
-            None => (self.round_robin.fetch_add(1, Ordering::Relaxed) % n as usize) as i32,
-        };
-        let record = crate::protocol::produce::OutRecord {
-            key,
-            value,
-            headers,
-            timestamp_ms: crate::contract::clock::SystemClock.now_ms(),
-        };
-        let offset = idem.send(topic, partition, record).await?;
-        Ok(Delivery {
-            topic: topic.to_string(),
-            partition,
-            offset,
-        })
-    }
-
-    async fn produce_once(&self, topic: &str, record: Record) -> Result<Delivery, TransportError> {
-        let clients = self.partition_clients(topic).await?;
-        let n = clients.len() as i32;
-        let partition = match &record.key {
-            Some(k) => partitioner::partition_for_key(k, n),
-            None => (self.round_robin.fetch_add(1, Ordering::Relaxed) % clients.len()) as i32,
-        };
-        let client = &clients[partition as usize];
-        let offsets = bounded(
-            self.transport.timeout(),
-            "produce",
-            client.produce(vec![record], self.compression()),
-        )
-        .await;
-        let offsets = match offsets {
-            Ok(o) => o,
-            Err(e) => {
-                if e.is_retriable() {
-                    self.forget(topic);
-                }
-                return Err(e);
-            }
-        };
-        let offset = offsets
-            .first()
-            .copied()
-            .ok_or_else(|| TransportError::Broker {
-                detail: "broker acknowledged no offset".into(),
-                retriable: true,
-            })?;
-        Ok(Delivery {
-            topic: topic.to_string(),
-            partition,
-            offset,
-        })
-    }
-
-    fn compression(&self) -> rskafka::client::partition::Compression {
-        use rskafka::client::partition::Compression as C;
-        match self.config.producer.compression {
-            Compression::None => C::NoCompression,
-            Compression::Gzip => C::Gzip,
-            Compression::Snappy => C::Snappy,
-            #[cfg(feature = "c-codecs")]
-            Compression::Lz4 => C::Lz4,
-            #[cfg(feature = "c-codecs")]
-            Compression::Zstd => C::Zstd,
-            #[cfg(not(feature = "c-codecs"))]
-            Compression::Lz4 | Compression::Zstd => unreachable!("refused by Config::validate"),
-        }
-    }
-
-    fn forget(&self, topic: &str) {
-        self.partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(topic);
-    }
-
-    async fn partition_clients(&self, topic: &str) -> Result<PartitionClients, TransportError> {
-        if let Some(c) = self
-            .partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(topic)
-        {
-            return Ok(c.clone());
-        }
-        let n = self.transport.partitions(topic).await?;
-        let mut clients = Vec::with_capacity(n as usize);
-        for p in 0..n {
-            let c = bounded(
-                self.transport.timeout(),
-                "partition_client",
-                self.transport
-                    .client()
-                    .partition_client(topic, p, UnknownTopicHandling::Error),
-            )
-            .await?;
-            clients.push(Arc::new(c));
-        }
-        let clients = Arc::new(clients);
-        self.partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(topic.to_string(), clients.clone());
-        Ok(clients)
     }
 }

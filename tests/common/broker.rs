@@ -88,9 +88,10 @@ impl Broker {
             ]),
             "scripts/kafka start",
         );
-        let info: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("cluster.json")).unwrap())
-                .unwrap();
+        let info: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("cluster.json")).unwrap(),
+        )
+        .unwrap();
         Broker {
             certs: dir.path().join("certs"),
             dir,
@@ -261,11 +262,7 @@ impl Broker {
     /// A meshbus configuration for the mTLS listener (client certificate, no SASL).
     pub fn mtls_config(&self) -> Config {
         Config::builder()
-            .brokers(
-                self.nodes()
-                    .iter()
-                    .map(|n| format!("127.0.0.1:{}", n.ssl)),
-            )
+            .brokers(self.nodes().iter().map(|n| format!("127.0.0.1:{}", n.ssl)))
             .tls(Tls {
                 ca_cert: Some(self.certs.join("ca.pem")),
                 client_cert: Some(self.certs.join("client.pem")),
@@ -347,11 +344,12 @@ impl Broker {
             }
             Peer::Java => {
                 let mut c = Command::new("java");
-                c.args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"]).arg(format!(
-                    "{}:{}/*",
-                    kafka_home().join("peer").display(),
-                    kafka_home().join("libs").display()
-                ));
+                c.args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"])
+                    .arg(format!(
+                        "{}:{}/*",
+                        kafka_home().join("peer").display(),
+                        kafka_home().join("libs").display()
+                    ));
                 c.arg("Peer")
                     .arg(args[0])
                     .arg("--conf")
@@ -373,9 +371,10 @@ impl Broker {
     /// Runs `kafka_tool.py` with `args` to the end; its stdout JSON lines. Fails the caller on a
     /// non-zero exit.
     pub fn py_tool(&self, args: &[&str]) -> Vec<serde_json::Value> {
-        json_lines(
-            &run_ok(self.peer_command(Peer::Librdkafka, args), "kafka_tool.py"),
-        )
+        json_lines(&run_ok(
+            self.peer_command(Peer::Librdkafka, args),
+            "kafka_tool.py",
+        ))
     }
 
     /// Starts a confluent-kafka consumer in `group` on `topic` for `seconds`; its stdout is

@@ -6,9 +6,9 @@ use super::vectors::{self, Vectors};
 use meshbus::config::Config;
 use meshbus::consumer::{Consumed, Consumer, ConsumerOptions, GroupTiming};
 use meshbus::contract::{FixedClock, Kind, Signer, TrustStore, Verifier, VerifierConfig};
+use meshbus::kafka::Client;
 use meshbus::metrics::Metrics;
 use meshbus::producer::Producer;
-use meshbus::transport::Transport;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,7 @@ pub fn control_signer(v: &Vectors) -> Arc<Signer> {
 
 /// A producer over the broker's SASL_SSL listener.
 pub async fn producer(config: &Config, signer: Option<Arc<Signer>>) -> Arc<Producer> {
-    let t = Transport::connect(config).await.expect("connect");
+    let t = Client::connect(config).await.expect("connect");
     Arc::new(Producer::new(t, config.clone(), signer, Metrics::new()))
 }
 

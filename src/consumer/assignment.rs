@@ -1,0 +1,197 @@
+//! The partitions this member holds: one worker task per assigned partition, fed by the poll
+//! loop. On revocation (awaited by the group consumer before it gives partitions up) the
+//! workers stop after the record in hand, and the tracker commits what they handled, so two
+//! members never handle one partition at once and no handled record is committed late.
+
+use super::offsets::{OffsetTracker, TopicPartition};
+use super::partition::PartitionWorker;
+use super::Shared;
+use crate::contract::Kind;
+use crate::kafka::{EventFuture, GroupConsumer, InRecord, RebalanceEvents};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::{mpsc, watch};
+
+/// Queued records above which a partition is paused, and below which it resumes.
+const PAUSE_ABOVE: usize = 2000;
+const RESUME_BELOW: usize = 500;
+
+struct Worker {
+    records: mpsc::UnboundedSender<InRecord>,
+    queued: Arc<AtomicUsize>,
+    paused: bool,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The workers of the partitions held now.
+pub(crate) struct Assignment {
+    shared: Arc<Shared>,
+    kinds: BTreeMap<String, Kind>,
+    tracker: Arc<OffsetTracker>,
+    workers: Mutex<BTreeMap<TopicPartition, Worker>>,
+    consumer: OnceLock<Arc<GroupConsumer>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Assignment {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        kinds: BTreeMap<String, Kind>,
+        tracker: Arc<OffsetTracker>,
+    ) -> Arc<Assignment> {
+        Arc::new(Assignment {
+            shared,
+            kinds,
+            tracker,
+            workers: Mutex::default(),
+            consumer: OnceLock::new(),
+        })
+    }
+
+    /// The group consumer, once built (revocation commits through it).
+    pub(crate) fn set_consumer(&self, c: Arc<GroupConsumer>) {
+        let _ = self.consumer.set(c);
+    }
+
+    fn spawn(&self, tp: &TopicPartition) -> Option<Worker> {
+        let kind = *self.kinds.get(&tp.0)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(
+            PartitionWorker {
+                shared: self.shared.clone(),
+                tp: tp.clone(),
+                kind,
+                records: rx,
+                queued: queued.clone(),
+                stop: stop_rx,
+                tracker: self.tracker.clone(),
+            }
+            .run(),
+        );
+        Some(Worker {
+            records: tx,
+            queued,
+            paused: false,
+            stop: stop_tx,
+            task,
+        })
+    }
+
+    /// Hands `r` to its partition's worker. Returns the partition to pause when its queue is
+    /// long (records already fetched still arrive, so the queue stays bounded by a fetch).
+    pub(crate) fn dispatch(&self, r: InRecord) -> Option<TopicPartition> {
+        let tp = (r.topic.clone(), r.partition);
+        let mut workers = lock(&self.workers);
+        if !workers.contains_key(&tp) {
+            let w = self.spawn(&tp)?;
+            workers.insert(tp.clone(), w);
+        }
+        let w = workers.get_mut(&tp)?;
+        w.queued.fetch_add(1, Ordering::Relaxed);
+        if w.records.send(r).is_err() {
+            w.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !w.paused && w.queued.load(Ordering::Relaxed) > PAUSE_ABOVE {
+            w.paused = true;
+            return Some(tp);
+        }
+        None
+    }
+
+    /// Paused partitions whose queues have drained, now marked resumed.
+    pub(crate) fn drained(&self) -> Vec<TopicPartition> {
+        let mut out = Vec::new();
+        for (tp, w) in lock(&self.workers).iter_mut() {
+            if w.paused && w.queued.load(Ordering::Relaxed) < RESUME_BELOW {
+                w.paused = false;
+                out.push(tp.clone());
+            }
+        }
+        out
+    }
+
+    /// Stops the workers of `tps` after the record in hand and waits for them.
+    async fn stop(&self, tps: &[TopicPartition]) {
+        let stopped: Vec<Worker> = {
+            let mut workers = lock(&self.workers);
+            tps.iter().filter_map(|tp| workers.remove(tp)).collect()
+        };
+        for w in &stopped {
+            let _ = w.stop.send(true);
+        }
+        for w in stopped {
+            if let Err(e) = w.task.await {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "a partition worker panicked");
+                }
+            }
+        }
+    }
+
+    /// Every partition held now.
+    pub(crate) fn held(&self) -> Vec<TopicPartition> {
+        lock(&self.workers).keys().cloned().collect()
+    }
+
+    /// Stops every worker and commits what they handled (shutdown without a group leave).
+    pub(crate) async fn stop_all_and_commit(&self) {
+        let held = self.held();
+        self.revoke(held).await;
+    }
+
+    async fn revoke(&self, tps: Vec<TopicPartition>) {
+        self.stop(&tps).await;
+        if let Some(c) = self.consumer.get() {
+            self.tracker.commit(c, Some(&tps), &self.shared.stats).await;
+        }
+        self.tracker.forget(&tps);
+        tracing::info!(partitions = ?tps, "partitions revoked; handled offsets committed");
+    }
+}
+
+impl Drop for Assignment {
+    fn drop(&mut self) {
+        // A dropped consumer must not leave workers handling records without a member.
+        for w in lock(&self.workers).values() {
+            w.task.abort();
+        }
+    }
+}
+
+impl RebalanceEvents for Assignment {
+    fn assigned(self: Arc<Self>, partitions: Vec<TopicPartition>) -> EventFuture {
+        let me = self;
+        Box::pin(async move {
+            tracing::info!(partitions = ?partitions, "partitions assigned");
+            let mut workers = lock(&me.workers);
+            for tp in partitions {
+                if let std::collections::btree_map::Entry::Vacant(slot) = workers.entry(tp) {
+                    if let Some(w) = me.spawn(slot.key()) {
+                        slot.insert(w);
+                    }
+                }
+            }
+        })
+    }
+
+    fn revoked(self: Arc<Self>, partitions: Vec<TopicPartition>) -> EventFuture {
+        let me = self;
+        Box::pin(async move { me.revoke(partitions).await })
+    }
+
+    fn lost(self: Arc<Self>, partitions: Vec<TopicPartition>) -> EventFuture {
+        let me = self;
+        Box::pin(async move {
+            tracing::warn!(partitions = ?partitions, "partitions lost; stopping them without a commit");
+            me.stop(&partitions).await;
+            me.tracker.forget(&partitions);
+        })
+    }
+}

@@ -1,0 +1,190 @@
+//! The group consumer: krafka's classic-protocol member with manual commits only. meshbus's
+//! pipeline decides what is committed ([`GroupConsumer::commit`] with exactly the handled
+//! offsets); krafka awaits [`RebalanceEvents::revoked`] before it gives partitions up, which
+//! is where the pipeline stops them and commits what was handled.
+
+use super::{Client, InRecord, KafkaError, MAX_DECOMPRESSED_BATCH_BYTES};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A (topic, partition) pair.
+pub type TopicPartition = (String, i32);
+
+/// A boxed future of a rebalance callback.
+pub type EventFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What the consumer pipeline does when the group changes its assignment. Each future is
+/// awaited before the change takes effect.
+pub trait RebalanceEvents: Send + Sync + 'static {
+    /// Partitions newly assigned.
+    fn assigned(self: Arc<Self>, partitions: Vec<TopicPartition>) -> EventFuture;
+    /// Partitions about to be taken away (still owned until the future completes): stop them
+    /// and commit what was handled.
+    fn revoked(self: Arc<Self>, partitions: Vec<TopicPartition>) -> EventFuture;
+    /// Partitions already taken away (session lost, fenced): stop them without committing.
+    fn lost(self: Arc<Self>, partitions: Vec<TopicPartition>) -> EventFuture;
+}
+
+/// Partition assignors offered to the group (classic protocol), preferred first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignor {
+    /// Contiguous ranges per topic (Java's and librdkafka's default).
+    Range,
+    /// Partitions dealt in turn.
+    RoundRobin,
+}
+
+/// How to join a group.
+#[derive(Debug, Clone)]
+pub struct GroupSpec {
+    /// Group id.
+    pub group: String,
+    /// Topics subscribed.
+    pub topics: Vec<String>,
+    /// Assignors offered, preferred first.
+    pub assignors: Vec<Assignor>,
+    /// Session timeout.
+    pub session_timeout: Duration,
+    /// Heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Rebalance timeout (how long a revocation may take).
+    pub rebalance_timeout: Duration,
+    /// Start at the earliest record when the group has no committed offset (else the latest).
+    pub start_earliest: bool,
+    /// Largest fetch response.
+    pub fetch_max_bytes: i32,
+    /// Longest a fetch waits for records.
+    pub fetch_max_wait: Duration,
+}
+
+struct Listener(Arc<dyn RebalanceEvents>);
+
+fn pairs(p: &[krafka::consumer::TopicPartition]) -> Vec<TopicPartition> {
+    p.iter()
+        .map(|t| (t.topic().to_string(), t.partition()))
+        .collect()
+}
+
+impl krafka::consumer::ConsumerRebalanceListener for Listener {
+    fn on_partitions_assigned<'a>(
+        &'a self,
+        partitions: &'a [krafka::consumer::TopicPartition],
+    ) -> impl Future<Output = ()> + Send + 'a {
+        self.0.clone().assigned(pairs(partitions))
+    }
+
+    fn on_partitions_revoked<'a>(
+        &'a self,
+        partitions: &'a [krafka::consumer::TopicPartition],
+    ) -> impl Future<Output = ()> + Send + 'a {
+        self.0.clone().revoked(pairs(partitions))
+    }
+
+    fn on_partitions_lost<'a>(
+        &'a self,
+        partitions: &'a [krafka::consumer::TopicPartition],
+    ) -> impl Future<Output = ()> + Send + 'a {
+        self.0.clone().lost(pairs(partitions))
+    }
+}
+
+/// A member of a consumer group. Share it behind an `Arc`.
+pub struct GroupConsumer {
+    consumer: krafka::consumer::Consumer,
+}
+
+impl Client {
+    /// Joins `spec.group` (on the first poll) with `events` called on every assignment change.
+    pub async fn group_consumer(
+        &self,
+        spec: &GroupSpec,
+        events: Arc<dyn RebalanceEvents>,
+    ) -> Result<GroupConsumer, KafkaError> {
+        use krafka::consumer::{AutoOffsetReset, PartitionAssignmentStrategy as S};
+        let strategies: Vec<S> = spec
+            .assignors
+            .iter()
+            .map(|a| match a {
+                Assignor::Range => S::Range,
+                Assignor::RoundRobin => S::RoundRobin,
+            })
+            .collect();
+        let consumer = self
+            .kafka()
+            .consumer(spec.group.clone())
+            .enable_auto_commit(false)
+            .auto_offset_reset(if spec.start_earliest {
+                AutoOffsetReset::Earliest
+            } else {
+                AutoOffsetReset::Latest
+            })
+            .session_timeout(spec.session_timeout)
+            .heartbeat_interval(spec.heartbeat_interval)
+            .max_poll_interval(spec.rebalance_timeout)
+            .partition_assignment_strategies(strategies)
+            .fetch_max_bytes(spec.fetch_max_bytes)
+            .max_partition_fetch_bytes(spec.fetch_max_bytes)
+            .fetch_max_wait(spec.fetch_max_wait)
+            .max_decompressed_size(MAX_DECOMPRESSED_BATCH_BYTES)
+            .metrics_push(false)
+            .rebalance_listener(Listener(events))
+            .build()
+            .await?;
+        consumer.subscribe(spec.topics.iter()).await?;
+        Ok(GroupConsumer { consumer })
+    }
+}
+
+impl GroupConsumer {
+    /// Records fetched for the assigned, unpaused partitions (empty after `timeout`). Runs the
+    /// rebalance callbacks when the assignment changes.
+    pub async fn poll(&self, timeout: Duration) -> Result<Vec<InRecord>, KafkaError> {
+        let records = self.consumer.poll(timeout).await?;
+        Ok(records.into_iter().map(InRecord::from).collect())
+    }
+
+    /// Commits exactly `offsets` (the next offset to read, per partition).
+    pub async fn commit(&self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), KafkaError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let o: Vec<_> = offsets
+            .iter()
+            .map(|((t, p), o)| {
+                (
+                    krafka::consumer::TopicPartition::new(t.clone(), *p),
+                    krafka::consumer::OffsetAndMetadata::new(*o),
+                )
+            })
+            .collect();
+        Ok(self.consumer.commit_offsets(o).await?)
+    }
+
+    /// Stops fetching `partition` of `topic` until resumed.
+    pub async fn pause(&self, topic: &str, partition: i32) {
+        self.consumer.pause(topic, &[partition]).await;
+    }
+
+    /// Fetches `partition` of `topic` again.
+    pub async fn resume(&self, topic: &str, partition: i32) {
+        self.consumer.resume(topic, &[partition]).await;
+    }
+
+    /// Records between each assigned partition's position and its end, where known.
+    pub async fn lag(&self) -> Vec<(TopicPartition, i64)> {
+        self.consumer
+            .lag()
+            .await
+            .into_iter()
+            .filter_map(|(tp, l)| Some(((tp.topic().to_string(), tp.partition()), l.lag? as i64)))
+            .collect()
+    }
+
+    /// Leaves the group (running the revocation callback first) and closes.
+    pub async fn close(&self) -> Result<(), KafkaError> {
+        Ok(self.consumer.close().await?)
+    }
+}

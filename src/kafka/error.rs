@@ -1,0 +1,172 @@
+//! meshbus's Kafka errors: krafka's errors mapped onto a small typed enum, classified as
+//! retriable or not by krafka's own classification and typed error codes (no string matching).
+//! Messages never carry secrets: krafka's errors name operations, brokers and codes only.
+
+use std::time::Duration;
+
+/// Why talking to Kafka failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KafkaError {
+    /// Bad configuration (meshbus's or one krafka refused).
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// TLS set-up or handshake failed (untrusted CA, bad certificate, unreadable file).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// SASL authentication failed (wrong user or password, mechanism not enabled).
+    #[error("SASL authentication failed: {0}")]
+    Auth(String),
+    /// No answer within the request timeout.
+    #[error("{op} timed out after {after:?}")]
+    Timeout {
+        /// The operation.
+        op: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The broker refused, the connection broke, or a reply was malformed.
+    #[error("broker: {detail}")]
+    Broker {
+        /// What happened.
+        detail: String,
+        /// Kafka's error code, when the broker sent one.
+        code: Option<i16>,
+        /// Whether trying again may succeed.
+        retriable: bool,
+    },
+    /// The record (or batch) is larger than the broker accepts.
+    #[error("record too large for the broker: {0}")]
+    RecordTooLarge(String),
+    /// The client was closed.
+    #[error("closed: {0}")]
+    Closed(String),
+}
+
+/// Kafka's MESSAGE_TOO_LARGE and RECORD_LIST_TOO_LARGE codes.
+const MESSAGE_TOO_LARGE: i16 = 10;
+const RECORD_LIST_TOO_LARGE: i16 = 18;
+
+impl KafkaError {
+    /// True when a retry may succeed (network, leadership, timeouts); false for TLS, auth,
+    /// configuration and record-level refusals.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            KafkaError::Timeout { .. } => true,
+            KafkaError::Broker { retriable, .. } => *retriable,
+            _ => false,
+        }
+    }
+
+    /// A stable short code for logs and metrics labels.
+    pub fn code(&self) -> &'static str {
+        match self {
+            KafkaError::Config(_) => "config",
+            KafkaError::Tls(_) => "tls",
+            KafkaError::Auth(_) => "auth",
+            KafkaError::Timeout { .. } => "timeout",
+            KafkaError::Broker { .. } => "broker",
+            KafkaError::RecordTooLarge(_) => "record_too_large",
+            KafkaError::Closed(_) => "closed",
+        }
+    }
+
+    pub(crate) fn config(var: &'static str, detail: impl Into<String>) -> Self {
+        KafkaError::Config(crate::config::ConfigError {
+            var,
+            detail: detail.into(),
+        })
+    }
+}
+
+/// The rustls error somewhere in `e`'s source chain, if the failure was TLS.
+fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(format!("{t:?}"));
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+                    return Some(format!("{t:?}"));
+                }
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
+impl From<krafka::KrafkaError> for KafkaError {
+    fn from(e: krafka::KrafkaError) -> Self {
+        use krafka::KrafkaError as K;
+        if let Some(t) = tls_cause(&e) {
+            return KafkaError::Tls(t);
+        }
+        let retriable = e.is_retriable();
+        match e {
+            K::Auth { message, .. } => KafkaError::Auth(message),
+            K::Config { message } => KafkaError::Config(crate::config::ConfigError {
+                var: "kafka client",
+                detail: message,
+            }),
+            K::Timeout { operation } => KafkaError::Timeout {
+                op: operation,
+                after: Duration::ZERO,
+            },
+            K::DeliveryTimeout {
+                possibly_written,
+                message,
+            } => KafkaError::Timeout {
+                op: format!("delivery (possibly written: {possibly_written}): {message}"),
+                after: Duration::ZERO,
+            },
+            K::Broker { code, message } => {
+                let c = code.to_i16();
+                if c == MESSAGE_TOO_LARGE || c == RECORD_LIST_TOO_LARGE {
+                    return KafkaError::RecordTooLarge(format!("{code:?}: {message}"));
+                }
+                KafkaError::Broker {
+                    detail: format!("{code:?}: {message}"),
+                    code: Some(c),
+                    retriable,
+                }
+            }
+            K::Closed { message } => KafkaError::Closed(message),
+            other => KafkaError::Broker {
+                detail: other.to_string(),
+                code: None,
+                retriable,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retriable_follows_krafka_and_too_large_is_its_own_kind() {
+        let e: KafkaError = krafka::KrafkaError::Broker {
+            code: krafka::error::ErrorCode::NotLeaderForPartition,
+            message: "moved".into(),
+        }
+        .into();
+        assert!(e.is_retriable(), "{e:?}");
+        let e: KafkaError = krafka::KrafkaError::Broker {
+            code: krafka::error::ErrorCode::MessageTooLarge,
+            message: "big".into(),
+        }
+        .into();
+        assert!(matches!(e, KafkaError::RecordTooLarge(_)), "{e:?}");
+        assert!(!e.is_retriable());
+        let e: KafkaError = krafka::KrafkaError::Auth {
+            message: "bad credentials".into(),
+            source: None,
+        }
+        .into();
+        assert!(matches!(e, KafkaError::Auth(_)));
+        assert_eq!(e.code(), "auth");
+    }
+}

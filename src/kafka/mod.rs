@@ -1,0 +1,289 @@
+//! The Kafka layer: the only module that names the Kafka client crate (`krafka`, pinned to an
+//! exact version in Cargo.toml). It builds one connection pool per process role from
+//! [`Config`] (TLS, mTLS, SASL, timeouts, memory bounds), hands out what the producer,
+//! consumer, DLQ writer, CLI and tests need, and maps the client's errors onto
+//! [`KafkaError`]. Upgrading or forking the client touches this folder only; meshbus's
+//! Apache Kafka tests are the gate for every upgrade.
+//!
+//! - [`Client`]: the pool (cheap to clone; the consumer and its DLQ writer share one).
+//! - [`Sender`] (`produce.rs`): acks=all, idempotent by default, compression, bounded buffer.
+//! - [`GroupConsumer`] (`consume.rs`): a classic-protocol group member with manual commits and
+//!   an awaited revocation callback.
+//! - [`Reader`]: reads a partition range without a group (DLQ listing, tools, tests).
+
+mod consume;
+mod error;
+mod produce;
+
+pub use consume::{Assignor, EventFuture, GroupConsumer, GroupSpec, RebalanceEvents};
+pub use error::KafkaError;
+pub use produce::Sender;
+
+use crate::config::{Config, SaslMechanism};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Largest Kafka response meshbus accepts (a fetch is bounded below this by its own caps).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest decompressed record batch meshbus accepts (decompression bombs stop here).
+pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// A record as read from Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key (null stays `None`).
+    pub key: Option<Vec<u8>>,
+    /// Value (null stays `None`).
+    pub value: Option<Vec<u8>>,
+    /// Headers (a null header value reads as empty).
+    pub headers: BTreeMap<String, Vec<u8>>,
+}
+
+impl From<krafka::ConsumerRecord> for InRecord {
+    fn from(r: krafka::ConsumerRecord) -> Self {
+        InRecord {
+            topic: r.topic.to_string(),
+            partition: r.partition,
+            offset: r.offset,
+            key: r.key.map(|b| b.to_vec()),
+            value: r.value.map(|b| b.to_vec()),
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k, v.map(|b| b.to_vec()).unwrap_or_default()))
+                .collect(),
+        }
+    }
+}
+
+/// A connection pool to the cluster, built from [`Config`]. Clone it to share.
+#[derive(Clone)]
+pub struct Client {
+    kafka: krafka::Kafka,
+    config: Config,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("brokers", &self.config.brokers)
+            .finish_non_exhaustive()
+    }
+}
+
+fn security(config: &Config) -> Result<krafka::auth::AuthConfig, KafkaError> {
+    use krafka::auth::{AuthConfig, TlsConfig};
+    let path = |p: &std::path::Path| p.display().to_string();
+    let tls = match &config.tls {
+        None => None,
+        Some(t) => {
+            let mut c = TlsConfig::new();
+            if let Some(ca) = &t.ca_cert {
+                std::fs::metadata(ca).map_err(|e| {
+                    KafkaError::config("KAFKA_CA_CERT", format!("{}: {e}", ca.display()))
+                })?;
+                c = c.with_ca_cert(path(ca));
+            }
+            match (&t.client_cert, &t.client_key) {
+                (Some(cert), Some(key)) => c = c.with_client_cert(path(cert), path(key)),
+                (None, None) => {}
+                _ => {
+                    return Err(KafkaError::config(
+                        "KAFKA_CLIENT_CERT",
+                        "mTLS needs both KAFKA_CLIENT_CERT and KAFKA_CLIENT_KEY",
+                    ))
+                }
+            }
+            Some(c)
+        }
+    };
+    let auth = match &config.sasl {
+        Some(s) => {
+            let (u, p) = (s.username.clone(), s.password.expose().to_string());
+            let a = match s.mechanism {
+                SaslMechanism::ScramSha512 => AuthConfig::sasl_scram_sha512(u, p),
+                SaslMechanism::ScramSha256 => AuthConfig::sasl_scram_sha256(u, p),
+                SaslMechanism::Plain => AuthConfig::sasl_plain(u, p),
+            };
+            match tls {
+                Some(t) => a.with_tls(t),
+                None => a,
+            }
+        }
+        None => match tls {
+            Some(t) => AuthConfig::ssl(t),
+            None => AuthConfig::plaintext(),
+        },
+    };
+    Ok(auth)
+}
+
+impl Client {
+    /// Connects to the bootstrap brokers with TLS and SASL as configured and reads the
+    /// cluster's metadata. TLS and credential problems fail at once with a typed error; an
+    /// unreachable broker fails after the request timeout.
+    pub async fn connect(config: &Config) -> Result<Client, KafkaError> {
+        config.validate()?;
+        let timeout = config.request_timeout;
+        let builder = krafka::Kafka::builder(config.brokers.join(","))
+            .client_id(format!("meshbus-node-{}", config.node_id))
+            .security(security(config)?)
+            .request_timeout(timeout)
+            .connect_timeout(timeout)
+            .allow_auto_create_topics(false)
+            .max_response_size(MAX_RESPONSE_BYTES)
+            .metadata_max_age(Duration::from_secs(60));
+        let kafka = match tokio::time::timeout(timeout, builder.connect()).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(KafkaError::Timeout {
+                    op: "connect".into(),
+                    after: timeout,
+                })
+            }
+        };
+        Ok(Client {
+            kafka,
+            config: config.clone(),
+        })
+    }
+
+    /// The configuration the client was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.config.request_timeout
+    }
+
+    /// Creates `topic` with `partitions` partitions and the broker's default replication
+    /// (already existing is fine).
+    pub async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), KafkaError> {
+        let t = krafka::admin::NewTopic::new(topic, partitions, -1)?;
+        let r = self
+            .kafka
+            .admin()
+            .create_topics([t], Default::default())
+            .await?;
+        match r.into_values().next() {
+            Some(Err(krafka::KrafkaError::Broker {
+                code: krafka::error::ErrorCode::TopicAlreadyExists,
+                ..
+            })) => Ok(()),
+            Some(Err(e)) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Number of partitions of `topic`.
+    pub async fn partitions(&self, topic: &str) -> Result<i32, KafkaError> {
+        let d = self
+            .kafka
+            .admin()
+            .describe_topics([topic], Default::default())
+            .await?;
+        match d.into_values().next() {
+            Some(Ok(t)) => Ok(t.partitions.len() as i32),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(KafkaError::Broker {
+                detail: format!("topic {topic} not described"),
+                code: None,
+                retriable: true,
+            }),
+        }
+    }
+
+    /// A reader without a group.
+    pub async fn reader(&self) -> Result<Reader, KafkaError> {
+        let c = self
+            .kafka
+            .consumer_without_group()
+            .enable_auto_commit(false)
+            .max_decompressed_size(MAX_DECOMPRESSED_BATCH_BYTES)
+            .fetch_max_wait(Duration::from_millis(200))
+            .metrics_push(false)
+            .build()
+            .await?;
+        Ok(Reader {
+            consumer: c,
+            timeout: self.timeout(),
+        })
+    }
+
+    pub(crate) fn kafka(&self) -> &krafka::Kafka {
+        &self.kafka
+    }
+}
+
+/// Reads partitions from given offsets, without a consumer group.
+pub struct Reader {
+    consumer: krafka::consumer::Consumer,
+    timeout: Duration,
+}
+
+impl Reader {
+    /// `(earliest, end)` offsets of a partition.
+    pub async fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), KafkaError> {
+        Ok(self.consumer.fetch_watermarks(topic, partition).await?)
+    }
+
+    /// Calls `each` for every record of `topic`/`partition` from `from` up to (not including)
+    /// `to`, in offset order, without holding more than one fetch in memory.
+    pub async fn scan(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+        mut each: impl FnMut(InRecord),
+    ) -> Result<(), KafkaError> {
+        if from >= to {
+            return Ok(());
+        }
+        self.consumer.assign(topic, vec![partition]).await?;
+        self.consumer.seek(topic, partition, from).await?;
+        let mut next = from;
+        let mut idle = Duration::ZERO;
+        while next < to {
+            let batch = self.consumer.poll(Duration::from_millis(500)).await?;
+            if batch.is_empty() {
+                // Transaction markers and compacted gaps hold no record: the position tells.
+                if let Some(p) = self.consumer.position(topic, partition).await {
+                    if p >= to {
+                        break;
+                    }
+                }
+                idle += Duration::from_millis(500);
+                if idle > self.timeout {
+                    return Err(KafkaError::Timeout {
+                        op: format!("read {topic}/{partition} at {next}"),
+                        after: idle,
+                    });
+                }
+                continue;
+            }
+            idle = Duration::ZERO;
+            for r in batch {
+                if r.offset < next || r.offset >= to {
+                    continue;
+                }
+                next = r.offset + 1;
+                each(r.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the reader.
+    pub async fn close(self) {
+        let _ = self.consumer.close().await;
+    }
+}

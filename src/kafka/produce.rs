@@ -1,0 +1,168 @@
+//! The produce path: one krafka producer per [`Sender`], acks=all, idempotent unless turned
+//! off (then the same pipeline runs with producer id -1), compression from the configuration,
+//! a bounded buffer, and delivery bounded by the request timeout. The producer is built on
+//! first use, so a failed producer-id initialisation is the error of that send (and retried on
+//! the next), never a silent downgrade to non-idempotent sends.
+
+use super::{Client, KafkaError};
+use crate::config::{Compression, ProducerSettings};
+use crate::contract::limits::MAX_RECORD_BYTES;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// Where an acknowledged record landed: (partition, offset).
+pub type Landed = (i32, i64);
+
+/// Bytes a producer may hold unacknowledged before sends wait (and then fail after the
+/// request timeout): 32 MiB, enough for 32 maximal records.
+pub const BUFFER_BYTES: usize = 32 * 1024 * 1024;
+
+/// Keyed records go where Kafka's Java client puts them (murmur2 of the key), so a key's
+/// records stay in order on one partition across clients; keyless records (every `ai.*`
+/// record) are dealt round-robin, spreading the validators' load evenly even at low rates
+/// (the built-in sticky choice would put a quiet producer's records on one partition).
+#[derive(Debug, Default)]
+struct KeyedOrRoundRobin {
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl krafka::producer::Partitioner for KeyedOrRoundRobin {
+    fn partition(&self, _topic: &str, key: Option<&[u8]>, partitions: usize) -> i32 {
+        if partitions == 0 {
+            return 0;
+        }
+        let n = match key {
+            Some(k) => (krafka::producer::murmur2(k) & 0x7fff_ffff) as usize,
+            None => self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        (n % partitions) as i32
+    }
+}
+
+/// Sends records. Cheap to share behind an `Arc`.
+pub struct Sender {
+    client: Client,
+    settings: ProducerSettings,
+    producer: OnceCell<krafka::producer::Producer>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("idempotent", &self.settings.idempotent)
+            .finish_non_exhaustive()
+    }
+}
+
+fn compression(c: Compression) -> Result<krafka::Compression, KafkaError> {
+    Ok(match c {
+        Compression::None => krafka::Compression::None,
+        Compression::Gzip => krafka::Compression::Gzip,
+        Compression::Snappy => krafka::Compression::Snappy,
+        Compression::Lz4 => krafka::Compression::Lz4,
+        #[cfg(feature = "c-codecs")]
+        Compression::Zstd => krafka::Compression::Zstd,
+        #[cfg(not(feature = "c-codecs"))]
+        Compression::Zstd => {
+            return Err(KafkaError::config(
+                "KAFKA_PRODUCER_COMPRESSION",
+                "zstd encoding needs the c-codecs feature",
+            ))
+        }
+    })
+}
+
+impl Sender {
+    /// A sender on `client` with `settings`.
+    pub fn new(client: Client, settings: ProducerSettings) -> Sender {
+        Sender {
+            client,
+            settings,
+            producer: OnceCell::new(),
+        }
+    }
+
+    async fn producer(&self) -> Result<&krafka::producer::Producer, KafkaError> {
+        self.producer
+            .get_or_try_init(|| async {
+                let timeout = self.client.timeout();
+                let p = self
+                    .client
+                    .kafka()
+                    .producer()
+                    .acks(krafka::producer::Acks::All)
+                    .partitioner(KeyedOrRoundRobin::default())
+                    .idempotent(self.settings.idempotent)
+                    .compression(compression(self.settings.compression)?)
+                    .linger(Duration::from_millis(2))
+                    .batch_size(256 * 1024)
+                    // One maximal record plus batch and request overhead.
+                    .max_request_size(MAX_RECORD_BYTES + 64 * 1024)
+                    .buffer_memory(BUFFER_BYTES)
+                    .max_block(timeout)
+                    .delivery_timeout(timeout * 2)
+                    .retry_backoff(Duration::from_millis(100))
+                    .metrics_push(false)
+                    .build()
+                    .await?;
+                Ok::<_, KafkaError>(p)
+            })
+            .await
+    }
+
+    /// Sends one record and waits for the broker's acknowledgement (acks=all).
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        headers: &BTreeMap<String, Vec<u8>>,
+        timestamp_ms: i64,
+    ) -> Result<Landed, KafkaError> {
+        let producer = self.producer().await?;
+        let mut r = krafka::Record::new(topic, value.unwrap_or_default()).timestamp(timestamp_ms);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        for (k, v) in headers {
+            r = r.header(k.clone(), v.clone());
+        }
+        let m = producer.send(r).await?;
+        Ok((m.partition, m.offset))
+    }
+
+    /// Waits until every record accepted so far is acknowledged or failed.
+    pub async fn flush(&self) -> Result<(), KafkaError> {
+        match self.producer.get() {
+            Some(p) => Ok(p.flush().await?),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes, then closes the producer.
+    pub async fn close(&self) -> Result<(), KafkaError> {
+        match self.producer.get() {
+            Some(p) => Ok(p.close().await?),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use krafka::producer::Partitioner as _;
+
+    #[test]
+    fn keys_follow_javas_murmur2_and_keyless_records_rotate() {
+        let p = KeyedOrRoundRobin::default();
+        // Java's DefaultPartitioner: toPositive(murmur2("policy-1")) % 3.
+        let java = (krafka::producer::murmur2(b"policy-1") & 0x7fff_ffff) % 3;
+        for _ in 0..5 {
+            assert_eq!(p.partition("t", Some(b"policy-1"), 3), java as i32);
+        }
+        let spread: Vec<i32> = (0..6).map(|_| p.partition("t", None, 3)).collect();
+        assert_eq!(spread, [0, 1, 2, 0, 1, 2]);
+    }
+}
