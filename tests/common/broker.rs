@@ -403,6 +403,29 @@ impl Broker {
         .expect("peer client runs")
     }
 
+    /// Starts peer `client` as a group member whose output is collected while it runs.
+    pub fn member(&self, client: Peer, topic: &str, group: &str, seconds: u32) -> Member {
+        use std::io::BufRead;
+        let mut child = self.peer_group(client, topic, group, seconds);
+        let out = child.stdout.take().unwrap();
+        let lines: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if let Ok(v) = serde_json::from_str(&l) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        Member {
+            client,
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
     /// Reads `count` records of `topic` with the confluent-kafka client.
     pub fn py_read(&self, topic: &str, count: usize) -> Vec<serde_json::Value> {
         self.peer_read(Peer::Librdkafka, topic, count)
@@ -444,6 +467,85 @@ impl Broker {
             "{client:?} produce failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// A peer client running as a group member, its JSON-lines output collected as it comes.
+pub struct Member {
+    /// Which client.
+    pub client: Peer,
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Member {
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The partitions of the latest assignment (None before the first).
+    pub fn assigned(&self) -> Option<Vec<i32>> {
+        self.lines()
+            .iter()
+            .rev()
+            .find_map(|l| l.get("assigned"))
+            .map(|a| {
+                a.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_i64().unwrap() as i32)
+                    .collect()
+            })
+    }
+
+    /// How many assignments it has seen.
+    pub fn assignments(&self) -> usize {
+        self.lines()
+            .iter()
+            .filter(|l| l.get("assigned").is_some())
+            .count()
+    }
+
+    /// Records handled (and committed) so far, as (partition, offset).
+    pub fn records(&self) -> Vec<(i32, i64)> {
+        self.lines()
+            .iter()
+            .filter(|l| l.get("offset").is_some())
+            .map(|l| {
+                (
+                    l["partition"].as_i64().unwrap() as i32,
+                    l["offset"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Kills the member at once (SIGKILL): the group notices when its session times out.
+    pub fn kill_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the member to end by itself (it leaves the group on the way out).
+    pub fn wait(&mut self) {
+        let status = self.child.wait().unwrap();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        assert!(
+            status.success(),
+            "{:?} member failed: {status}",
+            self.client
+        );
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
