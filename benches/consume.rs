@@ -3,7 +3,9 @@
 //!   rate on the same records, in process;
 //! - the meshbus group consumer: fetch + verify + handler + offset commit of signed 1 KiB
 //!   anomalies, timed from `run` until every record was handled and its offset committed;
-//! - a confluent-kafka (librdkafka) group consumer reading the same topic without verification.
+//! - meshbus's Kafka layer alone (`kafka::GroupConsumer`: fetch + decode, no verification);
+//! - librdkafka (confluent-kafka), the Java client and Sarama group consumers reading the same
+//!   topic without verification (each in a fresh group, committing at the end).
 //!
 //! `cargo bench --bench consume` (MESHBUS_BENCH_RECORDS, default 20000).
 
@@ -130,22 +132,77 @@ fn main() {
         out
     });
 
+    // meshbus's Kafka layer without the verifying pipeline.
+    let (raw_s, raw_cpu) = rt.block_on(async {
+        struct Quiet;
+        impl meshbus::kafka::RebalanceEvents for Quiet {
+            fn assigned(self: Arc<Self>, _: Vec<(String, i32)>) -> meshbus::kafka::EventFuture {
+                Box::pin(async {})
+            }
+            fn revoked(self: Arc<Self>, _: Vec<(String, i32)>) -> meshbus::kafka::EventFuture {
+                Box::pin(async {})
+            }
+            fn lost(self: Arc<Self>, _: Vec<(String, i32)>) -> meshbus::kafka::EventFuture {
+                Box::pin(async {})
+            }
+        }
+        let client = Client::connect(&config).await.unwrap();
+        let spec = meshbus::kafka::GroupSpec {
+            group: "bench-meshbus-raw".into(),
+            topics: vec![TOPIC.into()],
+            assignors: vec![meshbus::kafka::Assignor::Range],
+            session_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(1),
+            rebalance_timeout: Duration::from_secs(30),
+            start_earliest: true,
+            fetch_max_bytes: 4 * 1024 * 1024,
+            fetch_max_wait: Duration::from_millis(100),
+        };
+        let (c0, t0) = (cpu_seconds(), Instant::now());
+        let g = client.group_consumer(&spec, Arc::new(Quiet)).await.unwrap();
+        let mut got = 0;
+        let mut last = std::collections::BTreeMap::new();
+        while got < n {
+            for r in g.poll(Duration::from_millis(200)).await.unwrap() {
+                last.insert((r.topic.clone(), r.partition), r.offset + 1);
+                got += 1;
+            }
+        }
+        g.commit(&last).await.unwrap();
+        let out = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
+        g.close().await.unwrap();
+        out
+    });
+
     let count = n.to_string();
-    let r = b
-        .py_tool(&[
-            "cbench",
-            "--topic",
-            TOPIC,
-            "--group",
-            "bench-librdkafka",
-            "--count",
-            &count,
-        ])
-        .remove(0);
-    let (py_s, py_cpu) = (
-        r["seconds"].as_f64().unwrap(),
-        r["cpu_seconds"].as_f64().unwrap(),
-    );
+    let mut peers = Vec::new();
+    for (name, peer) in [
+        ("librdkafka", broker::Peer::Librdkafka),
+        ("java", broker::Peer::Java),
+        ("sarama", broker::Peer::Sarama),
+    ] {
+        let group = format!("bench-{name}");
+        let out = b
+            .peer_command(
+                peer,
+                &[
+                    "cbench", "--topic", TOPIC, "--group", &group, "--count", &count,
+                ],
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name} cbench: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = broker::json_lines(&String::from_utf8_lossy(&out.stdout)).remove(0);
+        peers.push((
+            name,
+            r["seconds"].as_f64().unwrap(),
+            r["cpu_seconds"].as_f64().unwrap(),
+        ));
+    }
 
     println!("\nconsume benchmark: {n} signed anomalies of ~{SIZE} B payload, 3 partitions, TLS+SCRAM-SHA-512, local Apache Kafka");
     println!(
@@ -168,8 +225,16 @@ fn main() {
     );
     println!(
         "{:<52} {:>12.0} {:>22.2}",
-        "librdkafka consumer, no verification",
-        n as f64 / py_s,
-        py_cpu * 100_000.0 / n as f64
+        "meshbus kafka layer, no verification",
+        n as f64 / raw_s,
+        raw_cpu * 100_000.0 / n as f64
     );
+    for (name, secs, cpu) in peers {
+        println!(
+            "{:<52} {:>12.0} {:>22.2}",
+            format!("{name} consumer, no verification"),
+            n as f64 / secs,
+            cpu * 100_000.0 / n as f64
+        );
+    }
 }

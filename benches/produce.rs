@@ -1,8 +1,9 @@
-//! Produce benchmark against the local broker (Apache Kafka, TLS + SCRAM): meshbus vs the
-//! confluent-kafka producer (librdkafka) on the same kind of topic, same record count and size
-//! (1 KiB), unsigned and signed, in one run. Reports records/s and client CPU seconds per
-//! 100k records. meshbus's signed run includes signing; librdkafka sends records meshbus
-//! pre-signed (it has no signer), so that row is its transport cost only.
+//! Produce benchmark against the local broker (Apache Kafka, TLS + SCRAM): meshbus beside
+//! librdkafka (confluent-kafka), the Java client and Sarama, on the same kind of topic, same
+//! record count and size (1 KiB), unsigned and signed, in one run; all idempotent, acks=all,
+//! snappy. Reports records/s and client CPU seconds per 100k records. meshbus's signed run
+//! includes signing; the peers send records meshbus pre-signed (they have no signer), so their
+//! rows are transport cost only.
 //!
 //! `cargo bench --bench produce` (MESHBUS_BENCH_RECORDS, default 20000).
 
@@ -72,16 +73,32 @@ async fn run_meshbus(
     }
 }
 
-fn run_librdkafka(b: &broker::Broker, topic: &str, values: &[Vec<u8>]) -> Row {
+fn run_peer(b: &broker::Broker, peer: broker::Peer, topic: &str, values: &[Vec<u8>]) -> Row {
     let file = b.dir.path().join(format!("{topic}.hex"));
     let text: String = values.iter().map(|v| hex::encode(v) + "\n").collect();
     std::fs::write(&file, text).unwrap();
     let file = file.display().to_string();
-    let r = b
-        .py_tool(&["bench", "--topic", topic, "--file", &file])
-        .remove(0);
+    let cmd = if peer == broker::Peer::Librdkafka {
+        "bench"
+    } else {
+        "pbench"
+    };
+    let out = b
+        .peer_command(peer, &[cmd, "--topic", topic, "--file", &file])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{peer:?} bench: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = broker::json_lines(&String::from_utf8_lossy(&out.stdout)).remove(0);
     Row {
-        client: "librdkafka",
+        client: match peer {
+            broker::Peer::Librdkafka => "librdkafka",
+            broker::Peer::Java => "java",
+            broker::Peer::Sarama => "sarama",
+        },
         records: r["records"].as_u64().unwrap() as usize,
         seconds: r["seconds"].as_f64().unwrap(),
         cpu: r["cpu_seconds"].as_f64().unwrap(),
@@ -101,6 +118,10 @@ fn main() {
         "bench.meshbus.signed",
         "bench.rdkafka.unsigned",
         "bench.rdkafka.signed",
+        "bench.java.unsigned",
+        "bench.java.signed",
+        "bench.sarama.unsigned",
+        "bench.sarama.signed",
     ];
     let b = broker::Broker::start(&topics);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -143,8 +164,17 @@ fn main() {
                 .encode_to_vec()
         })
         .collect();
-    rows.push(("unsigned", run_librdkafka(&b, topics[2], &unsigned)));
-    rows.push(("signed", run_librdkafka(&b, topics[3], &signed)));
+    for (i, peer) in [
+        broker::Peer::Librdkafka,
+        broker::Peer::Java,
+        broker::Peer::Sarama,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        rows.push(("unsigned", run_peer(&b, peer, topics[2 + 2 * i], &unsigned)));
+        rows.push(("signed", run_peer(&b, peer, topics[3 + 2 * i], &signed)));
+    }
     println!("\nproduce benchmark: {n} records of ~{SIZE} B, snappy, acks=all, TLS+SCRAM-SHA-512, local Apache Kafka");
     println!(
         "{:<11} {:<9} {:>10} {:>12} {:>22}",

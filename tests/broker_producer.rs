@@ -379,3 +379,36 @@ async fn breaker_opens_rejects_at_once_and_recovers() {
     assert!(metrics.encode().contains("kafka_circuit_breaker_state 0"));
     assert!(metrics.encode().contains("kafka_messages_failed_total"));
 }
+
+/// The mTLS listener (client certificate required, no SASL): meshbus with its certificate and
+/// key sends and the record is there; without a certificate the broker refuses the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_listener_accepts_the_client_certificate_only() {
+    let b = Broker::start(&["mtls"]);
+    let config = b.mtls_config();
+    let p = producer(config.clone(), signer(1)).await;
+    let d = p
+        .send_raw("mtls", None, b"over mTLS".to_vec(), BTreeMap::new())
+        .await
+        .unwrap();
+    let rows = b.py_read("mtls", 1);
+    assert_eq!(rows[0]["value"], hex::encode("over mTLS"));
+    assert_eq!(rows[0]["offset"], d.offset);
+
+    let mut anonymous = config;
+    anonymous.tls = Some(Tls {
+        ca_cert: Some(b.certs.join("ca.pem")),
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let err = Client::connect(&anonymous).await.unwrap_err();
+    assert!(
+        matches!(err, KafkaError::Tls(_) | KafkaError::Broker { .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -152,7 +152,7 @@ impl Assignment {
             self.tracker.commit(c, Some(&tps), &self.shared.stats).await;
         }
         self.tracker.forget(&tps);
-        tracing::info!(partitions = ?tps, "partitions revoked; handled offsets committed");
+        tracing::info!(partitions = ?tps, "partitions revoked after their handled offsets were committed (or the commit was logged as failed)");
     }
 }
 

@@ -307,46 +307,53 @@ impl Consumer {
         );
         assignment.set_consumer(consumer.clone());
         tokio::pin!(shutdown);
-        let mut commit = tokio::time::interval(commit_interval);
+        // A poll is never cut short by anything but shutdown: dropping one mid-fetch wastes
+        // the broker's answer and desynchronises its fetch session (KIP-227). Commits happen
+        // between polls, which return at least every `poll_timeout`.
+        let poll_timeout =
+            commit_interval.clamp(Duration::from_millis(10), Duration::from_millis(500));
+        let mut last_commit = std::time::Instant::now();
         let mut errors =
             partition::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
-            tokio::select! {
+            let polled = tokio::select! {
                 _ = &mut shutdown => break,
-                polled = consumer.poll(Duration::from_millis(200)) => match polled {
-                    Ok(records) => {
-                        errors.reset();
-                        for r in records {
-                            if let Some((t, p)) = assignment.dispatch(r) {
-                                consumer.pause(&t, p).await;
-                            }
+                polled = consumer.poll(poll_timeout) => polled,
+            };
+            match polled {
+                Ok(records) => {
+                    errors.reset();
+                    for r in records {
+                        if let Some((t, p)) = assignment.dispatch(r) {
+                            consumer.pause(&t, p).await;
                         }
                     }
-                    Err(e) if e.is_retriable() => {
-                        tracing::warn!(group = %spec.group, error = %e, "poll failed; retrying");
-                        tokio::time::sleep(errors.next_delay()).await;
-                    }
-                    Err(e) => {
-                        assignment.stop_all_and_commit().await;
-                        let _ = consumer.close().await;
-                        return Err(e.into());
-                    }
-                },
-                _ = commit.tick() => {
-                    tracker.commit(&consumer, None, &shared.stats).await;
-                    for (t, p) in assignment.drained() {
-                        consumer.resume(&t, p).await;
-                    }
-                    for ((topic, partition), lag) in consumer.lag().await {
-                        shared
-                            .metrics
-                            .consumer_lag
-                            .get_or_create(&crate::metrics::TopicPartition {
-                                topic,
-                                partition: partition.to_string(),
-                            })
-                            .set(lag);
-                    }
+                }
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(group = %spec.group, error = %e, "poll failed; retrying");
+                    tokio::time::sleep(errors.next_delay()).await;
+                }
+                Err(e) => {
+                    assignment.stop_all_and_commit().await;
+                    let _ = consumer.close().await;
+                    return Err(e.into());
+                }
+            }
+            if last_commit.elapsed() >= commit_interval {
+                last_commit = std::time::Instant::now();
+                tracker.commit(&consumer, None, &shared.stats).await;
+                for (t, p) in assignment.drained() {
+                    consumer.resume(&t, p).await;
+                }
+                for ((topic, partition), lag) in consumer.lag().await {
+                    shared
+                        .metrics
+                        .consumer_lag
+                        .get_or_create(&crate::metrics::TopicPartition {
+                            topic,
+                            partition: partition.to_string(),
+                        })
+                        .set(lag);
                 }
             }
         }

@@ -24,6 +24,16 @@ pub enum KafkaError {
         /// The timeout.
         after: Duration,
     },
+    /// The client retried a record for its whole delivery budget without an answer. If
+    /// `possibly_written`, the broker may hold it: sending it again could store it twice, so
+    /// that case is not retriable (meshbus's SPEC 5 retries skip it).
+    #[error("delivery timed out (possibly written: {possibly_written}): {detail}")]
+    DeliveryTimeout {
+        /// Whether a request carrying the record may have reached the broker.
+        possibly_written: bool,
+        /// What the client saw last.
+        detail: String,
+    },
     /// The broker refused, the connection broke, or a reply was malformed.
     #[error("broker: {detail}")]
     Broker {
@@ -52,6 +62,9 @@ impl KafkaError {
     pub fn is_retriable(&self) -> bool {
         match self {
             KafkaError::Timeout { .. } => true,
+            KafkaError::DeliveryTimeout {
+                possibly_written, ..
+            } => !possibly_written,
             KafkaError::Broker { retriable, .. } => *retriable,
             _ => false,
         }
@@ -64,6 +77,7 @@ impl KafkaError {
             KafkaError::Tls(_) => "tls",
             KafkaError::Auth(_) => "auth",
             KafkaError::Timeout { .. } => "timeout",
+            KafkaError::DeliveryTimeout { .. } => "delivery_timeout",
             KafkaError::Broker { .. } => "broker",
             KafkaError::RecordTooLarge(_) => "record_too_large",
             KafkaError::Closed(_) => "closed",
@@ -117,9 +131,9 @@ impl From<krafka::KrafkaError> for KafkaError {
             K::DeliveryTimeout {
                 possibly_written,
                 message,
-            } => KafkaError::Timeout {
-                op: format!("delivery (possibly written: {possibly_written}): {message}"),
-                after: Duration::ZERO,
+            } => KafkaError::DeliveryTimeout {
+                possibly_written,
+                detail: message,
             },
             K::Broker { code, message } => {
                 let c = code.to_i16();

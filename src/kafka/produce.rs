@@ -101,7 +101,8 @@ impl Sender {
                     .max_request_size(MAX_RECORD_BYTES + 64 * 1024)
                     .buffer_memory(BUFFER_BYTES)
                     .max_block(timeout)
-                    .delivery_timeout(timeout * 2)
+                    // krafka needs delivery >= linger + request timeout; one request timeout is the budget.
+                    .delivery_timeout(timeout + Duration::from_millis(50))
                     .retry_backoff(Duration::from_millis(100))
                     .metrics_push(false)
                     .build()

@@ -30,6 +30,15 @@ pub struct Node {
     pub internal: u16,
 }
 
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -72,6 +81,12 @@ impl Broker {
     /// Starts `nodes` nodes (each broker + controller; replication min(nodes, 3), min ISR 2
     /// from three nodes on) with the CyberMesh topics plus `extra_topics`.
     pub fn start_nodes(nodes: usize, extra_topics: &[&str]) -> Broker {
+        Broker::start_with(nodes, extra_topics, &[])
+    }
+
+    /// Like [`Broker::start_nodes`], with more `scripts/kafka start` arguments
+    /// (`--config k=v`, `--plain-advertise PORT`).
+    pub fn start_with(nodes: usize, extra_topics: &[&str], extra_args: &[&str]) -> Broker {
         assert!(
             kafka_home().join("libs/kafka_2.13-4.4.0.jar").exists(),
             "Apache Kafka not installed in {} (run scripts/setup)",
@@ -82,12 +97,11 @@ impl Broker {
         let owner = std::process::id().to_string();
         let n = nodes.to_string();
         let topics = extra_topics.join(" ");
-        run_ok(
-            script(&[
-                "start", &d, "--nodes", &n, "--owner", &owner, "--topics", &topics,
-            ]),
-            "scripts/kafka start",
-        );
+        let mut args = vec![
+            "start", &d, "--nodes", &n, "--owner", &owner, "--topics", &topics,
+        ];
+        args.extend_from_slice(extra_args);
+        run_ok(script(&args), "scripts/kafka start");
         let info: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join("cluster.json")).unwrap(),
         )
@@ -97,6 +111,14 @@ impl Broker {
             dir,
             info,
         }
+    }
+
+    /// The plaintext listener's real port (`--plain-advertise`), which the broker advertises
+    /// under another port (a proxy's).
+    pub fn plain_port(&self) -> u16 {
+        self.info["nodes"][0]["plain"]
+            .as_u64()
+            .expect("started with --plain-advertise") as u16
     }
 
     /// The cluster's nodes.

@@ -1,3 +1,4 @@
 pub mod broker;
 pub mod mesh;
+pub mod proxy;
 pub mod vectors;

@@ -5,6 +5,7 @@
 //             Peer admin --conf JSON wait-brokers N SECONDS
 //             Peer admin --conf JSON create-topics PARTITIONS RF [k=v,k=v|-] TOPIC...
 //             Peer admin --conf JSON leaders TOPIC            -> {"0": leader, ...}
+//             Peer admin --conf JSON replicas TOPIC           -> {"0": [preferred, ...], ...}
 //             Peer admin --conf JSON elect-preferred TOPIC
 //             Peer admin --conf JSON coordinator GROUP        -> node id
 //             Peer admin --conf JSON end-offsets TOPIC...     -> {"topic": {"0": end, ...}}
@@ -13,6 +14,8 @@
 //             Peer produce --conf JSON --topic T     stdin: JSON lines {"key": hex|null, "value": hex}
 //             Peer group --conf JSON --topic T --group G --seconds S [--protocol classic|consumer]
 //             Peer read --conf JSON --topic T --count N
+//             Peer pbench --conf JSON --topic T --file HEXLINES   (benchmark: produce, timed)
+//             Peer cbench --conf JSON --topic T --group G --count N (benchmark: consume, timed)
 //           Output is JSON lines, the same shapes as tests/py/kafka_tool.py.
 // Connection settings come as one JSON object of Java client property names (--conf).
 
@@ -50,6 +53,9 @@ public final class Peer {
             case "group" -> group(conf, flag(rest, "--topic", null), flag(rest, "--group", null),
                     Double.parseDouble(flag(rest, "--seconds", "20")), flag(rest, "--protocol", "classic"));
             case "read" -> read(conf, flag(rest, "--topic", null), Integer.parseInt(flag(rest, "--count", "1")));
+            case "pbench" -> pbench(conf, flag(rest, "--topic", null), flag(rest, "--file", null));
+            case "cbench" -> cbench(conf, flag(rest, "--topic", null), flag(rest, "--group", null),
+                    Integer.parseInt(flag(rest, "--count", "1")));
             default -> usage();
         }
     }
@@ -124,6 +130,16 @@ public final class Peer {
                     Map<String, Integer> m = new TreeMap<>();
                     for (TopicPartitionInfo p : d.partitions()) {
                         m.put(Integer.toString(p.partition()), p.leader() == null ? -1 : p.leader().id());
+                    }
+                    out(m);
+                }
+                case "replicas" -> {
+                    TopicDescription d = admin.describeTopics(List.of(a.get(1))).allTopicNames().get().get(a.get(1));
+                    Map<String, List<Integer>> m = new TreeMap<>();
+                    for (TopicPartitionInfo p : d.partitions()) {
+                        List<Integer> r = new ArrayList<>();
+                        for (Node n : p.replicas()) r.add(n.id());
+                        m.put(Integer.toString(p.partition()), r);
                     }
                     out(m);
                 }
@@ -260,6 +276,59 @@ public final class Peer {
         if (got < count) {
             System.err.println("read " + got + " of " + count + " records from " + topic);
             System.exit(1);
+        }
+    }
+
+    private static double cpuSeconds() {
+        var os = (com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory.getOperatingSystemMXBean();
+        return os.getProcessCpuTime() / 1e9;
+    }
+
+    /** Produces every record of FILE (hex values, one per line) as fast as the client can
+     *  (acks=all, idempotent, snappy, linger 5 ms); prints records, seconds and CPU seconds. */
+    private static void pbench(Properties conf, String topic, String file) throws Exception {
+        List<byte[]> values = new ArrayList<>();
+        for (String l : java.nio.file.Files.readAllLines(java.nio.file.Path.of(file))) {
+            if (!l.isBlank()) values.add(HexFormat.of().parseHex(l.strip()));
+        }
+        conf.put("acks", "all");
+        conf.put("enable.idempotence", "true");
+        conf.put("compression.type", "snappy");
+        conf.put("linger.ms", "5");
+        conf.put("key.serializer", ByteArraySerializer.class.getName());
+        conf.put("value.serializer", ByteArraySerializer.class.getName());
+        try (Producer<byte[], byte[]> p = new KafkaProducer<>(conf)) {
+            p.partitionsFor(topic); // metadata and connections before the clock starts
+            double c0 = cpuSeconds();
+            long t0 = System.nanoTime();
+            java.util.concurrent.atomic.AtomicReference<Exception> failed = new java.util.concurrent.atomic.AtomicReference<>();
+            for (byte[] v : values) {
+                p.send(new ProducerRecord<>(topic, v), (m, e) -> { if (e != null) failed.set(e); });
+            }
+            p.flush();
+            double secs = (System.nanoTime() - t0) / 1e9;
+            if (failed.get() != null) throw failed.get();
+            out(Map.of("records", values.size(), "seconds", secs, "cpu_seconds", cpuSeconds() - c0));
+        }
+    }
+
+    /** Consumes COUNT records of TOPIC in a fresh group without verification, committing once
+     *  at the end; timed from subscribe (the join is included, as for meshbus). */
+    private static void cbench(Properties conf, String topic, String group, int count) throws Exception {
+        conf.put("group.id", group);
+        conf.put("enable.auto.commit", "false");
+        conf.put("auto.offset.reset", "earliest");
+        conf.put("key.deserializer", ByteArrayDeserializer.class.getName());
+        conf.put("value.deserializer", ByteArrayDeserializer.class.getName());
+        try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(conf)) {
+            double c0 = cpuSeconds();
+            long t0 = System.nanoTime();
+            c.subscribe(List.of(topic));
+            int got = 0;
+            while (got < count) got += c.poll(Duration.ofMillis(500)).count();
+            c.commitSync();
+            double secs = (System.nanoTime() - t0) / 1e9;
+            out(Map.of("records", got, "seconds", secs, "cpu_seconds", cpuSeconds() - c0));
         }
     }
 

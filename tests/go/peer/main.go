@@ -5,6 +5,8 @@
 //	sarama-peer produce --conf JSON --topic T      stdin: {"key": hex|null, "value": hex}
 //	sarama-peer group   --conf JSON --topic T --group G --seconds S
 //	sarama-peer read    --conf JSON --topic T --count N
+//	sarama-peer pbench  --conf JSON --topic T --file HEXLINES   (benchmark: produce, timed)
+//	sarama-peer cbench  --conf JSON --topic T --group G --count N (benchmark: consume, timed)
 //
 // --conf: {"brokers": "h:p,...", "ca": path, "mechanism": "SCRAM-SHA-512", "user", "password"}.
 package main
@@ -25,6 +27,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -234,6 +237,107 @@ func read(c conf, topic string, count int) {
 	}
 }
 
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	must(syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+// pbench produces every record of FILE (hex values, one per line) as fast as Sarama can
+// (acks=all, idempotent, snappy, 5 ms flush), timed after the client connected.
+func pbench(c conf, topic, file string) {
+	data, err := os.ReadFile(file)
+	must(err)
+	var values [][]byte
+	for _, l := range strings.Split(string(data), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			v, err := hex.DecodeString(l)
+			must(err)
+			values = append(values, v)
+		}
+	}
+	cfg := config(c)
+	cfg.Producer.RequiredAcks = sarama.WaitForAll
+	cfg.Producer.Idempotent = true
+	cfg.Net.MaxOpenRequests = 1
+	cfg.Producer.Compression = sarama.CompressionSnappy
+	cfg.Producer.Flush.Frequency = 5 * time.Millisecond
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.Partitioner = sarama.NewRoundRobinPartitioner
+	p, err := sarama.NewAsyncProducer(strings.Split(c.Brokers, ","), cfg)
+	must(err)
+	c0, t0 := cpuSeconds(), time.Now()
+	done := make(chan error)
+	go func() {
+		for i := 0; i < len(values); i++ {
+			select {
+			case <-p.Successes():
+			case e := <-p.Errors():
+				done <- e.Err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for _, v := range values {
+		p.Input() <- &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(v)}
+	}
+	must(<-done)
+	secs := time.Since(t0).Seconds()
+	cpu := cpuSeconds() - c0
+	must(p.Close())
+	out(map[string]any{"records": len(values), "seconds": secs, "cpu_seconds": cpu})
+}
+
+type counter struct {
+	want int
+	got  int
+	done chan struct{}
+}
+
+func (h *counter) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (h *counter) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+func (h *counter) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	for m := range claim.Messages() {
+		s.MarkMessage(m, "")
+		outMu.Lock()
+		h.got++
+		finished := h.got == h.want
+		outMu.Unlock()
+		if finished {
+			close(h.done)
+		}
+	}
+	return nil
+}
+
+// cbench consumes COUNT records of TOPIC in a fresh group without verification, committing
+// once at the end; timed from joining (as for meshbus).
+func cbench(c conf, topic, id string, count int) {
+	cfg := config(c)
+	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	cfg.Consumer.Offsets.AutoCommit.Enable = false
+	g, err := sarama.NewConsumerGroup(strings.Split(c.Brokers, ","), id, cfg)
+	must(err)
+	h := &counter{want: count, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	c0, t0 := cpuSeconds(), time.Now()
+	go func() {
+		for ctx.Err() == nil {
+			if err := g.Consume(ctx, []string{topic}, h); err != nil && ctx.Err() == nil {
+				fmt.Fprintln(os.Stderr, "sarama-peer: consume:", err)
+			}
+		}
+	}()
+	<-h.done
+	secs := time.Since(t0).Seconds()
+	cpu := cpuSeconds() - c0
+	cancel()
+	must(g.Close())
+	out(map[string]any{"records": h.got, "seconds": secs, "cpu_seconds": cpu})
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: sarama-peer produce|group|read --conf JSON ...")
@@ -245,6 +349,7 @@ func main() {
 	groupID := fs.String("group", "", "consumer group")
 	seconds := fs.Float64("seconds", 20, "how long a group member runs")
 	count := fs.Int("count", 1, "records to read")
+	file := fs.String("file", "", "hex values, one per line (pbench)")
 	must(fs.Parse(os.Args[2:]))
 	var c conf
 	must(json.Unmarshal([]byte(*confJSON), &c))
@@ -255,6 +360,10 @@ func main() {
 		group(c, *topic, *groupID, *seconds)
 	case "read":
 		read(c, *topic, *count)
+	case "pbench":
+		pbench(c, *topic, *file)
+	case "cbench":
+		cbench(c, *topic, *groupID, *count)
 	default:
 		os.Exit(2)
 	}

@@ -1,0 +1,428 @@
+//! Broker faults on a three-node Apache Kafka cluster (each node broker + controller,
+//! replication 3, min.insync.replicas 2), each with a checker that counts every record:
+//! kill -9 of the partition leader while producing, kill -9 of the group coordinator while
+//! consuming, a leader moved by restart and preferred-leader election, and a whole-cluster
+//! restart. One cluster serves the tests one after another (each on its own topic and group);
+//! a test that stops nodes starts them again before it ends.
+
+// Each test holds the cluster turn (a std mutex) for its whole run, on its own runtime:
+// that is the point, so holding it across awaits is intended.
+#![allow(clippy::await_holding_lock)]
+
+mod common;
+use common::broker::Broker;
+use common::mesh;
+use common::vectors;
+use meshbus::config::ProducerSettings;
+use meshbus::contract::{sample, Kind};
+use meshbus::producer::{Producer, SendError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+const TOPICS: [&str; 4] = ["fo.leader", "fo.coordinator", "fo.moved", "fo.restart"];
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The shared cluster, and the lock that makes its tests take turns.
+fn cluster() -> (MutexGuard<'static, ()>, &'static Broker) {
+    static TURN: Mutex<()> = Mutex::new(());
+    static CLUSTER: OnceLock<Broker> = OnceLock::new();
+    let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let b = CLUSTER.get_or_init(|| {
+        let b = Broker::start_nodes(3, &TOPICS);
+        assert_eq!(b.nodes().len(), 3);
+        b
+    });
+    (turn, b)
+}
+
+/// Starts every node that is not running (after a test that killed some failed half-way).
+fn all_up(b: &Broker) {
+    for n in b.nodes() {
+        if std::net::TcpStream::connect(("127.0.0.1", n.sasl_ssl)).is_err() {
+            b.restart_node(n.id);
+        }
+    }
+}
+
+fn config(b: &Broker, max_retries: usize) -> meshbus::config::Config {
+    let mut c = b.config();
+    c.request_timeout = REQUEST_TIMEOUT;
+    c.producer = ProducerSettings {
+        max_retries,
+        retry_backoff: Duration::from_millis(200),
+        retry_backoff_max: Duration::from_secs(2),
+        breaker_failures: 1_000,
+        ..c.producer
+    };
+    c
+}
+
+/// One send's outcome: which record, where it landed (or why not), how long it took.
+#[derive(Debug, Clone)]
+struct Sent {
+    task: usize,
+    seq: usize,
+    landed: Result<(i32, i64), String>,
+    took: Duration,
+}
+
+fn value(task: usize, seq: usize) -> Vec<u8> {
+    let mut v = format!("task-{task}-seq-{seq:06}-").into_bytes();
+    v.resize(512, b'.');
+    v
+}
+
+/// `tasks` concurrent senders, each sending `per_task` keyed records (one key per task, so
+/// one partition per task) to `topic`, `pace` apart. Returns every outcome.
+async fn produce_stream(
+    p: Arc<Producer>,
+    topic: &'static str,
+    tasks: usize,
+    per_task: usize,
+    pace: Duration,
+) -> Vec<Sent> {
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let p = p.clone();
+        handles.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for seq in 0..per_task {
+                let started = Instant::now();
+                let r = p
+                    .send_raw(
+                        topic,
+                        Some(format!("key-{task}").into_bytes()),
+                        value(task, seq),
+                        BTreeMap::new(),
+                    )
+                    .await;
+                out.push(Sent {
+                    task,
+                    seq,
+                    landed: r.map(|d| (d.partition, d.offset)).map_err(|e| match e {
+                        SendError::Transport { source, .. } => format!("{source:?}"),
+                        e => e.to_string(),
+                    }),
+                    took: started.elapsed(),
+                });
+                tokio::time::sleep(pace).await;
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    all
+}
+
+/// Reads the whole of `topic` and checks the producer's outcomes against it: every record
+/// acknowledged is at its offset, exactly once, and each task's acknowledged records are in
+/// order within their partition. Returns (acknowledged, failed, records in the log).
+fn check_log(b: &Broker, topic: &str, sent: &[Sent]) -> (usize, usize, usize) {
+    let total: i64 = b.end_offsets(&[topic]).values().sum();
+    let rows = b.py_read(topic, total as usize);
+    let mut log: BTreeMap<(i32, i64), Vec<u8>> = BTreeMap::new();
+    let mut copies: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    for r in &rows {
+        let v = hex::decode(r["value"].as_str().unwrap()).unwrap();
+        *copies.entry(v.clone()).or_default() += 1;
+        log.insert(
+            (
+                r["partition"].as_i64().unwrap() as i32,
+                r["offset"].as_i64().unwrap(),
+            ),
+            v,
+        );
+    }
+    let mut ok = 0;
+    let mut last: BTreeMap<usize, (i64, usize)> = BTreeMap::new();
+    let mut acked: Vec<&Sent> = sent.iter().filter(|s| s.landed.is_ok()).collect();
+    acked.sort_by_key(|s| s.landed.clone().unwrap());
+    for s in acked {
+        let (p, o) = s.landed.clone().unwrap();
+        let v = value(s.task, s.seq);
+        assert_eq!(
+            log.get(&(p, o)),
+            Some(&v),
+            "acknowledged record not at {p}/{o}"
+        );
+        assert_eq!(copies[&v], 1, "task {} seq {} stored twice", s.task, s.seq);
+        if let Some((prev_o, prev_seq)) = last.get(&s.task) {
+            assert!(
+                o > *prev_o && s.seq > *prev_seq,
+                "task {} out of order: seq {} at {o} after seq {prev_seq} at {prev_o}",
+                s.task,
+                s.seq
+            );
+        }
+        last.insert(s.task, (o, s.seq));
+        ok += 1;
+    }
+    for v in copies.keys() {
+        assert!(copies[v] == 1, "a record is stored twice");
+    }
+    (ok, sent.len() - ok, rows.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_partition_leader_loses_no_acknowledged_record() {
+    let (_turn, b) = cluster();
+    all_up(b);
+    let config = config(b, 0);
+    let p = mesh::producer(&config, None).await;
+    // Find the leader of the partition task 0 writes to.
+    let first = p
+        .send_raw(
+            "fo.leader",
+            Some(b"key-0".to_vec()),
+            b"warm-up".to_vec(),
+            BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+    let leader = b.leaders("fo.leader")[&first.partition];
+    let stream = tokio::spawn(produce_stream(
+        p.clone(),
+        "fo.leader",
+        4,
+        150,
+        Duration::from_millis(20),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    b.kill_node(leader);
+    let killed_at = Instant::now();
+    let sent = stream.await.unwrap();
+    eprintln!(
+        "leader {leader} killed; stream ended {:?} later",
+        killed_at.elapsed()
+    );
+    let new_leader = b.leaders("fo.leader")[&first.partition];
+    assert_ne!(new_leader, leader, "leadership did not move");
+    for s in &sent {
+        assert!(
+            s.took < REQUEST_TIMEOUT + Duration::from_secs(2),
+            "a send took {:?}",
+            s.took
+        );
+    }
+    let (ok, failed, in_log) = check_log(b, "fo.leader", &sent);
+    eprintln!("leader kill: {ok} acknowledged, {failed} failed, {in_log} records in the log (incl. warm-up)");
+    assert!(
+        ok >= sent.len() * 9 / 10,
+        "too few sends succeeded: {ok} of {}",
+        sent.len()
+    );
+    assert!(in_log <= ok + failed + 1);
+    b.restart_node(leader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_group_coordinator_loses_nothing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let (_turn, b) = cluster();
+    all_up(b);
+    let v = vectors::load();
+    let mut config = config(b, 5);
+    config.topics.insert(Kind::Anomaly, "fo.coordinator".into());
+    let group = "fo-coordinator";
+    let (consumer, seen, _) = mesh::recording_consumer(
+        &config,
+        mesh::options(group),
+        mesh::verifier(&v),
+        &[Kind::Anomaly],
+    )
+    .await;
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(consumer.run(async move {
+        let _ = rx.await;
+    }));
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    let mut sent = BTreeSet::new();
+    for i in 0..100u64 {
+        let d = ai.send_anomaly(sample::anomaly(i, 200)).await.unwrap();
+        sent.insert((d.partition, d.offset));
+    }
+    assert!(
+        mesh::wait_for(Duration::from_secs(60), || seen.lock().unwrap().len()
+            >= 100)
+        .await,
+        "the consumer did not start"
+    );
+    let coordinator = b.coordinator(group);
+    b.kill_node(coordinator);
+    eprintln!("coordinator {coordinator} killed");
+    for i in 100..300u64 {
+        let d = ai.send_anomaly(sample::anomaly(i, 200)).await.unwrap();
+        sent.insert((d.partition, d.offset));
+    }
+    let all = mesh::wait_for(Duration::from_secs(90), || {
+        let got: BTreeSet<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, p, o)| (*p, *o))
+            .collect();
+        sent.is_subset(&got)
+    })
+    .await;
+    let new_coordinator = b.coordinator(group);
+    assert_ne!(new_coordinator, coordinator);
+    if !all {
+        let got: BTreeSet<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, p, o)| (*p, *o))
+            .collect();
+        let missing: Vec<_> = sent.difference(&got).collect();
+        panic!(
+            "records were lost after the coordinator died: {} missing, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+    // Commits reach the end through the new coordinator.
+    let ends: BTreeMap<_, _> = b
+        .end_offsets(&["fo.coordinator"])
+        .into_iter()
+        .filter(|(_, e)| *e > 0)
+        .collect();
+    let committed = mesh::wait_for(Duration::from_secs(30), || {
+        let c = b.committed(group);
+        ends.iter().all(|(tp, e)| c.get(tp) == Some(e))
+    })
+    .await;
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(
+        committed,
+        "commits stopped short: {:?} vs {ends:?}",
+        b.committed(group)
+    );
+    let handled = seen.lock().unwrap().len();
+    eprintln!("coordinator kill: {} sent, {handled} handled (redeliveries {}), coordinator {coordinator} -> {new_coordinator}", sent.len(), handled - sent.len());
+    b.restart_node(coordinator);
+}
+
+/// Runs preferred-leader elections until `preferred` leads `partition` (it must first be back
+/// in the ISR) or 60 s pass; returns the leader then.
+async fn elect_preferred(b: &Broker, topic: &str, partition: i32, preferred: i32) -> i32 {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        b.admin(&["elect-preferred", topic]);
+        let leader = b.leaders(topic)[&partition];
+        if leader == preferred || Instant::now() > end {
+            return leader;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_leader_is_followed_through_fresh_metadata() {
+    let (_turn, b) = cluster();
+    all_up(b);
+    let config = config(b, 5);
+    let p = mesh::producer(&config, None).await;
+    let first = p
+        .send_raw(
+            "fo.moved",
+            Some(b"key-0".to_vec()),
+            b"warm-up".to_vec(),
+            BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+    // The preferred leader is the first replica; put leadership there first (earlier tests may
+    // have moved it).
+    let preferred = b.admin(&["replicas", "fo.moved"])[first.partition.to_string()][0]
+        .as_i64()
+        .unwrap() as i32;
+    elect_preferred(b, "fo.moved", first.partition, preferred).await;
+    assert_eq!(b.leaders("fo.moved")[&first.partition], preferred);
+    let stream = tokio::spawn(produce_stream(
+        p.clone(),
+        "fo.moved",
+        3,
+        250,
+        Duration::from_millis(30),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A broker restart moves leadership away; a preferred-leader election moves it back.
+    b.restart_node(preferred);
+    let away = b.leaders("fo.moved")[&first.partition];
+    let back = elect_preferred(b, "fo.moved", first.partition, preferred).await;
+    let sent = stream.await.unwrap();
+    eprintln!(
+        "leader of partition {}: {preferred} -> {away} -> {back}",
+        first.partition
+    );
+    assert_eq!(back, preferred, "the preferred leader did not come back");
+    let failed: Vec<_> = sent.iter().filter(|s| s.landed.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "sends failed across leader moves: {failed:?}"
+    );
+    let (ok, _, _) = check_log(b, "fo.moved", &sent);
+    assert_eq!(ok, sent.len());
+    // Records sent after the move landed at the preferred leader again: the producer follows
+    // metadata instead of retrying the old leader.
+    let d = p
+        .send_raw(
+            "fo.moved",
+            Some(b"key-0".to_vec()),
+            b"after".to_vec(),
+            BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.partition, first.partition);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_restart_loses_nothing_acknowledged() {
+    let (_turn, b) = cluster();
+    all_up(b);
+    let config = config(b, 8);
+    let p = mesh::producer(&config, None).await;
+    let stream = tokio::spawn(produce_stream(
+        p.clone(),
+        "fo.restart",
+        3,
+        200,
+        Duration::from_millis(40),
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every node at once, storage kept.
+    let nodes = b.nodes();
+    for n in &nodes {
+        b.kill_node(n.id);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restart: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let id = n.id;
+            let b: &'static Broker = b;
+            std::thread::spawn(move || b.restart_node(id))
+        })
+        .collect();
+    for t in restart {
+        t.join().unwrap();
+    }
+    let sent = stream.await.unwrap();
+    let (ok, failed, in_log) = check_log(b, "fo.restart", &sent);
+    eprintln!("cluster restart: {ok} acknowledged, {failed} failed, {in_log} in the log");
+    assert!(ok > 0 && in_log >= ok);
+    // Sends work again once the cluster is back.
+    p.send_raw("fo.restart", None, b"after".to_vec(), BTreeMap::new())
+        .await
+        .unwrap();
+}
