@@ -133,3 +133,44 @@ pub fn dead_letter_and_json(
         assert_eq!(meshbus::contract::json::from_json(kind, &text).unwrap(), m);
     }
 }
+
+/// Record batches as meshbus receives them in a fetch (every codec): a valid batch of the
+/// fuzzer's records, optionally damaged by byte flips, or raw bytes. Decoding never panics or
+/// allocates past the cap; an undamaged batch decodes to exactly its records; every decoded
+/// record then goes through the consumer's next steps (the verifier, the DLQ header reader).
+pub fn record_batch(
+    codec: u8,
+    records: Vec<meshbus::kafka::fuzzing::FuzzRecord>,
+    flips: Vec<(u16, u8)>,
+    raw: Option<Vec<u8>>,
+) {
+    use meshbus::kafka::fuzzing::{decode_batches, encode_batch};
+    let records: Vec<_> = records.into_iter().take(64).collect();
+    let pristine = raw.is_none() && flips.iter().all(|(_, x)| *x == 0);
+    let mut bytes = raw.unwrap_or_else(|| encode_batch(codec, &records));
+    let n = bytes.len();
+    if n > 0 {
+        for (pos, x) in flips {
+            bytes[pos as usize % n] ^= x;
+        }
+    }
+    match decode_batches(&bytes) {
+        Ok(out) => {
+            if pristine {
+                assert_eq!(out.len(), records.len(), "records lost in a {} batch", meshbus::kafka::fuzzing::codec(codec));
+                for (got, (k, v, h)) in out.iter().zip(&records) {
+                    assert_eq!(&got.key, k);
+                    assert_eq!(&got.value, v);
+                    assert_eq!(got.headers.len(), h.iter().map(|(k, _)| k).collect::<std::collections::BTreeSet<_>>().len());
+                }
+            }
+            let v = verifier();
+            for r in out {
+                let value = r.value.clone().unwrap_or_default();
+                let _ = v.verify_record(Kind::Anomaly, &value, &r.headers);
+                let _ = meshbus::dlq::DeadLetter::from_record(r.key, value, &r.headers);
+            }
+        }
+        Err(e) => assert!(!pristine, "a {} batch meshbus encoded did not decode: {e}", meshbus::kafka::fuzzing::codec(codec)),
+    }
+}

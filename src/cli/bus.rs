@@ -105,6 +105,9 @@ pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>) -> CliResult {
         });
     }
     while tasks.join_next().await.is_some() {}
+    if let Err(e) = producer.close().await {
+        eprintln!("closing the producer: {e}");
+    }
     let failed = failed.load(Ordering::Relaxed);
     eprintln!(
         "delivered {}, failed {failed}",

@@ -353,6 +353,11 @@ pub async fn run(
         let _ = task.await;
         summary.push((name, stats.snapshot()));
     }
+    for p in [&ai_out, &backend_out, &rogue_out, &agent_out] {
+        if let Err(e) = p.close().await {
+            eprintln!("demo: closing a producer: {e}");
+        }
+    }
 
     // Summary.
     println!();

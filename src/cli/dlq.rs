@@ -160,6 +160,9 @@ pub async fn run(cmd: DlqCommand, metrics: Arc<Metrics>) -> CliResult {
                     }
                 }
             }
+            if let Err(err) = producer.close().await {
+                eprintln!("closing the producer: {err}");
+            }
             eprintln!(
                 "replayed {sent}, failed {failed}{}",
                 if dry_run { " (dry run)" } else { "" }

@@ -199,6 +199,8 @@ pub(crate) struct Shared {
 pub struct Consumer {
     shared: Shared,
     tracker: Arc<OffsetTracker>,
+    /// Whether the DLQ producer is this consumer's own (built by `connect`): closed by `run`.
+    owns_producer: bool,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -232,6 +234,7 @@ impl Consumer {
                 stats: Arc::new(Stats::default()),
             },
             tracker: Arc::default(),
+            owns_producer: false,
         })
     }
 
@@ -250,7 +253,9 @@ impl Consumer {
             None,
             metrics.clone(),
         ));
-        Consumer::new(client, config, verifier, dlq, metrics, options)
+        let mut c = Consumer::new(client, config, verifier, dlq, metrics, options)?;
+        c.owns_producer = true;
+        Ok(c)
     }
 
     /// Registers the handler for `kind`, subscribing to its topic.
@@ -296,6 +301,7 @@ impl Consumer {
             fetch_max_wait: Duration::from_millis(o.fetch_max_wait_ms.max(1) as u64),
         };
         let commit_interval = o.commit_interval;
+        let owns_producer = self.owns_producer;
         let shared = Arc::new(self.shared);
         let tracker = self.tracker;
         let assignment = Assignment::new(shared.clone(), kinds, tracker.clone());
@@ -362,6 +368,11 @@ impl Consumer {
         if let Err(e) = consumer.close().await {
             tracing::warn!(group = %spec.group, error = %e, "leaving the group failed");
             assignment.stop_all_and_commit().await;
+        }
+        if owns_producer {
+            if let Err(e) = shared.producer.close().await {
+                tracing::warn!(error = %e, "closing the DLQ producer failed");
+            }
         }
         Ok(())
     }

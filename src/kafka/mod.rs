@@ -13,6 +13,8 @@
 
 mod consume;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod produce;
 
 pub use consume::{Assignor, EventFuture, GroupConsumer, GroupSpec, RebalanceEvents};

@@ -100,6 +100,12 @@ impl Producer {
         self.sender.flush().await
     }
 
+    /// Flushes, then closes the connection's producer; later sends fail with
+    /// `KafkaError::Closed`.
+    pub async fn close(&self) -> Result<(), KafkaError> {
+        self.sender.close().await
+    }
+
     /// The breaker's current state.
     pub fn breaker_state(&self) -> BreakerState {
         self.breaker.state()
