@@ -541,3 +541,64 @@ async fn a_graceful_shutdown_leaves_the_group_and_the_other_member_resumes_at_on
     assert_eq!(unique.len(), all.len(), "a record was handled twice");
     assert_eq!(unique, before.union(&after).cloned().collect());
 }
+
+/// Established client connections of this process's network namespace to `port` (IPv4).
+fn connections_to(port: u16) -> usize {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    tcp.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3
+                && f[3] == "01"
+                && u16::from_str_radix(f[2].rsplit(':').next().unwrap(), 16).ok() == Some(port)
+        })
+        .count()
+}
+
+/// One connection pool per consumer: the group member, its fetches, its offset commits and its
+/// DLQ writer all use the client's connections to the (single) broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_and_its_dlq_writer_share_one_connection_pool() {
+    let b = Broker::start(&["pool.dlq"]);
+    let port = b.nodes()[0].sasl_ssl;
+    let v = vectors::load();
+    let mut config = b.config();
+    config.dlq_topic = "pool.dlq".into();
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    send_anomalies(&ai, 0, 6).await;
+    let forged = v
+        .vectors
+        .iter()
+        .find(|c| c.expect == "bad_signature" && c.topic == "ai.anomalies.v1")
+        .map(|c| hex::decode(&c.record_hex).unwrap())
+        .unwrap();
+    ai.send_raw("ai.anomalies.v1", None, forged, Default::default())
+        .await
+        .unwrap();
+    let baseline = connections_to(port);
+    let (consumer, seen, _) = mesh::recording_consumer(
+        &config,
+        mesh::options("pool"),
+        mesh::verifier(&v),
+        &[Kind::Anomaly],
+    )
+    .await;
+    let stats = consumer.stats();
+    let (stop, task) = spawn(consumer);
+    assert!(
+        mesh::wait_for(Duration::from_secs(40), || seen.lock().unwrap().len() >= 6
+            && stats.snapshot().4 >= 1)
+        .await,
+        "the consumer did not handle and dead-letter its records: {:?}",
+        stats.snapshot()
+    );
+    let used = connections_to(port) - baseline;
+    eprintln!("connections of one consumer (group, fetch, commits, DLQ writer): {used}");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(
+        (1..=3).contains(&used),
+        "a consumer with its DLQ writer holds {used} connections to one broker"
+    );
+}
