@@ -602,3 +602,121 @@ async fn a_consumer_and_its_dlq_writer_share_one_connection_pool() {
         "a consumer with its DLQ writer holds {used} connections to one broker"
     );
 }
+
+/// The verification settings from the environment reach the consumer through
+/// `Config::verifier_config`: the policy allowlist, both skews and the policy-update signing
+/// domain each dead-letter what the defaults would accept, with their reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_settings_from_the_environment_reach_the_consumer() {
+    use meshbus::contract::{FixedClock, Signer, SigningDomains, Verifier};
+    let b = Broker::start(&["settings.dlq"]);
+    let v = vectors::load();
+    let mut env: BTreeMap<String, String> = b.env().into_iter().collect();
+    env.insert("KAFKA_DLQ_TOPIC".into(), "settings.dlq".into());
+    env.insert(
+        "AI_POLICY_ALLOWED_PUBKEYS".into(),
+        v.keys.other_pubkey_hex.clone(),
+    );
+    env.insert("KAFKA_MAX_TIMESTAMP_SKEW".into(), "100".into());
+    env.insert("CONTROL_TIMESTAMP_SKEW".into(), "30".into());
+    env.insert(
+        "CONTROL_POLICY_SIGNING_DOMAIN".into(),
+        "control.policy.v2".into(),
+    );
+    let config = meshbus::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let at =
+        |secs: i64| -> Arc<dyn meshbus::contract::Clock> { Arc::new(FixedClock::at_secs(secs)) };
+    let ai = |secs| Signer::with_clock(vectors::seed(&v.keys.ai_producer_seed_hex), 0, at(secs));
+    let backend = |secs, domains: SigningDomains| {
+        Signer::with_clock(vectors::seed(&v.keys.control_signer_seed_hex), 0, at(secs))
+            .with_domains(domains)
+    };
+    let v2 = config.signing_domains.clone();
+    let raw = mesh::producer(&config, None).await;
+    let send = |kind: Kind, m: meshbus::contract::Message| {
+        let raw = raw.clone();
+        let topic = config.topic(kind).to_string();
+        async move {
+            raw.send_raw(&topic, m.record_key(), m.encode(), Default::default())
+                .await
+                .unwrap();
+        }
+    };
+    let policy = meshbus::contract::Message::Policy(sample::policy(1, 100));
+    let anomaly = meshbus::contract::Message::Anomaly(sample::anomaly(2, 100));
+    let update = || meshbus::contract::Message::PolicyUpdate(sample::policy_update(3, 100));
+    let commit = meshbus::contract::Message::Commit(sample::commit(4, 10));
+    // Refused: a policy signer outside the allowlist, an anomaly 200 s old (skew 100), a
+    // commit 45 s old (skew 30), a policy update signed under the default domain.
+    send(Kind::Policy, ai(v.now).sign_message(policy)).await;
+    send(Kind::Anomaly, ai(v.now - 200).sign_message(anomaly)).await;
+    send(
+        Kind::Commit,
+        backend(v.now - 45, v2.clone()).sign_message(commit),
+    )
+    .await;
+    send(
+        Kind::PolicyUpdate,
+        backend(v.now, SigningDomains::default()).sign_message(update()),
+    )
+    .await;
+    // Accepted: a policy update signed under the configured v2 domain.
+    send(
+        Kind::PolicyUpdate,
+        backend(v.now, v2).sign_message(update()),
+    )
+    .await;
+
+    let trust = meshbus::contract::TrustStore::from_keys(
+        v.trusted_control_keys
+            .iter()
+            .map(|k| meshbus::contract::keys::decode_hex32(k).unwrap()),
+    );
+    let verifier = Arc::new(Verifier::with_clock(
+        config.verifier_config(),
+        trust,
+        at(v.now),
+    ));
+    let (consumer, seen, _) = mesh::recording_consumer(
+        &config,
+        mesh::options("settings"),
+        verifier,
+        &[
+            Kind::Policy,
+            Kind::Anomaly,
+            Kind::Commit,
+            Kind::PolicyUpdate,
+        ],
+    )
+    .await;
+    let stats = consumer.stats();
+    let (stop, task) = spawn(consumer);
+    let done = mesh::wait_for(Duration::from_secs(60), || {
+        stats.snapshot().4 >= 4 && !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(done, "stats {:?}", stats.snapshot());
+    let handled = seen.lock().unwrap().clone();
+    assert_eq!(handled.len(), 1, "{handled:?}");
+    assert_eq!(handled[0].0, "control.policy.v1");
+    let mut reasons: Vec<String> = b
+        .py_read("settings.dlq", 4)
+        .iter()
+        .map(|r| {
+            String::from_utf8(hex::decode(r["headers"]["reason"].as_str().unwrap()).unwrap())
+                .unwrap()
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "bad_signature",
+            "timestamp_skew",
+            "timestamp_skew",
+            "untrusted_key"
+        ]
+    );
+}

@@ -11,7 +11,12 @@ fn meshbus() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_meshbus"));
     // Nothing from the developer's environment leaks into the tests.
     for (k, _) in std::env::vars() {
-        if k.starts_with("KAFKA_") || k.starts_with("MESHBUS_") || k == "ENVIRONMENT" {
+        if k.starts_with("KAFKA_")
+            || k.starts_with("MESHBUS_")
+            || k.starts_with("CONTROL_")
+            || k == "AI_POLICY_ALLOWED_PUBKEYS"
+            || k == "ENVIRONMENT"
+        {
             c.env_remove(k);
         }
     }
@@ -295,4 +300,90 @@ fn produce_consume_and_dlq_replay_against_the_broker() {
     ]));
     assert!(out.status.success());
     assert!(text(&out.stderr).contains("metrics on http://127.0.0.1:"));
+}
+
+/// The verification settings of SPEC 3b/3d/4 reach `meshbus verify` through the environment:
+/// `AI_POLICY_ALLOWED_PUBKEYS`, `KAFKA_MAX_TIMESTAMP_SKEW`, `CONTROL_TIMESTAMP_SKEW` and
+/// `CONTROL_POLICY_SIGNING_DOMAIN` each turn a record that verifies by default into its refusal.
+#[test]
+fn verification_settings_from_the_environment_reach_the_command() {
+    let v = vectors::load();
+    let dir = tempfile::tempdir().unwrap();
+    let ok = |topic: &str| {
+        v.vectors
+            .iter()
+            .find(|x| x.expect == "ok" && x.topic == topic)
+            .unwrap_or_else(|| panic!("no valid vector for {topic}"))
+    };
+    let verify = |topic: &str, now: i64, env: &[(&str, String)]| -> String {
+        let path = dir.path().join("r.hex");
+        std::fs::write(&path, &ok(topic).record_hex).unwrap();
+        let mut c = meshbus();
+        c.args([
+            "verify",
+            "--hex",
+            "--topic",
+            topic,
+            "--now",
+            &now.to_string(),
+        ]);
+        for k in &v.trusted_control_keys {
+            c.args(["--trust", k]);
+        }
+        for (k, val) in env {
+            c.env(k, val);
+        }
+        text(&run(c.arg(&path)).stdout).trim().to_string()
+    };
+    let none: &[(&str, String)] = &[];
+    // The policy allowlist.
+    assert_eq!(verify("ai.policy.v1", v.now, none), "ok");
+    let other = v.keys.other_pubkey_hex.clone();
+    assert_eq!(
+        verify(
+            "ai.policy.v1",
+            v.now,
+            &[("AI_POLICY_ALLOWED_PUBKEYS", other)]
+        ),
+        "untrusted_key"
+    );
+    let listed = v.keys.ai_producer_pubkey_hex.clone();
+    assert_eq!(
+        verify(
+            "ai.policy.v1",
+            v.now,
+            &[("AI_POLICY_ALLOWED_PUBKEYS", listed)]
+        ),
+        "ok"
+    );
+    // The ai.* skew: 200 s off is fine under the default 300 s, not under 100 s.
+    assert_eq!(verify("ai.anomalies.v1", v.now + 200, none), "ok");
+    assert_eq!(
+        verify(
+            "ai.anomalies.v1",
+            v.now + 200,
+            &[("KAFKA_MAX_TIMESTAMP_SKEW", "100".into())]
+        ),
+        "timestamp_skew"
+    );
+    // The control skew: 45 s off is fine under the default 60 s, not under 30 s.
+    assert_eq!(verify("control.commits.v1", v.now + 45, none), "ok");
+    assert_eq!(
+        verify(
+            "control.commits.v1",
+            v.now + 45,
+            &[("CONTROL_TIMESTAMP_SKEW", "30".into())]
+        ),
+        "timestamp_skew"
+    );
+    // The policy-update signing domain: a default-signed record fails under v2.
+    assert_eq!(verify("control.policy.v1", v.now, none), "ok");
+    assert_eq!(
+        verify(
+            "control.policy.v1",
+            v.now,
+            &[("CONTROL_POLICY_SIGNING_DOMAIN", "control.policy.v2".into())]
+        ),
+        "bad_signature"
+    );
 }

@@ -135,3 +135,64 @@ fn control_case<M: ControlSigned>(signer: &Signer, record: &[u8]) -> (Vec<u8>, V
     cleared.set_signature_fields(Vec::new(), Vec::new(), String::new());
     (sb, signer.resign_control(cleared).encode_to_vec())
 }
+
+/// SPEC 3b: signing domains are configuration. Deployed CyberMesh services sign policy
+/// updates with `control.policy.v2`: with that setting meshbus signs and verifies them, the
+/// sign bytes differ from the default ones only in the domain, and a v2 record fails as
+/// `bad_signature` under the default (and a default one under v2).
+#[test]
+fn policy_updates_signed_under_control_policy_v2_interoperate_when_configured() {
+    use meshbus::contract::signing::control_sign_bytes_in;
+    use prost::Message as _;
+    let v = vectors::load();
+    let seed = vectors::seed(&v.keys.control_signer_seed_hex);
+    let v2 = SigningDomains {
+        policy_update: "control.policy.v2".into(),
+        ..SigningDomains::default()
+    };
+    let clock = || Arc::new(FixedClock::at_secs(v.now));
+    let signer = Signer::with_clock(seed.clone(), 0, clock()).with_domains(v2.clone());
+    let m = signer.sign_control(meshbus::contract::sample::policy_update(1, 100));
+    let record = m.encode_to_vec();
+
+    // The sign bytes: same canonical body, only the domain differs.
+    let default_bytes = control_sign_bytes(&m);
+    let v2_bytes = control_sign_bytes_in(&m, b"control.policy.v2");
+    assert_eq!(&default_bytes[..17], b"control.policy.v1");
+    assert_eq!(&v2_bytes[..17], b"control.policy.v2");
+    assert_eq!(default_bytes[17..], v2_bytes[17..]);
+
+    let trust = || {
+        TrustStore::from_keys(
+            v.trusted_control_keys
+                .iter()
+                .map(|k| meshbus::contract::keys::decode_hex32(k).unwrap()),
+        )
+    };
+    let under = |domains: SigningDomains| {
+        Verifier::with_clock(
+            VerifierConfig {
+                domains,
+                ..VerifierConfig::default()
+            },
+            trust(),
+            clock(),
+        )
+    };
+    assert_eq!(
+        outcome(under(v2.clone()).verify(Kind::PolicyUpdate, &record)),
+        "ok"
+    );
+    assert_eq!(
+        outcome(under(SigningDomains::default()).verify(Kind::PolicyUpdate, &record)),
+        "bad_signature"
+    );
+    // A policy update signed with the default domain is refused under v2.
+    let default_signed = Signer::with_clock(seed, 0, clock())
+        .sign_control(meshbus::contract::sample::policy_update(2, 100))
+        .encode_to_vec();
+    assert_eq!(
+        outcome(under(v2).verify(Kind::PolicyUpdate, &default_signed)),
+        "bad_signature"
+    );
+}

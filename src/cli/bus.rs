@@ -2,7 +2,7 @@
 
 use super::{config, progress, signing_key, trust_store, CliResult, Exit};
 use meshbus::consumer::{Consumed, Consumer, ConsumerOptions, StartFrom};
-use meshbus::contract::{json, sample, Kind, Message, Signer, Verifier, VerifierConfig};
+use meshbus::contract::{json, sample, Kind, Message, Signer, Verifier};
 use meshbus::kafka::Client;
 use meshbus::metrics::Metrics;
 use meshbus::producer::Producer;
@@ -56,7 +56,10 @@ fn sample_message(kind: Kind, n: u64, size: usize) -> Message {
 /// Signs and sends; exit 1 if any message was not delivered.
 pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>) -> CliResult {
     let config = config()?;
-    let signer = Arc::new(Signer::new(signing_key(&a.key)?, config.node_id));
+    let signer = Arc::new(
+        Signer::new(signing_key(&a.key)?, config.node_id)
+            .with_domains(config.signing_domains.clone()),
+    );
     let messages: Vec<Message> = match (a.sample, &a.json) {
         (Some(n), _) => (0..n).map(|i| sample_message(a.kind, i, a.size)).collect(),
         (None, path) => {
@@ -169,7 +172,7 @@ fn summary_line(r: &Consumed) -> String {
 /// Runs a verifying consumer until `--max`, `--seconds` or Ctrl-C.
 pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>) -> CliResult {
     let config = config()?;
-    let mut vconfig = VerifierConfig::default();
+    let mut vconfig = config.verifier_config();
     if !a.ack_key.is_empty() {
         vconfig.ack_keys = Some(trust_store(&a.ack_key)?);
     }

@@ -140,10 +140,21 @@ pub async fn run(
 
     // Keys of the three roles, and a rogue backend.
     let key = || keys::generate_signing_key().map_err(|e| e.to_string());
-    let ai = Arc::new(Signer::new(key()?, 7));
-    let backend = Arc::new(Signer::new(key()?, 1));
-    let agent = Arc::new(Signer::new(key()?, 9));
-    let rogue = Arc::new(Signer::new(key()?, 66));
+    // Signers use the configured control signing domains (CONTROL_*_SIGNING_DOMAIN).
+    let signer = |id| -> Result<Arc<Signer>, String> {
+        Ok(Arc::new(
+            Signer::new(key()?, id).with_domains(config.signing_domains.clone()),
+        ))
+    };
+    let ai = signer(7)?;
+    let backend = signer(1)?;
+    let agent = signer(9)?;
+    let rogue = signer(66)?;
+    // Verifiers use the configured skews and domains; the policy allowlist is the demo AI's key.
+    let verifier_config = || VerifierConfig {
+        policy_allowlist: Some([ai.public_key()].into_iter().collect()),
+        ..config.verifier_config()
+    };
     let backend_trust = || TrustStore::from_keys([backend.public_key()]);
     let producer = |s: &Arc<Signer>, c: &Config| {
         Arc::new(Producer::new(
@@ -170,7 +181,7 @@ pub async fn run(
                 &name,
                 &c,
                 ConsumerOptions::validator(&c),
-                Verifier::new(VerifierConfig::default(), backend_trust()),
+                Verifier::new(verifier_config(), backend_trust()),
                 &metrics,
                 [Kind::Anomaly, Kind::Evidence, Kind::Policy]
                     .into_iter()
@@ -212,7 +223,7 @@ pub async fn run(
                 "agent",
                 &c,
                 ConsumerOptions::shared(&c),
-                Verifier::new(VerifierConfig::default(), backend_trust()),
+                Verifier::new(verifier_config(), backend_trust()),
                 &metrics,
                 vec![(Kind::PolicyUpdate, handler)],
             )
@@ -225,7 +236,7 @@ pub async fn run(
         c.consumer_group = format!("demo-{run}-ai");
         let vc = VerifierConfig {
             ack_keys: Some(TrustStore::from_keys([agent.public_key()])),
-            ..Default::default()
+            ..verifier_config()
         };
         running.push(
             start(

@@ -2,7 +2,7 @@
 
 use super::{kind_of, read_input, signing_key, trust_store, CliResult, Exit};
 use meshbus::contract::verify::{ACK_SIGNATURE_ALG_HEADER, ACK_SIGNATURE_HEADER};
-use meshbus::contract::{json, FixedClock, Kind, Signer, SystemClock, Verifier, VerifierConfig};
+use meshbus::contract::{json, FixedClock, Kind, Signer, SystemClock, Verifier};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -44,7 +44,8 @@ pub fn sign(a: SignArgs) -> CliResult {
         Some(s) => Arc::new(FixedClock::at_secs(s)),
         None => Arc::new(SystemClock),
     };
-    let signer = Signer::with_clock(key, a.node_id, clock);
+    let (domains, _) = meshbus::config::Config::contract_from_env().map_err(|e| e.to_string())?;
+    let signer = Signer::with_clock(key, a.node_id, clock).with_domains(domains);
     let signed = signer.sign_message(message);
     let bytes = signed.encode();
     if a.kind == Kind::PolicyAck {
@@ -111,7 +112,10 @@ pub fn verify(a: VerifyArgs) -> CliResult {
     } else {
         raw
     };
-    let mut config = VerifierConfig::default();
+    // Skews, the policy allowlist and signing domains come from the environment (SPEC 8).
+    let (domains, settings) =
+        meshbus::config::Config::contract_from_env().map_err(|e| e.to_string())?;
+    let mut config = meshbus::config::verifier_config(&domains, &settings);
     if !a.ack_key.is_empty() {
         config.ack_keys = Some(trust_store(&a.ack_key)?);
     }

@@ -7,7 +7,7 @@ mod secret;
 pub use environment::Environment;
 pub use secret::Secret;
 
-use crate::contract::Kind;
+use crate::contract::{Kind, SigningDomains, VerifierConfig};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -163,6 +163,28 @@ impl Default for ConsumerSettings {
     }
 }
 
+/// How records are verified, from the environment (SPEC 3d, 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationSettings {
+    /// `KAFKA_MAX_TIMESTAMP_SKEW` (seconds, default 300): allowed |ts - now| for `ai.*`.
+    pub ai_skew_secs: i64,
+    /// `CONTROL_TIMESTAMP_SKEW` (seconds, default 60): allowed |timestamp - now| for `control.*`.
+    pub control_skew_secs: i64,
+    /// `AI_POLICY_ALLOWED_PUBKEYS` (comma-separated hex): when set, `ai.policy.v1` signers
+    /// must be listed. Weak (small-order) keys are refused at start-up.
+    pub policy_allowlist: Option<Vec<[u8; 32]>>,
+}
+
+impl Default for VerificationSettings {
+    fn default() -> Self {
+        VerificationSettings {
+            ai_skew_secs: 300,
+            control_skew_secs: 60,
+            policy_allowlist: None,
+        }
+    }
+}
+
 /// Everything meshbus needs to reach the bus.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -188,6 +210,10 @@ pub struct Config {
     pub producer: ProducerSettings,
     /// Consumer knobs.
     pub consumer: ConsumerSettings,
+    /// `CONTROL_*_SIGNING_DOMAIN`: the control signing domains, for signers and verifiers.
+    pub signing_domains: SigningDomains,
+    /// Verification settings (skews, policy allowlist).
+    pub verification: VerificationSettings,
 }
 
 impl Default for Config {
@@ -207,6 +233,8 @@ impl Default for Config {
             dlq_topic: "ai.dlq.v1".into(),
             producer: ProducerSettings::default(),
             consumer: ConsumerSettings::default(),
+            signing_domains: SigningDomains::default(),
+            verification: VerificationSettings::default(),
         }
     }
 }
@@ -319,8 +347,62 @@ impl Config {
         if let Some(v) = get("KAFKA_CONSUMER_RETRY_MAX") {
             c.consumer.retry_max = parse_num("KAFKA_CONSUMER_RETRY_MAX", &v, 0)? as usize;
         }
+        (c.signing_domains, c.verification) = Self::contract_settings(&get)?;
         c.validate()?;
         Ok(c)
+    }
+
+    /// Only the contract settings (signing domains, skews, policy allowlist) from the process
+    /// environment: what the offline commands (`sign`, `verify`) need, without broker settings.
+    pub fn contract_from_env() -> Result<(SigningDomains, VerificationSettings), ConfigError> {
+        Self::contract_settings(&|k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    fn contract_settings(
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(SigningDomains, VerificationSettings), ConfigError> {
+        let mut domains = SigningDomains::default();
+        let mut settings = VerificationSettings::default();
+        for (var, slot) in [
+            ("CONTROL_SIGNING_DOMAIN", &mut domains.commit),
+            ("CONTROL_POLICY_SIGNING_DOMAIN", &mut domains.policy_update),
+            ("CONTROL_REPUTATION_SIGNING_DOMAIN", &mut domains.reputation),
+            (
+                "CONTROL_EVIDENCE_SIGNING_DOMAIN",
+                &mut domains.evidence_request,
+            ),
+        ] {
+            if let Some(v) = get(var) {
+                *slot = v.trim().to_string();
+            }
+        }
+        if let Some(v) = get("KAFKA_MAX_TIMESTAMP_SKEW") {
+            settings.ai_skew_secs = parse_num("KAFKA_MAX_TIMESTAMP_SKEW", &v, 1)? as i64;
+        }
+        if let Some(v) = get("CONTROL_TIMESTAMP_SKEW") {
+            settings.control_skew_secs = parse_num("CONTROL_TIMESTAMP_SKEW", &v, 1)? as i64;
+        }
+        if let Some(v) = get("AI_POLICY_ALLOWED_PUBKEYS") {
+            let keys = v
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(|k| {
+                    crate::contract::keys::decode_hex32(k)
+                        .map_err(|e| e.to_string())
+                        .and_then(crate::contract::keys::check_trusted_key)
+                        .map_err(|d| err("AI_POLICY_ALLOWED_PUBKEYS", format!("{k}: {d}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            settings.policy_allowlist = Some(keys);
+        }
+        Ok((domains, settings))
+    }
+
+    /// The verifier configuration these settings ask for: skews, the replay window (twice
+    /// the `ai.*` skew), the policy allowlist and the control signing domains.
+    pub fn verifier_config(&self) -> VerifierConfig {
+        verifier_config(&self.signing_domains, &self.verification)
     }
 
     /// The SPEC 8 guards: brokers present; in staging and production TLS is required and PLAIN
@@ -384,6 +466,22 @@ impl Config {
         } else {
             self.consumer_group.clone()
         }
+    }
+}
+
+/// The verifier configuration for `domains` and `v`: skews, the replay window (twice the
+/// `ai.*` skew), the policy allowlist and the control signing domains.
+pub fn verifier_config(domains: &SigningDomains, v: &VerificationSettings) -> VerifierConfig {
+    VerifierConfig {
+        ai_skew_secs: v.ai_skew_secs,
+        control_skew_secs: v.control_skew_secs,
+        replay_window_secs: 2 * v.ai_skew_secs,
+        policy_allowlist: v
+            .policy_allowlist
+            .as_ref()
+            .map(|k| k.iter().copied().collect()),
+        domains: domains.clone(),
+        ..VerifierConfig::default()
     }
 }
 
@@ -480,6 +578,48 @@ impl ConfigBuilder {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn contract_settings_come_from_the_environment() {
+        let key = hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[5; 32])
+                .verifying_key()
+                .to_bytes(),
+        );
+        let env: std::collections::HashMap<&str, String> = [
+            (
+                "CONTROL_POLICY_SIGNING_DOMAIN",
+                "control.policy.v2".to_string(),
+            ),
+            ("KAFKA_MAX_TIMESTAMP_SKEW", "120".into()),
+            ("CONTROL_TIMESTAMP_SKEW", "30".into()),
+            ("AI_POLICY_ALLOWED_PUBKEYS", format!(" {key} ,")),
+        ]
+        .into_iter()
+        .collect();
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(c.signing_domains.policy_update, "control.policy.v2");
+        assert_eq!(c.signing_domains.commit, "control.commits.v1");
+        let vc = c.verifier_config();
+        assert_eq!(
+            (vc.ai_skew_secs, vc.control_skew_secs, vc.replay_window_secs),
+            (120, 30, 240)
+        );
+        assert_eq!(vc.policy_allowlist.unwrap().len(), 1);
+        assert_eq!(
+            vc.domains.for_kind(Kind::PolicyUpdate),
+            b"control.policy.v2"
+        );
+        // A weak (small-order) key in the allowlist is refused at start-up, naming the variable.
+        let weak = format!("01{}", "00".repeat(31));
+        let e = Config::from_lookup(|k| (k == "AI_POLICY_ALLOWED_PUBKEYS").then(|| weak.clone()))
+            .unwrap_err();
+        assert_eq!(e.var, "AI_POLICY_ALLOWED_PUBKEYS");
+        assert!(e.detail.contains("small-order"), "{e}");
+        let e = Config::from_lookup(|k| (k == "KAFKA_MAX_TIMESTAMP_SKEW").then(|| "0".into()))
+            .unwrap_err();
+        assert_eq!(e.var, "KAFKA_MAX_TIMESTAMP_SKEW");
+    }
     use super::*;
     use std::collections::HashMap;
 

@@ -120,6 +120,17 @@ pub fn parse_public_key_bytes(text: &str) -> Result<[u8; 32], String> {
     decode_hex32(t).map_err(|e| e.to_string())
 }
 
+/// Checks that `raw` may be trusted (SPEC 3d): a valid Ed25519 point that is not of small
+/// order. A weak key verifies forged signatures of many messages, so stores refuse it.
+pub fn check_trusted_key(raw: [u8; 32]) -> Result<[u8; 32], String> {
+    let key =
+        VerifyingKey::from_bytes(&raw).map_err(|_| "not a valid Ed25519 point".to_string())?;
+    if key.is_weak() {
+        return Err("a small-order (weak) Ed25519 public key; refused".into());
+    }
+    Ok(raw)
+}
+
 /// Reads a public key file (PEM SPKI or hex).
 pub fn load_public_key(path: &Path) -> Result<VerifyingKey, KeyError> {
     let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {

@@ -30,6 +30,6 @@ pub mod proto {
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use messages::{AiEnvelope, ControlSigned, Kind, Message};
 pub use reason::{Reason, VerifyError};
-pub use signing::Signer;
+pub use signing::{Signer, SigningDomains};
 pub use trust::TrustStore;
 pub use verify::{Verifier, VerifierConfig};

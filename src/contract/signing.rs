@@ -49,16 +49,61 @@ pub fn ai_message_sign_bytes<M: AiEnvelope>(m: &M) -> Vec<u8> {
     )
 }
 
+/// The SPEC 3b signing domains of the four signed control kinds. They are configuration
+/// ("signing domains are configurable"): signer and verifier must use the same ones. The
+/// defaults are the seed's and the vectors'; deployed CyberMesh services since 2026-03 sign
+/// policy updates with `control.policy.v2`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningDomains {
+    /// `CommitEvent` (`CONTROL_SIGNING_DOMAIN`, default `control.commits.v1`).
+    pub commit: String,
+    /// `PolicyUpdateEvent` (`CONTROL_POLICY_SIGNING_DOMAIN`, default `control.policy.v1`).
+    pub policy_update: String,
+    /// `ReputationEvent` (`CONTROL_REPUTATION_SIGNING_DOMAIN`, default `control.reputation.v1`).
+    pub reputation: String,
+    /// `EvidenceRequestEvent` (`CONTROL_EVIDENCE_SIGNING_DOMAIN`, default `control.evidence.v1`).
+    pub evidence_request: String,
+}
+
+impl Default for SigningDomains {
+    fn default() -> Self {
+        SigningDomains {
+            commit: "control.commits.v1".into(),
+            policy_update: "control.policy.v1".into(),
+            reputation: "control.reputation.v1".into(),
+            evidence_request: "control.evidence.v1".into(),
+        }
+    }
+}
+
+impl SigningDomains {
+    /// The domain of a signed control kind (empty for the others).
+    pub fn for_kind(&self, kind: Kind) -> &[u8] {
+        match kind {
+            Kind::Commit => self.commit.as_bytes(),
+            Kind::PolicyUpdate => self.policy_update.as_bytes(),
+            Kind::Reputation => self.reputation.as_bytes(),
+            Kind::EvidenceRequest => self.evidence_request.as_bytes(),
+            _ => b"",
+        }
+    }
+}
+
+/// SPEC 3b with the default domain: see [`control_sign_bytes_in`].
+pub fn control_sign_bytes<M: ControlSigned>(m: &M) -> Vec<u8> {
+    control_sign_bytes_in(m, M::DOMAIN)
+}
+
 /// SPEC 3b: `domain || canonical encoding with signature, pubkey and alg cleared`.
 ///
 /// prost encodes fields in ascending field-number order whatever the declaration order,
 /// omits proto3 defaults, packs repeated scalars and drops unknown fields: exactly the
 /// canonical encoding the Go and Python libraries emit.
-pub fn control_sign_bytes<M: ControlSigned>(m: &M) -> Vec<u8> {
+pub fn control_sign_bytes_in<M: ControlSigned>(m: &M, domain: &[u8]) -> Vec<u8> {
     let mut body = m.clone();
     body.set_signature_fields(Vec::new(), Vec::new(), String::new());
-    let mut out = Vec::with_capacity(M::DOMAIN.len() + body.encoded_len());
-    out.extend_from_slice(M::DOMAIN);
+    let mut out = Vec::with_capacity(domain.len() + body.encoded_len());
+    out.extend_from_slice(domain);
     body.encode(&mut out)
         .expect("Vec<u8> grows to fit the encoding");
     out
@@ -77,6 +122,7 @@ pub struct Signer {
     public: [u8; 32],
     nonces: NonceGenerator,
     clock: Arc<dyn Clock>,
+    domains: SigningDomains,
 }
 
 impl std::fmt::Debug for Signer {
@@ -102,7 +148,14 @@ impl Signer {
             public,
             nonces: NonceGenerator::new(instance_id),
             clock,
+            domains: SigningDomains::default(),
         }
+    }
+
+    /// The same signer with control signing domains `domains` (SPEC 3b configuration).
+    pub fn with_domains(mut self, domains: SigningDomains) -> Self {
+        self.domains = domains;
+        self
     }
 
     /// The raw 32-byte public key (the `producer_id`).
@@ -161,7 +214,9 @@ impl Signer {
 
     /// Signs a control message as it stands (deterministic).
     pub fn resign_control<M: ControlSigned>(&self, mut m: M) -> M {
-        let sig = self.key.sign(&control_sign_bytes(&m));
+        let sig = self
+            .key
+            .sign(&control_sign_bytes_in(&m, self.domains.for_kind(M::KIND)));
         m.set_signature_fields(
             sig.to_bytes().to_vec(),
             self.public.to_vec(),

@@ -113,10 +113,12 @@ impl TrustStore {
             path: path.to_path_buf(),
             source,
         })?;
-        let key = keys::parse_public_key_bytes(&text).map_err(|detail| KeyError::Invalid {
-            what: path.display().to_string(),
-            detail,
-        })?;
+        let key = keys::parse_public_key_bytes(&text)
+            .and_then(keys::check_trusted_key)
+            .map_err(|detail| KeyError::Invalid {
+                what: path.display().to_string(),
+                detail,
+            })?;
         self.keys.insert(key);
         Ok(())
     }
@@ -132,7 +134,14 @@ impl TrustStore {
         })?;
         for v in &reg.validators {
             if let Some(h) = &v.public_key_hex {
-                self.keys.insert(keys::decode_hex32(h)?);
+                let key = keys::decode_hex32(h)
+                    .map_err(|e| e.to_string())
+                    .and_then(keys::check_trusted_key)
+                    .map_err(|detail| TrustError::Registry {
+                        path: path.to_path_buf(),
+                        detail: format!("validator {}: {detail}", v.node_id),
+                    })?;
+                self.keys.insert(key);
             }
             if let Some(p) = &v.public_key_path {
                 let p = Path::new(p);
@@ -195,6 +204,32 @@ impl TrustStore {
 mod tests {
     use super::*;
     use ed25519_dalek::SigningKey;
+
+    #[test]
+    fn small_order_keys_are_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The identity point (small order): y = 1.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let path = dir.path().join("weak.hex");
+        std::fs::write(&path, hex::encode(weak)).unwrap();
+        let e = TrustStore::from_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("weak.hex") && e.contains("small-order"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(
+            dir.path().join(REGISTRY_FILE),
+            format!(
+                r#"{{"validators":[{{"node_id":3,"public_key_hex":"{}"}}]}}"#,
+                hex::encode(weak)
+            ),
+        )
+        .unwrap();
+        let e = TrustStore::from_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains(REGISTRY_FILE) && e.contains("validator 3") && e.contains("small-order"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn loads_pem_hex_and_registry() {

@@ -7,7 +7,7 @@ use super::limits::*;
 use super::messages::*;
 use super::reason::{fail, Reason, VerifyError};
 use super::replay::{ReplayGuard, ReplayVerdict};
-use super::signing::{ai_message_sign_bytes, control_sign_bytes, sha256};
+use super::signing::{ai_message_sign_bytes, control_sign_bytes_in, sha256, SigningDomains};
 use super::trust::TrustStore;
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use std::collections::{BTreeMap, HashSet};
@@ -33,6 +33,8 @@ pub struct VerifierConfig {
     pub policy_allowlist: Option<HashSet<[u8; 32]>>,
     /// When set, policy acks must carry an `ack-signature` by one of these keys.
     pub ack_keys: Option<TrustStore>,
+    /// The control signing domains (`CONTROL_*_SIGNING_DOMAIN`), as the signers use them.
+    pub domains: SigningDomains,
 }
 
 impl Default for VerifierConfig {
@@ -44,6 +46,7 @@ impl Default for VerifierConfig {
             replay_capacity: 1_000_000,
             policy_allowlist: None,
             ack_keys: None,
+            domains: SigningDomains::default(),
         }
     }
 }
@@ -197,7 +200,12 @@ impl Verifier {
             );
         }
         m.check_content_hash()?;
-        check_signature(m.pubkey(), &control_sign_bytes(&m), m.signature())?;
+        let domain = self.config.domains.for_kind(M::KIND);
+        check_signature(
+            m.pubkey(),
+            &control_sign_bytes_in(&m, domain),
+            m.signature(),
+        )?;
         Ok(m)
     }
 
@@ -429,17 +437,25 @@ fn check_payload_metadata(
     severity: u32,
     confidence: f64,
 ) -> Result<(), VerifyError> {
-    #[derive(serde::Deserialize)]
+    let mismatch = |d: String| VerifyError::new(Reason::PayloadMetadataMismatch, d);
+    // An object, not any JSON: `[7, 0.9]` would fill a derived struct positionally.
+    let value: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| mismatch(format!("payload is not JSON: {e}")))?;
+    let serde_json::Value::Object(meta) = value else {
+        return Err(mismatch("payload is not a JSON object".into()));
+    };
+    let number = |k: &str| match meta.get(k) {
+        Some(serde_json::Value::Number(n)) => Some(n.clone()),
+        _ => None,
+    };
     struct Meta {
         severity: Option<serde_json::Number>,
         confidence: Option<serde_json::Number>,
     }
-    let mismatch = |d: String| VerifyError::new(Reason::PayloadMetadataMismatch, d);
-    let meta: Meta = serde_json::from_slice(payload).map_err(|e| {
-        mismatch(format!(
-            "payload is not a JSON object with numeric metadata: {e}"
-        ))
-    })?;
+    let meta = Meta {
+        severity: number("severity"),
+        confidence: number("confidence"),
+    };
     let sev = meta
         .severity
         .ok_or_else(|| mismatch("payload has no numeric severity".into()))?;
@@ -621,6 +637,10 @@ mod tests {
             check_payload_metadata(br#"{"severity":7.0,"confidence":0.9000001}"#, 7, 0.9).is_ok()
         );
         assert!(check_payload_metadata(br#"{"severity":7.5,"confidence":0.9}"#, 7, 0.9).is_err());
+        // SPEC 4 step 8: an array is not an object, even with the right numbers in order.
+        let e = check_payload_metadata(b"[7,0.9]", 7, 0.9).unwrap_err();
+        assert_eq!(e.reason, Reason::PayloadMetadataMismatch);
+        assert!(check_payload_metadata(br#"{"severity":"7","confidence":0.9}"#, 7, 0.9).is_err());
         assert!(check_payload_metadata(br#"{"severity":"7","confidence":0.9}"#, 7, 0.9).is_err());
         assert!(check_payload_metadata(br#"{"severity":7,"confidence":0.91}"#, 7, 0.9).is_err());
         assert!(check_payload_metadata(br#"{"confidence":0.9}"#, 7, 0.9).is_err());
