@@ -77,8 +77,8 @@ pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>) -> CliResult {
             out
         }
     };
-    let transport = Client::connect(&config).await.map_err(|e| e.to_string())?;
-    let producer = Arc::new(Producer::new(transport, config, Some(signer), metrics));
+    let client = Client::connect(&config).await.map_err(|e| e.to_string())?;
+    let producer = Arc::new(Producer::new(client, config, Some(signer), metrics));
     let done = progress("sent", messages.len() as u64);
     let failed = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();

@@ -130,12 +130,9 @@ pub async fn run(
             .map_err(|e| format!("metrics endpoint: {e}"))?,
     };
     eprintln!("demo run {run}: topics demo-{run}.*, metrics on http://{metrics_addr}/metrics");
-    let transport = Client::connect(&config).await.map_err(|e| e.to_string())?;
+    let client = Client::connect(&config).await.map_err(|e| e.to_string())?;
     for t in config.topics.values().chain([&config.dlq_topic]) {
-        transport
-            .ensure_topic(t, 3)
-            .await
-            .map_err(|e| e.to_string())?;
+        client.ensure_topic(t, 3).await.map_err(|e| e.to_string())?;
     }
 
     // Keys of the three roles, and a rogue backend.
@@ -158,7 +155,7 @@ pub async fn run(
     let backend_trust = || TrustStore::from_keys([backend.public_key()]);
     let producer = |s: &Arc<Signer>, c: &Config| {
         Arc::new(Producer::new(
-            transport.clone(),
+            client.clone(),
             c.clone(),
             Some(s.clone()),
             metrics.clone(),

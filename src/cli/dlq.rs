@@ -119,8 +119,8 @@ fn print(f: &Filter, e: &Entry) {
 /// Runs a `dlq` subcommand.
 pub async fn run(cmd: DlqCommand, metrics: Arc<Metrics>) -> CliResult {
     let config = config()?;
-    let transport = Client::connect(&config).await.map_err(|e| e.to_string())?;
-    let entries = read_all(&transport, &config).await?;
+    let client = Client::connect(&config).await.map_err(|e| e.to_string())?;
+    let entries = read_all(&client, &config).await?;
     match cmd {
         DlqCommand::List(f) => {
             let mut shown = 0;
@@ -142,7 +142,7 @@ pub async fn run(cmd: DlqCommand, metrics: Arc<Metrics>) -> CliResult {
                 eprintln!("meshbus: choose records with --at/--reason/--topic, or pass --all");
                 return Ok(Exit::Usage);
             }
-            let producer = Producer::new(transport, config, None, metrics);
+            let producer = Producer::new(client, config, None, metrics);
             let (mut sent, mut failed) = (0, 0);
             for e in entries.iter().filter(|e| selected(&filter, e)) {
                 print(&filter, e);
