@@ -11,23 +11,8 @@ use meshbus::dlq::DeadLetter;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 const ALL: [Kind; 8] = Kind::ALL;
-
-/// Starts `consumer.run` in a task; dropping or sending on the returned sender stops it.
-fn spawn(
-    consumer: meshbus::consumer::Consumer,
-) -> (
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), meshbus::consumer::ConsumeError>>,
-) {
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(consumer.run(async move {
-        let _ = rx.await;
-    }));
-    (tx, task)
-}
 
 /// Sends `n` signed anomalies; returns their (partition, offset).
 async fn send_anomalies(
@@ -109,7 +94,7 @@ async fn mixed_stream_valid_handled_once_invalid_dead_lettered_and_committed() {
     let (consumer, seen, metrics) =
         mesh::recording_consumer(&config, mesh::options("mixed"), mesh::verifier(&v), &ALL).await;
     let stats = consumer.stats();
-    let (stop, task) = spawn(consumer);
+    let (stop, task) = mesh::spawn(consumer);
     let total = (valid.len() + invalid.len()) as u64;
     let done = mesh::wait_for(Duration::from_secs(90), || {
         let (_, handled, _, _, dead) = stats.snapshot();
@@ -190,7 +175,7 @@ async fn meshbus_and_librdkafka_share_a_group_and_together_see_everything() {
         &[Kind::Anomaly],
     )
     .await;
-    let (stop, task) = spawn(consumer);
+    let (stop, task) = mesh::spawn(consumer);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let py = b.py_group("ai.anomalies.v1", "shared", 30);
     // Let the rebalance settle, then produce.
@@ -245,7 +230,7 @@ async fn validators_with_per_node_groups_each_see_every_record() {
             &[Kind::Anomaly, Kind::Evidence, Kind::Policy],
         )
         .await;
-        runs.push((spawn(consumer), seen));
+        runs.push((mesh::spawn(consumer), seen));
     }
     let config = b.config();
     let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
@@ -304,7 +289,7 @@ async fn a_killed_consumer_restarts_from_its_commits_and_loses_nothing() {
         Duration::from_millis(20),
     )
     .await;
-    let (_stop, task) = spawn(first);
+    let (_stop, task) = mesh::spawn(first);
     assert!(mesh::wait_for(Duration::from_secs(60), || seen.lock().unwrap().len() >= 40).await);
     // Crash: no final commit, no LeaveGroup.
     task.abort();
@@ -316,7 +301,7 @@ async fn a_killed_consumer_restarts_from_its_commits_and_loses_nothing() {
     );
 
     let second = slow_consumer(&config, "crashy", &v, seen.clone(), Duration::ZERO).await;
-    let (stop, task) = spawn(second);
+    let (stop, task) = mesh::spawn(second);
     let all_seen = mesh::wait_for(Duration::from_secs(90), || {
         seen.lock()
             .unwrap()
@@ -367,7 +352,7 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
         Duration::from_millis(30),
     )
     .await;
-    let (stop, task) = spawn(c);
+    let (stop, task) = mesh::spawn(c);
     assert!(mesh::wait_for(Duration::from_secs(60), || seen.lock().unwrap().len() >= 20).await);
     b.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -445,7 +430,7 @@ async fn handler_failures_are_retried_then_dead_lettered_and_a_failing_dlq_block
         }
     });
     let committed_view = c.committed_offsets();
-    let (stop, task) = spawn(c);
+    let (stop, task) = mesh::spawn(c);
     let tp = ("solo.anomalies".to_string(), 0);
     // Offset 0 is handled and committed; offset 1 cannot reach the missing DLQ topic.
     assert!(
@@ -498,11 +483,11 @@ async fn a_graceful_shutdown_leaves_the_group_and_the_other_member_resumes_at_on
     opts.timing.rebalance_timeout = Duration::from_secs(30);
     let (first, seen_a, _) =
         mesh::recording_consumer(&config, opts.clone(), mesh::verifier(&v), &[Kind::Anomaly]).await;
-    let (stop_a, task_a) = spawn(first);
+    let (stop_a, task_a) = mesh::spawn(first);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (second, seen_b, _) =
         mesh::recording_consumer(&config, opts, mesh::verifier(&v), &[Kind::Anomaly]).await;
-    let (stop_b, task_b) = spawn(second);
+    let (stop_b, task_b) = mesh::spawn(second);
     let signer = mesh::ai_signer(&v);
     let ai = mesh::producer(&config, Some(signer.clone())).await;
     let before = send_anomalies(&ai, 0, 30).await;
@@ -585,7 +570,7 @@ async fn a_consumer_and_its_dlq_writer_share_one_connection_pool() {
     )
     .await;
     let stats = consumer.stats();
-    let (stop, task) = spawn(consumer);
+    let (stop, task) = mesh::spawn(consumer);
     assert!(
         mesh::wait_for(Duration::from_secs(40), || seen.lock().unwrap().len() >= 6
             && stats.snapshot().4 >= 1)
@@ -690,7 +675,7 @@ async fn verification_settings_from_the_environment_reach_the_consumer() {
     )
     .await;
     let stats = consumer.stats();
-    let (stop, task) = spawn(consumer);
+    let (stop, task) = mesh::spawn(consumer);
     let done = mesh::wait_for(Duration::from_secs(60), || {
         stats.snapshot().4 >= 4 && !seen.lock().unwrap().is_empty()
     })

@@ -19,7 +19,6 @@ use meshbus::producer::{Producer, SendError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 const TOPICS: [&str; 4] = ["fo.leader", "fo.coordinator", "fo.moved", "fo.restart"];
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
@@ -239,10 +238,7 @@ async fn killing_the_group_coordinator_loses_nothing() {
         &[Kind::Anomaly],
     )
     .await;
-    let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(consumer.run(async move {
-        let _ = rx.await;
-    }));
+    let (stop, task) = mesh::spawn(consumer);
     let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
     let mut sent = BTreeSet::new();
     for i in 0..100u64 {
@@ -289,16 +285,8 @@ async fn killing_the_group_coordinator_loses_nothing() {
         );
     }
     // Commits reach the end through the new coordinator.
-    let ends: BTreeMap<_, _> = b
-        .end_offsets(&["fo.coordinator"])
-        .into_iter()
-        .filter(|(_, e)| *e > 0)
-        .collect();
-    let committed = mesh::wait_for(Duration::from_secs(30), || {
-        let c = b.committed(group);
-        ends.iter().all(|(tp, e)| c.get(tp) == Some(e))
-    })
-    .await;
+    let (committed, ends) =
+        mesh::commits_reach_end(b, group, "fo.coordinator", Duration::from_secs(30)).await;
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
     assert!(

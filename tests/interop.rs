@@ -11,22 +11,8 @@ use common::vectors;
 use meshbus::contract::{sample, Kind, Message};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 const PEERS: [Peer; 3] = [Peer::Librdkafka, Peer::Java, Peer::Sarama];
-
-fn spawn(
-    consumer: meshbus::consumer::Consumer,
-) -> (
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), meshbus::consumer::ConsumeError>>,
-) {
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(consumer.run(async move {
-        let _ = rx.await;
-    }));
-    (tx, task)
-}
 
 /// `n` anomalies signed by `signer` (one signer per test: its nonces never repeat).
 fn signed_anomalies(signer: &meshbus::contract::Signer, from: u64, n: u64) -> Vec<Vec<u8>> {
@@ -108,7 +94,7 @@ async fn peers_read_meshbus_records_and_meshbus_verifies_theirs() {
     )
     .await;
     let stats = consumer.stats();
-    let (stop, task) = spawn(consumer);
+    let (stop, task) = mesh::spawn(consumer);
     let done = mesh::wait_for(Duration::from_secs(60), || {
         let (received, ..) = stats.snapshot();
         received >= (expected_valid + PEERS.len()) as u64
@@ -148,7 +134,7 @@ async fn four_clients_share_one_group_and_resume_from_each_others_commits() {
         &[Kind::Anomaly],
     )
     .await;
-    let (stop, task) = spawn(consumer);
+    let (stop, task) = mesh::spawn(consumer);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut members: Vec<Member> = PEERS
         .iter()
@@ -217,16 +203,8 @@ async fn four_clients_share_one_group_and_resume_from_each_others_commits() {
     }
 
     // Every member committed what it handled (each commits after each record).
-    let ends: BTreeMap<_, _> = b
-        .end_offsets(&["interop.group"])
-        .into_iter()
-        .filter(|(_, e)| *e > 0)
-        .collect();
-    let committed = mesh::wait_for(Duration::from_secs(20), || {
-        let c = b.committed(group);
-        ends.iter().all(|(tp, e)| c.get(tp) == Some(e))
-    })
-    .await;
+    let (committed, ends) =
+        mesh::commits_reach_end(&b, group, "interop.group", Duration::from_secs(20)).await;
     assert!(
         committed,
         "commits did not reach the end: {:?} vs {ends:?}",

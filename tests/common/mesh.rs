@@ -102,3 +102,39 @@ pub async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// A consumer running in a task: its stop switch and its result.
+pub type Running = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), meshbus::consumer::ConsumeError>>,
+);
+
+/// Starts `consumer.run` in a task; dropping or sending on the returned sender stops it.
+pub fn spawn(consumer: Consumer) -> Running {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(consumer.run(async move {
+        let _ = rx.await;
+    }));
+    (tx, task)
+}
+
+/// Waits until `group` has committed the end offset of every non-empty partition of `topic`;
+/// returns whether it did within `limit`, and the end offsets.
+pub async fn commits_reach_end(
+    b: &super::broker::Broker,
+    group: &str,
+    topic: &str,
+    limit: Duration,
+) -> (bool, std::collections::BTreeMap<(String, i32), i64>) {
+    let ends: std::collections::BTreeMap<_, _> = b
+        .end_offsets(&[topic])
+        .into_iter()
+        .filter(|(_, e)| *e > 0)
+        .collect();
+    let reached = wait_for(limit, || {
+        let c = b.committed(group);
+        ends.iter().all(|(tp, e)| c.get(tp) == Some(e))
+    })
+    .await;
+    (reached, ends)
+}
