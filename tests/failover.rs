@@ -173,16 +173,7 @@ async fn killing_the_partition_leader_loses_no_acknowledged_record() {
     all_up(b);
     let config = config(b, 0);
     let p = mesh::producer(&config, None).await;
-    // Find the leader of the partition task 0 writes to.
-    let first = p
-        .send_raw(
-            "fo.leader",
-            Some(b"key-0".to_vec()),
-            b"warm-up".to_vec(),
-            BTreeMap::new(),
-        )
-        .await
-        .unwrap();
+    let first = warm_up(&p, "fo.leader").await;
     let leader = b.leaders("fo.leader")[&first.partition];
     let stream = tokio::spawn(produce_stream(
         p.clone(),
@@ -299,6 +290,19 @@ async fn killing_the_group_coordinator_loses_nothing() {
     b.restart_node(coordinator);
 }
 
+/// Sends one record with task 0's key, so connections and metadata exist before the clock
+/// starts; returns where it landed (the partition task 0 writes to).
+async fn warm_up(p: &Producer, topic: &str) -> meshbus::producer::Delivery {
+    p.send_raw(
+        topic,
+        Some(b"key-0".to_vec()),
+        b"warm-up".to_vec(),
+        BTreeMap::new(),
+    )
+    .await
+    .unwrap()
+}
+
 /// Runs preferred-leader elections until `preferred` leads `partition` (it must first be back
 /// in the ISR) or 60 s pass; returns the leader then.
 async fn elect_preferred(b: &Broker, topic: &str, partition: i32, preferred: i32) -> i32 {
@@ -319,15 +323,7 @@ async fn a_moved_leader_is_followed_through_fresh_metadata() {
     all_up(b);
     let config = config(b, 5);
     let p = mesh::producer(&config, None).await;
-    let first = p
-        .send_raw(
-            "fo.moved",
-            Some(b"key-0".to_vec()),
-            b"warm-up".to_vec(),
-            BTreeMap::new(),
-        )
-        .await
-        .unwrap();
+    let first = warm_up(&p, "fo.moved").await;
     // The preferred leader is the first replica; put leadership there first (earlier tests may
     // have moved it).
     let preferred = b.admin(&["replicas", "fo.moved"])[first.partition.to_string()][0]

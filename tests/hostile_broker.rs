@@ -146,22 +146,6 @@ fn metadata(port: u16, topics: &[(&str, i32)]) -> Vec<u8> {
     b
 }
 
-/// CRC-32C (Castagnoli), as record batches carry it.
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc ^= byte as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 /// A v2 record batch claiming `records` records, compressed with `codec` (1 gzip, 2 snappy)
 /// over `payload` (already compressed), with a valid CRC so decompression is reached.
 fn batch(codec: i16, records: i32, payload: &[u8]) -> Vec<u8> {
@@ -180,7 +164,7 @@ fn batch(codec: i16, records: i32, payload: &[u8]) -> Vec<u8> {
     b.extend(((4 + 1 + 4 + after_crc.len()) as i32).to_be_bytes()); // batch length
     b.extend(0i32.to_be_bytes()); // leader epoch
     b.push(2); // magic
-    b.extend(crc32c(&after_crc).to_be_bytes());
+    b.extend(crc32c::crc32c(&after_crc).to_be_bytes());
     b.extend(after_crc);
     b
 }

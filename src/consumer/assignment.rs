@@ -84,25 +84,31 @@ impl Assignment {
         })
     }
 
-    /// Hands `r` to its partition's worker. Returns the partition to pause when its queue is
-    /// long (records already fetched still arrive, so the queue stays bounded by a fetch).
-    pub(crate) fn dispatch(&self, r: InRecord) -> Option<TopicPartition> {
-        let tp = (r.topic.clone(), r.partition);
+    /// Hands each record of one poll to its partition's worker (one lock per poll). Returns
+    /// the partitions to pause because their queues are long (records already fetched still
+    /// arrive, so a queue stays bounded by a fetch).
+    pub(crate) fn dispatch(&self, records: Vec<InRecord>) -> Vec<TopicPartition> {
+        let mut pause = Vec::new();
         let mut workers = lock(&self.workers);
-        if !workers.contains_key(&tp) {
-            let w = self.spawn(&tp)?;
-            workers.insert(tp.clone(), w);
+        for r in records {
+            let tp = (r.topic.clone(), r.partition);
+            if !workers.contains_key(&tp) {
+                let Some(w) = self.spawn(&tp) else { continue };
+                workers.insert(tp.clone(), w);
+            }
+            let Some(w) = workers.get_mut(&tp) else {
+                continue;
+            };
+            w.queued.fetch_add(1, Ordering::Relaxed);
+            if w.records.send(r).is_err() {
+                w.queued.fetch_sub(1, Ordering::Relaxed);
+            }
+            if !w.paused && w.queued.load(Ordering::Relaxed) > PAUSE_ABOVE {
+                w.paused = true;
+                pause.push(tp);
+            }
         }
-        let w = workers.get_mut(&tp)?;
-        w.queued.fetch_add(1, Ordering::Relaxed);
-        if w.records.send(r).is_err() {
-            w.queued.fetch_sub(1, Ordering::Relaxed);
-        }
-        if !w.paused && w.queued.load(Ordering::Relaxed) > PAUSE_ABOVE {
-            w.paused = true;
-            return Some(tp);
-        }
-        None
+        pause
     }
 
     /// Paused partitions whose queues have drained, now marked resumed.

@@ -329,10 +329,8 @@ impl Consumer {
             match polled {
                 Ok(records) => {
                     errors.reset();
-                    for r in records {
-                        if let Some((t, p)) = assignment.dispatch(r) {
-                            consumer.pause(&t, p).await;
-                        }
+                    for (t, p) in assignment.dispatch(records) {
+                        consumer.pause(&t, p).await;
                     }
                 }
                 Err(e) if e.is_retriable() => {
