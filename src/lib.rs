@@ -7,6 +7,8 @@
 //! - [`consumer`]: the verifying group consumer (verify, handle, dead-letter, commit).
 //! - [`dlq`]: SPEC 7 dead letters.
 //! - [`metrics`]: the SPEC 9 metrics.
+//! - [`mesh`]: one handle bundling a role's connections, producer, consumers and metrics under
+//!   one lifecycle (start, graceful shutdown).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -15,5 +17,6 @@ pub mod consumer;
 pub mod contract;
 pub mod dlq;
 pub mod kafka;
+pub mod mesh;
 pub mod metrics;
 pub mod producer;

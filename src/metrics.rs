@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// `{topic, type}` labels.
@@ -72,6 +73,8 @@ pub struct Metrics {
     pub circuit_breaker_state: Gauge,
     /// `kafka_consumer_lag{topic,partition}`.
     pub consumer_lag: Family<TopicPartition, Gauge>,
+    /// `kafka_producer_throttled_seconds_total{topic}`: time sends waited for the rate limit.
+    pub producer_throttled_seconds: Family<TopicLabel, Counter<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -97,6 +100,7 @@ impl Metrics {
             dlq_messages: Family::default(),
             circuit_breaker_state: Gauge::default(),
             consumer_lag: Family::default(),
+            producer_throttled_seconds: Family::default(),
         };
         registry.register(
             "kafka_messages_sent",
@@ -152,6 +156,11 @@ impl Metrics {
             "kafka_consumer_lag",
             "High watermark minus next offset",
             m.consumer_lag.clone(),
+        );
+        registry.register(
+            "kafka_producer_throttled_seconds",
+            "Time sends waited for the producer rate limit",
+            m.producer_throttled_seconds.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }
@@ -217,6 +226,9 @@ mod tests {
             .get_or_create(&Metrics::topic_reason("t", "replayed"))
             .inc();
         m.bytes_sent.get_or_create(&Metrics::topic("t")).inc_by(10);
+        m.producer_throttled_seconds
+            .get_or_create(&Metrics::topic("t"))
+            .inc_by(0.25);
         let text = m.encode();
         for name in [
             "kafka_messages_sent_total{topic=\"t\",type=\"anomaly\"} 1",
@@ -226,6 +238,7 @@ mod tests {
             "kafka_consumer_lag{topic=\"t\",partition=\"0\"} 3",
             "kafka_dlq_messages_total{topic=\"t\",reason=\"replayed\"} 1",
             "kafka_bytes_sent_total{topic=\"t\"} 10",
+            "kafka_producer_throttled_seconds_total{topic=\"t\"} 0.25",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

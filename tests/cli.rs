@@ -3,33 +3,10 @@
 
 mod common;
 use common::broker::Broker;
+use common::cli::{meshbus, run, text};
 use common::vectors;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-fn meshbus() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_meshbus"));
-    // Nothing from the developer's environment leaks into the tests.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KAFKA_")
-            || k.starts_with("MESHBUS_")
-            || k.starts_with("CONTROL_")
-            || k == "AI_POLICY_ALLOWED_PUBKEYS"
-            || k == "ENVIRONMENT"
-        {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
-fn run(c: &mut Command) -> Output {
-    c.output().expect("meshbus runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use std::process::Stdio;
 
 #[test]
 fn keygen_writes_a_private_pem_0600_and_prints_the_public_key() {

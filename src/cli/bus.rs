@@ -1,11 +1,10 @@
 //! `meshbus produce` and `meshbus consume`, on the library's producer and consumer.
 
-use super::{config, progress, signing_key, trust_store, CliResult, Exit};
-use meshbus::consumer::{Consumed, Consumer, ConsumerOptions, StartFrom};
+use super::{config, progress, signals, signing_key, trust_store, CliResult, Exit};
+use meshbus::consumer::{Consumed, ConsumerOptions, StartFrom};
 use meshbus::contract::{json, sample, Kind, Message, Signer, Verifier};
-use meshbus::kafka::Client;
+use meshbus::mesh::Mesh;
 use meshbus::metrics::Metrics;
-use meshbus::producer::Producer;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,13 +52,12 @@ fn sample_message(kind: Kind, n: u64, size: usize) -> Message {
     }
 }
 
-/// Signs and sends; exit 1 if any message was not delivered.
+/// Signs and sends; exit 1 if any message was not delivered (failed, or left unsent by a
+/// SIGTERM/SIGINT stop).
 pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>) -> CliResult {
     let config = config()?;
-    let signer = Arc::new(
-        Signer::new(signing_key(&a.key)?, config.node_id)
-            .with_domains(config.signing_domains.clone()),
-    );
+    let signer = Signer::new(signing_key(&a.key)?, config.node_id)
+        .with_domains(config.signing_domains.clone());
     let messages: Vec<Message> = match (a.sample, &a.json) {
         (Some(n), _) => (0..n).map(|i| sample_message(a.kind, i, a.size)).collect(),
         (None, path) => {
@@ -77,20 +75,29 @@ pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>) -> CliResult {
             out
         }
     };
-    let client = Client::connect(&config).await.map_err(|e| e.to_string())?;
-    let producer = Arc::new(Producer::new(client, config, Some(signer), metrics));
-    let done = progress("sent", messages.len() as u64);
+    let timeout = config.shutdown_timeout;
+    let verifier = Verifier::new(config.verifier_config(), Default::default());
+    let mesh = Mesh::connect_with_metrics(config, Some(signer), verifier, metrics)
+        .await
+        .map_err(|e| e.to_string())?;
+    let total = messages.len() as u64;
+    let done = progress("sent", total);
     let failed = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut accepted = 0u64;
     for m in messages {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => p.expect("semaphore open"),
+            _ = signals::stop_requested() => break,
+        };
+        accepted += 1;
         let (p, done, failed, json_out) = (
-            producer.clone(),
+            mesh.producer().clone(),
             done.clone(),
             failed.clone(),
             a.json_output,
         );
-        let permit = limit.clone().acquire_owned().await.expect("semaphore open");
         tasks.spawn(async move {
             let _permit = permit;
             match p.sign_and_send(m).await {
@@ -107,16 +114,34 @@ pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>) -> CliResult {
             done.fetch_add(1, Ordering::Relaxed);
         });
     }
-    while tasks.join_next().await.is_some() {}
-    if let Err(e) = producer.close().await {
-        eprintln!("closing the producer: {e}");
+    // Wait for the sends, or stop early on SIGTERM/SIGINT: the stop flushes what is in
+    // flight, and sends not yet begun are refused (and counted as failed).
+    tokio::select! {
+        _ = async { while tasks.join_next().await.is_some() {} } => {}
+        _ = signals::stop_requested() => {}
+    }
+    let report = mesh.shutdown(timeout).await;
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(1), drain)
+        .await
+        .is_err()
+    {
+        tasks.abort_all();
     }
     let failed = failed.load(Ordering::Relaxed);
+    let delivered = done.load(Ordering::Relaxed) - failed;
     eprintln!(
-        "delivered {}, failed {failed}",
-        done.load(Ordering::Relaxed) - failed
+        "delivered {delivered}, failed {failed}, not sent {}",
+        total - accepted
     );
-    Ok(if failed == 0 { Exit::Ok } else { Exit::Refused })
+    if !report.is_clean() {
+        eprintln!("stop: {report}");
+    }
+    Ok(if delivered == total && report.is_clean() {
+        Exit::Ok
+    } else {
+        Exit::Refused
+    })
 }
 
 /// Arguments of `consume`.
@@ -169,14 +194,16 @@ fn summary_line(r: &Consumed) -> String {
     format!("{}/{}@{} ok {what}", r.topic, r.partition, r.offset)
 }
 
-/// Runs a verifying consumer until `--max`, `--seconds` or Ctrl-C.
+/// Runs a verifying consumer until `--max`, `--seconds`, SIGTERM or SIGINT, then stops
+/// gracefully: exit 0 when everything handled was committed, 1 when a partition ended stalled
+/// on an unwritten dead letter, 3 when the consumer failed.
 pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>) -> CliResult {
     let config = config()?;
     let mut vconfig = config.verifier_config();
     if !a.ack_key.is_empty() {
         vconfig.ack_keys = Some(trust_store(&a.ack_key)?);
     }
-    let verifier = Arc::new(Verifier::new(vconfig, trust_store(&a.trust)?));
+    let verifier = Verifier::new(vconfig, trust_store(&a.trust)?);
     let mut options = match (&a.group, a.validator) {
         (Some(g), _) => ConsumerOptions::new(g.clone()),
         (None, true) => ConsumerOptions::validator(&config),
@@ -185,9 +212,11 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>) -> CliResult {
     if a.latest {
         options.start_from = StartFrom::Latest;
     }
-    let mut consumer = Consumer::connect(config, verifier, metrics, options)
+    let timeout = config.shutdown_timeout;
+    let mut mesh = Mesh::connect_with_metrics(config, None, verifier, metrics)
         .await
         .map_err(|e| e.to_string())?;
+    let mut consumer = mesh.consumer(options).map_err(|e| e.to_string())?;
     let json_out = a.json;
     for kind in &a.kind {
         consumer = consumer.handle(*kind, move |r: Consumed| async move {
@@ -205,33 +234,40 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>) -> CliResult {
             Ok(())
         });
     }
-    let stats = consumer.stats();
+    let stats = mesh.register(consumer);
+    mesh.start();
     let (max, seconds) = (a.max, a.seconds);
     let watch = stats.clone();
-    let stop = async move {
-        let limit = async {
-            loop {
-                let (_, handled, _, _, dead) = watch.snapshot();
-                if max.is_some_and(|m| handled + dead >= m) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let limit = async {
+        loop {
+            let (_, handled, _, _, dead) = watch.snapshot();
+            if max.is_some_and(|m| handled + dead >= m) {
+                return;
             }
-        };
-        let timer = async {
-            match seconds {
-                Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = limit => {}
-            _ = timer => {}
-            _ = tokio::signal::ctrl_c() => {}
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    consumer.run(stop).await.map_err(|e| e.to_string())?;
+    let timer = async {
+        match seconds {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = limit => {}
+        _ = timer => {}
+        _ = signals::stop_requested() => {}
+        _ = mesh.consumer_ended() => {}
+    }
+    let report = mesh.shutdown(timeout).await;
     let (received, handled, rejected, handler_failed, dead) = stats.snapshot();
     eprintln!("received {received}, verified and handled {handled}, rejected {rejected}, handler failures {handler_failed}, dead-lettered {dead}");
+    if !report.errors.is_empty() {
+        return Err(report.errors.join("; "));
+    }
+    if !report.is_clean() {
+        eprintln!("meshbus: stop was not clean: {report}");
+        return Ok(Exit::Refused);
+    }
     Ok(Exit::Ok)
 }

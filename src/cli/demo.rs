@@ -96,8 +96,10 @@ fn counting(counts: &Counts, prefix: &str) -> BoxedHandler {
     })
 }
 
+/// Waits for `cond` until the deadline or a SIGTERM/SIGINT (then the demo winds down
+/// gracefully and reports itself incomplete).
 async fn wait_until(deadline: Instant, mut cond: impl FnMut() -> bool) -> bool {
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !super::signals::is_stop_requested() {
         if cond() {
             return true;
         }

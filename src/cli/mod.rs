@@ -1,8 +1,10 @@
 //! Command-line interface. One file per family of subcommands; everything that checks or signs
 //! records goes through the library (`meshbus::contract`), the same path services use.
 //!
-//! Exit codes: 0 success; 1 a record was refused (verify) or not delivered; 2 usage error;
-//! 3 configuration, key, file or broker failure.
+//! Exit codes: 0 success; 1 a record was refused (verify) or not delivered, or a graceful stop
+//! left something unflushed or a partition stalled; 2 usage error; 3 configuration, key, file
+//! or broker failure. Long-running commands stop gracefully on SIGTERM and SIGINT within
+//! `MESHBUS_SHUTDOWN_TIMEOUT_MS`.
 
 mod bus;
 mod demo;
@@ -10,6 +12,7 @@ mod dlq;
 mod keys;
 mod metrics_http;
 mod offline;
+mod signals;
 
 use clap::{Parser, Subcommand};
 use meshbus::config::Config;
@@ -76,7 +79,7 @@ pub enum Command {
     Dlq(dlq::DlqCommand),
     /// Run the whole mesh on the configured broker and print a summary.
     Demo(demo::DemoArgs),
-    /// Serve an empty metrics registry (to check scraping); stops on Ctrl-C.
+    /// Serve an empty metrics registry (to check scraping); stops on SIGTERM or Ctrl-C.
     ServeMetrics,
 }
 
@@ -92,6 +95,10 @@ pub fn init_logging(filter: &str) {
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Exit {
+    if let Err(e) = signals::install() {
+        eprintln!("meshbus: {e}");
+        return Exit::Failure;
+    }
     let metrics = Metrics::new();
     if let Some(addr) = cli.metrics_addr {
         match metrics_http::serve(addr, metrics.clone()).await {
@@ -115,7 +122,7 @@ pub async fn run(cli: Cli) -> Exit {
                 eprintln!("meshbus: serve-metrics needs --metrics-addr");
                 return Exit::Usage;
             }
-            let _ = tokio::signal::ctrl_c().await;
+            signals::stop_requested().await;
             Ok(Exit::Ok)
         }
     };

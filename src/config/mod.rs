@@ -125,6 +125,10 @@ pub struct ProducerSettings {
     pub breaker_open_for: Duration,
     /// Half-open successes that close it (2).
     pub breaker_successes: u32,
+    /// `KAFKA_PRODUCER_MAX_RECORDS_PER_SEC` (unset: no limit): sends wait, never drop, above it.
+    pub max_records_per_sec: Option<u32>,
+    /// `KAFKA_PRODUCER_MAX_BYTES_PER_SEC` (unset: no limit): value bytes per second, waiting.
+    pub max_bytes_per_sec: Option<u32>,
 }
 
 impl Default for ProducerSettings {
@@ -138,6 +142,8 @@ impl Default for ProducerSettings {
             breaker_failures: 5,
             breaker_open_for: Duration::from_secs(30),
             breaker_successes: 2,
+            max_records_per_sec: None,
+            max_bytes_per_sec: None,
         }
     }
 }
@@ -214,6 +220,9 @@ pub struct Config {
     pub signing_domains: SigningDomains,
     /// Verification settings (skews, policy allowlist).
     pub verification: VerificationSettings,
+    /// `MESHBUS_SHUTDOWN_TIMEOUT_MS` (default 20000): how long a graceful stop may take
+    /// (flush, finish the records in hand, commit, leave the groups).
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Config {
@@ -235,6 +244,7 @@ impl Default for Config {
             consumer: ConsumerSettings::default(),
             signing_domains: SigningDomains::default(),
             verification: VerificationSettings::default(),
+            shutdown_timeout: Duration::from_millis(20_000),
         }
     }
 }
@@ -343,6 +353,25 @@ impl Config {
         }
         if let Some(v) = get("KAFKA_MAX_RETRIES") {
             c.producer.max_retries = parse_num("KAFKA_MAX_RETRIES", &v, 0)? as usize;
+        }
+        for (var, slot) in [
+            (
+                "KAFKA_PRODUCER_MAX_RECORDS_PER_SEC",
+                &mut c.producer.max_records_per_sec,
+            ),
+            (
+                "KAFKA_PRODUCER_MAX_BYTES_PER_SEC",
+                &mut c.producer.max_bytes_per_sec,
+            ),
+        ] {
+            if let Some(v) = get(var) {
+                let n = parse_num(var, &v, 1)?;
+                *slot = Some(u32::try_from(n).map_err(|_| err(var, "must be below 2^32"))?);
+            }
+        }
+        if let Some(v) = get("MESHBUS_SHUTDOWN_TIMEOUT_MS") {
+            c.shutdown_timeout =
+                Duration::from_millis(parse_num("MESHBUS_SHUTDOWN_TIMEOUT_MS", &v, 0)?);
         }
         if let Some(v) = get("KAFKA_CONSUMER_RETRY_MAX") {
             c.consumer.retry_max = parse_num("KAFKA_CONSUMER_RETRY_MAX", &v, 0)? as usize;
@@ -646,6 +675,21 @@ mod tests {
         assert_eq!(c.producer.compression, Compression::Snappy);
         assert!(c.producer.idempotent);
         assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.producer.max_records_per_sec, None);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(20));
+        let c = from(&[
+            ("KAFKA_PRODUCER_MAX_RECORDS_PER_SEC", "500"),
+            ("KAFKA_PRODUCER_MAX_BYTES_PER_SEC", "1048576"),
+            ("MESHBUS_SHUTDOWN_TIMEOUT_MS", "1500"),
+        ])
+        .unwrap();
+        assert_eq!(c.producer.max_records_per_sec, Some(500));
+        assert_eq!(c.producer.max_bytes_per_sec, Some(1 << 20));
+        assert_eq!(c.shutdown_timeout, Duration::from_millis(1500));
+        for bad in ["0", "-1", "5000000000", "fast"] {
+            let e = from(&[("KAFKA_PRODUCER_MAX_RECORDS_PER_SEC", bad)]).unwrap_err();
+            assert_eq!(e.var, "KAFKA_PRODUCER_MAX_RECORDS_PER_SEC", "{bad}");
+        }
     }
 
     #[test]

@@ -154,6 +154,10 @@ pub struct Stats {
     pub dead_lettered: AtomicU64,
     /// Successful offset commits.
     pub commits: AtomicU64,
+    /// Partitions that stopped (shutdown or revocation) while a dead letter was still
+    /// unacknowledged: the record stays uncommitted for the next owner, and a graceful stop
+    /// reports it (the CLI exits non-zero).
+    pub stalled_partitions: AtomicU64,
 }
 
 impl Stats {

@@ -205,6 +205,11 @@ impl PartitionWorker {
                 Err(e) => {
                     tracing::error!(topic = %self.tp.0, partition = self.tp.1, offset = r.offset, error = %e, "DLQ write failed; the partition waits and retries");
                     if !pause(backoff.next_delay(), &mut self.stop).await {
+                        shared
+                            .stats
+                            .stalled_partitions
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(topic = %self.tp.0, partition = self.tp.1, offset = r.offset, "partition stopped with its dead letter unwritten; the record stays uncommitted");
                         return Outcome::Stopped;
                     }
                 }

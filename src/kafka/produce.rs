@@ -45,6 +45,7 @@ pub struct Sender {
     client: Client,
     settings: ProducerSettings,
     producer: OnceCell<krafka::producer::Producer>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Sender {
@@ -80,6 +81,7 @@ impl Sender {
             client,
             settings,
             producer: OnceCell::new(),
+            closed: Default::default(),
         }
     }
 
@@ -121,6 +123,9 @@ impl Sender {
         headers: &BTreeMap<String, Vec<u8>>,
         timestamp_ms: i64,
     ) -> Result<Landed, KafkaError> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(KafkaError::Closed("producer closed".into()));
+        }
         let producer = self.producer().await?;
         let mut r = krafka::Record::new(topic, value.unwrap_or_default()).timestamp(timestamp_ms);
         if let Some(k) = key {
@@ -143,6 +148,7 @@ impl Sender {
 
     /// Flushes, then closes the producer.
     pub async fn close(&self) -> Result<(), KafkaError> {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         match self.producer.get() {
             Some(p) => Ok(p.close().await?),
             None => Ok(()),

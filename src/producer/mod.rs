@@ -2,10 +2,16 @@
 //! compression, the 1 MiB limit, retries with exponential backoff and jitter (backon) on
 //! retriable errors only, and the circuit breaker. A refused send is always an error to the
 //! caller, never a silent drop; `Ok` means the broker acknowledged the record (acks=all).
+//! A handle counts its sends in flight, so [`Producer::flush`] waits for exactly what was
+//! accepted and [`Producer::close`] refuses what comes after with [`SendError::Closed`]; the
+//! optional rate limit (`throttle.rs`) makes sends wait, never drop.
 
 mod breaker;
+mod lifecycle;
+mod throttle;
 
 pub use breaker::{BreakerState, CircuitBreaker};
+pub use lifecycle::SendCounts;
 
 use crate::config::Config;
 use crate::contract::limits::MAX_RECORD_BYTES;
@@ -15,10 +21,12 @@ use crate::contract::{Clock as _, Kind, Message, Signer};
 use crate::kafka::{Client, KafkaError, Sender};
 use crate::metrics::Metrics;
 use backon::{ExponentialBuilder, Retryable};
+use lifecycle::Lifecycle;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use throttle::Throttle;
 
 /// Where an acknowledged record landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +54,9 @@ pub enum SendError {
     /// A typed send needs a signer.
     #[error("no signing key configured for signed sends")]
     NoSigner,
+    /// The producer was closed (or is shutting down); nothing was sent.
+    #[error("producer closed: send refused")]
+    Closed,
     /// The broker could not be reached or refused, after the allowed retries.
     #[error("send to {topic} failed after {attempts} attempt(s): {source}")]
     Transport {
@@ -60,11 +71,13 @@ pub enum SendError {
 
 /// Publishes CyberMesh records. Share it behind an `Arc`.
 pub struct Producer {
-    sender: Sender,
+    sender: Arc<Sender>,
     config: Config,
     signer: Option<Arc<Signer>>,
     metrics: Arc<Metrics>,
     breaker: CircuitBreaker,
+    throttle: Throttle,
+    lifecycle: Lifecycle,
 }
 
 impl std::fmt::Debug for Producer {
@@ -83,27 +96,71 @@ impl Producer {
         signer: Option<Arc<Signer>>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let sender = Arc::new(Sender::new(client, config.producer.clone()));
+        Self::on_sender(sender, config, signer, metrics)
+    }
+
+    fn on_sender(
+        sender: Arc<Sender>,
+        config: Config,
+        signer: Option<Arc<Signer>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let p = &config.producer;
-        let breaker =
-            CircuitBreaker::new(p.breaker_failures, p.breaker_open_for, p.breaker_successes);
         Producer {
-            sender: Sender::new(client, p.clone()),
+            breaker: CircuitBreaker::new(
+                p.breaker_failures,
+                p.breaker_open_for,
+                p.breaker_successes,
+            ),
+            throttle: Throttle::new(p.max_records_per_sec, p.max_bytes_per_sec),
+            lifecycle: Lifecycle::default(),
+            sender,
             config,
             signer,
             metrics,
-            breaker,
         }
     }
 
-    /// Waits until every send accepted so far is acknowledged or has failed.
+    /// An unsigned, unthrottled handle on the same connection producer (one producer id, one
+    /// set of batches) with its own breaker and its own lifecycle: what a consumer writes dead
+    /// letters with, so closing the application's handle does not stop dead-lettering.
+    pub fn dead_letter_handle(&self) -> Producer {
+        let mut config = self.config.clone();
+        config.producer.max_records_per_sec = None;
+        config.producer.max_bytes_per_sec = None;
+        Self::on_sender(self.sender.clone(), config, None, self.metrics.clone())
+    }
+
+    /// Waits until every send this handle accepted so far is acknowledged or has failed.
     pub async fn flush(&self) -> Result<(), KafkaError> {
+        self.lifecycle.idle().await;
         self.sender.flush().await
     }
 
-    /// Flushes, then closes the connection's producer; later sends fail with
-    /// `KafkaError::Closed`.
+    /// Refuses later sends with [`SendError::Closed`], flushes, then closes the connection's
+    /// producer (handles sharing it, such as a [`Producer::dead_letter_handle`], are then
+    /// refused as well).
     pub async fn close(&self) -> Result<(), KafkaError> {
+        self.stop_accepting();
+        self.flush().await?;
         self.sender.close().await
+    }
+
+    /// Refuses later sends with [`SendError::Closed`] without waiting for anything (the first
+    /// step of a graceful stop; [`Producer::flush`] is the second).
+    pub fn stop_accepting(&self) {
+        self.lifecycle.close();
+    }
+
+    /// True once [`Producer::close`] or [`Producer::stop_accepting`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.lifecycle.is_closed()
+    }
+
+    /// What became of this handle's sends so far.
+    pub fn counts(&self) -> SendCounts {
+        self.lifecycle.counts()
     }
 
     /// The breaker's current state.
@@ -203,7 +260,12 @@ impl Producer {
         headers: BTreeMap<String, Vec<u8>>,
     ) -> Result<Delivery, SendError> {
         let labels = Metrics::topic_type(topic, kind);
+        let Some(in_flight) = self.lifecycle.enter() else {
+            self.metrics.messages_failed.get_or_create(&labels).inc();
+            return Err(SendError::Closed);
+        };
         let result = self.send_inner(topic, key, value, headers).await;
+        in_flight.finish(result.is_ok());
         self.metrics
             .circuit_breaker_state
             .set(self.breaker.state() as i64);
@@ -223,6 +285,13 @@ impl Producer {
     ) -> Result<Delivery, SendError> {
         if value.len() > MAX_RECORD_BYTES {
             return Err(SendError::TooLarge { size: value.len() });
+        }
+        if !self.throttle.is_unlimited() {
+            let waited = self.throttle.admit(value.len()).await;
+            self.metrics
+                .producer_throttled_seconds
+                .get_or_create(&Metrics::topic(topic))
+                .inc_by(waited.as_secs_f64());
         }
         if !self.breaker.allow() {
             return Err(SendError::BreakerOpen);
@@ -286,6 +355,7 @@ impl Producer {
                     .observe(started.elapsed().as_secs_f64());
                 Ok(d)
             }
+            Err(KafkaError::Closed(_)) => Err(SendError::Closed),
             Err(source) => {
                 self.breaker.on_failure();
                 Err(SendError::Transport {

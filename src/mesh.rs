@@ -1,0 +1,280 @@
+//! One handle for a process's mesh client: the connection pool, the metrics registry, the
+//! verifier, one signing producer and the consumers a role registers, under one lifecycle.
+//!
+//! ```no_run
+//! # async fn role() -> Result<(), Box<dyn std::error::Error>> {
+//! use meshbus::{config::Config, consumer::ConsumerOptions, contract::*, mesh::Mesh};
+//! let config = Config::from_env()?;
+//! let verifier = Verifier::new(config.verifier_config(), TrustStore::from_dir("trust".as_ref())?);
+//! let mut mesh = Mesh::connect(config.clone(), None, verifier).await?;
+//! let validator = mesh
+//!     .consumer(ConsumerOptions::validator(&config))?
+//!     .handle(Kind::Anomaly, |r: meshbus::consumer::Consumed| async move {
+//!         println!("{:?}", r.message);
+//!         Ok(())
+//!     });
+//! mesh.register(validator);
+//! mesh.start();
+//! tokio::signal::ctrl_c().await?;
+//! let report = mesh.shutdown(config.shutdown_timeout).await;
+//! assert!(report.is_clean(), "{report}");
+//! # Ok(()) }
+//! ```
+
+use crate::config::Config;
+use crate::consumer::{ConsumeError, Consumer, ConsumerOptions, Stats};
+use crate::contract::{Signer, Verifier};
+use crate::kafka::{Client, KafkaError};
+use crate::metrics::Metrics;
+use crate::producer::Producer;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{timeout_at, Instant};
+
+/// A process's mesh client. Build it with [`Mesh::connect`], register consumers, [`Mesh::start`]
+/// them, send through [`Mesh::producer`], and end with [`Mesh::shutdown`].
+pub struct Mesh {
+    config: Config,
+    client: Client,
+    metrics: Arc<Metrics>,
+    verifier: Arc<Verifier>,
+    producer: Arc<Producer>,
+    dead_letters: Arc<Producer>,
+    registered: Vec<Consumer>,
+    stats: Vec<Arc<Stats>>,
+    running: JoinSet<Result<(), ConsumeError>>,
+    ended: Vec<String>,
+    stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("node_id", &self.config.node_id)
+            .field("consumers", &self.stats.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a graceful stop achieved. Sends are counted from the moment the stop began.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Sends in flight when the stop began.
+    pub in_flight_at_start: u64,
+    /// Sends acknowledged after the stop began (the flushed ones).
+    pub flushed: u64,
+    /// Sends that failed after the stop began (the caller got the error).
+    pub failed: u64,
+    /// Sends refused with `SendError::Closed` after the stop began.
+    pub refused: u64,
+    /// Sends neither acknowledged nor failed when the deadline passed.
+    pub unflushed: u64,
+    /// Partitions that stopped while a dead letter was unacknowledged: their record was not
+    /// committed and goes to the partition's next owner.
+    pub stalled_partitions: u64,
+    /// Consumer errors and failures to close, as text.
+    pub errors: Vec<String>,
+    /// True when the deadline cut a step short.
+    pub timed_out: bool,
+}
+
+impl ShutdownReport {
+    /// Nothing unflushed, failed or stalled, no error, and within the deadline.
+    pub fn is_clean(&self) -> bool {
+        self.unflushed == 0
+            && self.failed == 0
+            && self.stalled_partitions == 0
+            && self.errors.is_empty()
+            && !self.timed_out
+    }
+}
+
+impl std::fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "in flight at stop {}, flushed {}, failed {}, refused {}, unflushed {}, stalled partitions {}{}{}",
+            self.in_flight_at_start,
+            self.flushed,
+            self.failed,
+            self.refused,
+            self.unflushed,
+            self.stalled_partitions,
+            if self.timed_out { ", deadline passed" } else { "" },
+            if self.errors.is_empty() {
+                String::new()
+            } else {
+                format!(", errors: {}", self.errors.join("; "))
+            }
+        )
+    }
+}
+
+impl Mesh {
+    /// Connects with a fresh metrics registry. `signer` is needed for signed sends.
+    pub async fn connect(
+        config: Config,
+        signer: Option<Signer>,
+        verifier: Verifier,
+    ) -> Result<Mesh, KafkaError> {
+        Self::connect_with_metrics(config, signer, verifier, Metrics::new()).await
+    }
+
+    /// Connects, recording into `metrics` (for a host that serves its own registry).
+    pub async fn connect_with_metrics(
+        config: Config,
+        signer: Option<Signer>,
+        verifier: Verifier,
+        metrics: Arc<Metrics>,
+    ) -> Result<Mesh, KafkaError> {
+        config.validate()?;
+        let client = Client::connect(&config).await?;
+        let producer = Producer::new(
+            client.clone(),
+            config.clone(),
+            signer.map(Arc::new),
+            metrics.clone(),
+        );
+        let dead_letters = Arc::new(producer.dead_letter_handle());
+        Ok(Mesh {
+            config,
+            client,
+            metrics,
+            verifier: Arc::new(verifier),
+            producer: Arc::new(producer),
+            dead_letters,
+            registered: Vec::new(),
+            stats: Vec::new(),
+            running: JoinSet::new(),
+            ended: Vec::new(),
+            stop: watch::channel(false).0,
+        })
+    }
+
+    /// The signing producer (acks=all, rate-limited as configured).
+    pub fn producer(&self) -> &Arc<Producer> {
+        &self.producer
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The connection pool.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A consumer on this mesh's connections, verifier and dead-letter producer; add handlers,
+    /// then [`Mesh::register`] it.
+    pub fn consumer(&self, options: ConsumerOptions) -> Result<Consumer, KafkaError> {
+        Consumer::new(
+            self.client.clone(),
+            self.config.clone(),
+            self.verifier.clone(),
+            self.dead_letters.clone(),
+            self.metrics.clone(),
+            options,
+        )
+    }
+
+    /// Takes a consumer into the mesh's lifecycle (started by [`Mesh::start`], or at once if
+    /// the mesh is already started); returns its counters.
+    pub fn register(&mut self, consumer: Consumer) -> Arc<Stats> {
+        let stats = consumer.stats();
+        self.stats.push(stats.clone());
+        self.registered.push(consumer);
+        if *self.stop.borrow() || !self.running.is_empty() || !self.ended.is_empty() {
+            self.start();
+        }
+        stats
+    }
+
+    /// Runs every registered consumer until [`Mesh::shutdown`].
+    pub fn start(&mut self) {
+        for c in self.registered.drain(..) {
+            let mut stop = self.stop.subscribe();
+            self.running.spawn(c.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }));
+        }
+    }
+
+    /// Completes when a running consumer ends on its own (an error retrying cannot fix);
+    /// never completes while all keep running. The error is also in the shutdown report.
+    pub async fn consumer_ended(&mut self) -> String {
+        match self.running.join_next().await {
+            Some(r) => {
+                let what = match r {
+                    Ok(Ok(())) => "consumer stopped".to_string(),
+                    Ok(Err(e)) => format!("consumer failed: {e}"),
+                    Err(e) => format!("consumer task failed: {e}"),
+                };
+                self.ended.push(what.clone());
+                what
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops gracefully within `deadline`: refuses new sends, flushes the sends in flight,
+    /// stops the consumers (each partition finishes the record in hand, handled offsets are
+    /// committed, the groups are left), then flushes the dead letters and closes the
+    /// connections. Returns what was flushed and what failed.
+    pub async fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
+        let end = Instant::now() + deadline;
+        let start = self.producer.counts();
+        let mut report = ShutdownReport {
+            in_flight_at_start: start.in_flight,
+            errors: std::mem::take(&mut self.ended),
+            ..Default::default()
+        };
+        self.producer.stop_accepting();
+        if timeout_at(end, self.producer.flush()).await.is_err() {
+            report.timed_out = true;
+        }
+        self.stop.send_replace(true);
+        loop {
+            match timeout_at(end, self.running.join_next()).await {
+                Ok(None) => break,
+                Ok(Some(Ok(Ok(())))) => {}
+                Ok(Some(Ok(Err(e)))) => report.errors.push(format!("consumer failed: {e}")),
+                Ok(Some(Err(e))) => report.errors.push(format!("consumer task failed: {e}")),
+                Err(_) => {
+                    report.timed_out = true;
+                    report.errors.push(format!(
+                        "{} consumer(s) did not stop within the deadline",
+                        self.running.len()
+                    ));
+                    self.running.abort_all();
+                    break;
+                }
+            }
+        }
+        match timeout_at(end, self.dead_letters.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => report.errors.push(format!("closing the producer: {e}")),
+            Err(_) => report.timed_out = true,
+        }
+        let now = self.producer.counts();
+        report.flushed = now.acknowledged - start.acknowledged;
+        report.failed = now.failed - start.failed;
+        report.refused = now.refused_closed - start.refused_closed;
+        report.unflushed = now.in_flight;
+        report.stalled_partitions = self
+            .stats
+            .iter()
+            .map(|s| s.stalled_partitions.load(Ordering::Relaxed))
+            .sum();
+        report
+    }
+}
