@@ -124,7 +124,7 @@ async fn mixed_stream_valid_handled_once_invalid_dead_lettered_and_committed() {
             .map(|(k, v)| (k.clone(), hex::decode(v.as_str().unwrap()).unwrap()))
             .collect();
         let value = hex::decode(row["value"].as_str().unwrap()).unwrap();
-        let d = DeadLetter::from_record(None, value, &headers).unwrap();
+        let d = DeadLetter::from_record(None, Some(value), &headers).unwrap();
         assert_eq!(d.node_id, "0");
         assert!(d.failed_at_ms > 1_700_000_000_000);
         found.insert(
@@ -133,7 +133,7 @@ async fn mixed_stream_valid_handled_once_invalid_dead_lettered_and_committed() {
                 d.original_partition,
                 d.original_offset,
             ),
-            (d.reason.clone(), d.value.clone()),
+            (d.reason.clone(), d.value.clone().unwrap_or_default()),
         );
     }
     assert_eq!(found, invalid);

@@ -2,7 +2,7 @@
 //! path ([`meshbus::contract::Verifier`]) and checks invariants that must always hold.
 
 use meshbus::contract::messages::*;
-use meshbus::contract::replay::{ReplayGuard, ReplayVerdict};
+use meshbus::contract::replay::{ReplayGuard, ReplayLimits, ReplayVerdict};
 use meshbus::contract::signing::control_sign_bytes;
 use meshbus::contract::*;
 use std::sync::Arc;
@@ -69,33 +69,55 @@ pub struct ReplayOp {
     nonce: u8,
     ts_offset: i16,
     advance: u8,
+    /// False: the record's handling stopped before it finished (the reservation is dropped).
+    handled: bool,
 }
 
-/// Drives a small [`ReplayGuard`] and a [`nonce::NonceGenerator`] with arbitrary operations
-/// against a model: a repeat inside the window is never fresh; nonces never repeat and ascend.
+/// Drives a small [`ReplayGuard`] (8 exact entries, 3 per producer, so almost everything
+/// overflows) and a [`nonce::NonceGenerator`] with arbitrary operations against a model: a repeat
+/// inside the window is never fresh; a message never accepted before (an honest one, or one whose
+/// handling stopped unconfirmed) is always fresh, however much was evicted; nonces ascend.
 pub fn nonce_replay(ops: Vec<ReplayOp>, clock_steps: Vec<i16>) {
     const WINDOW: i64 = 600;
-    let guard = ReplayGuard::new(WINDOW, 8);
+    let limits = ReplayLimits {
+        total: 8,
+        per_producer: 3,
+        // 2^22 bits for at most 512 entries: a false positive is about 1e-19 per check.
+        overflow_bits_log2: 22,
+    };
+    let guard = std::sync::Arc::new(ReplayGuard::new(WINDOW, limits));
     let mut now = NOW;
     const SKEW: i64 = WINDOW / 2;
-    // (producer, nonce) -> (accepted at, signed ts): a replay carries the same signed ts.
-    let mut accepted: std::collections::HashMap<(u8, u8), (i64, i64)> = Default::default();
+    // (producer, nonce) -> signed ts: a replay carries the same signed ts.
+    let mut accepted: std::collections::HashMap<(u8, u8), i64> = Default::default();
     for op in ops.iter().take(512) {
         now += i64::from(op.advance);
         let key = (op.producer, op.nonce);
         let ts = match accepted.get(&key) {
-            Some(&(_, ts)) => ts,
+            Some(&ts) => ts,
             None => now + i64::from(op.ts_offset) % (SKEW + 1),
         };
         if (ts - now).abs() > SKEW {
             continue; // the verifier refuses it as timestamp_skew before the guard
         }
-        let verdict = guard.check_and_remember(&[op.producer; 32], &[op.nonce; 16], ts, now);
-        if accepted.contains_key(&key) {
-            assert_ne!(verdict, ReplayVerdict::Fresh, "replay within skew accepted");
-        }
-        if verdict == ReplayVerdict::Fresh {
-            accepted.insert(key, (now, ts));
+        let verdict = match guard.reserve(&[op.producer; 32], &[op.nonce; 16], now) {
+            Ok(r) if op.handled => {
+                r.confirm();
+                ReplayVerdict::Fresh
+            }
+            Ok(_dropped) => ReplayVerdict::InFlight,
+            Err(v) => v,
+        };
+        match accepted.get(&key) {
+            Some(_) => assert!(
+                matches!(verdict, ReplayVerdict::Replayed),
+                "replay within skew not refused: {verdict:?}"
+            ),
+            None if op.handled => {
+                assert_eq!(verdict, ReplayVerdict::Fresh, "an honest fresh message refused");
+                accepted.insert(key, ts);
+            }
+            None => {}
         }
         assert!(guard.len() <= 8, "guard exceeded its capacity");
     }
@@ -116,7 +138,7 @@ pub fn nonce_replay(ops: Vec<ReplayOp>, clock_steps: Vec<i16>) {
 /// never panic; what parses round-trips.
 pub fn dead_letter_and_json(
     headers: Vec<(String, Vec<u8>)>,
-    value: Vec<u8>,
+    value: Option<Vec<u8>>,
     kind_index: u8,
     json: &str,
 ) {
@@ -126,6 +148,7 @@ pub fn dead_letter_and_json(
         assert_eq!(again.original_headers, d.original_headers);
         assert_eq!(again.reason, d.reason);
         assert_eq!(again.original_offset, d.original_offset);
+        assert_eq!(again.omitted, d.omitted);
     }
     let kind = Kind::ALL[kind_index as usize % Kind::ALL.len()];
     if let Ok(m) = meshbus::contract::json::from_json(kind, json) {
@@ -168,7 +191,7 @@ pub fn record_batch(
             for r in out {
                 let value = r.value.clone().unwrap_or_default();
                 let _ = v.verify_record(Kind::Anomaly, &value, &r.headers);
-                let _ = meshbus::dlq::DeadLetter::from_record(r.key, value, &r.headers);
+                let _ = meshbus::dlq::DeadLetter::from_record(r.key, r.value, &r.headers);
             }
         }
         Err(e) => assert!(!pristine, "a {} batch meshbus encoded did not decode: {e}", meshbus::kafka::fuzzing::codec(codec)),

@@ -1,5 +1,8 @@
-//! `meshbus dlq list` and `meshbus dlq replay`: read the dead-letter topic from the beginning to
-//! its current end (no group, nothing committed) and show or resend selected records.
+//! `meshbus dlq list` and `meshbus dlq replay`: stream the dead-letter topic from the beginning
+//! to its current end (no group, nothing committed, one fetch in memory at a time) and show or
+//! resend selected records. A null value stays null; a letter whose value was omitted is
+//! listed with the original's size and SHA-256 and is not replayed (the original is still at
+//! its topic).
 
 use super::{config, CliResult, Exit};
 use meshbus::config::Config;
@@ -53,34 +56,6 @@ struct Entry {
     letter: DeadLetter,
 }
 
-async fn read_all(client: &Client, config: &Config) -> Result<Vec<Entry>, String> {
-    let topic = &config.dlq_topic;
-    let n = client.partitions(topic).await.map_err(|e| e.to_string())?;
-    let reader = client.reader().await.map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for p in 0..n {
-        let (start, end) = reader
-            .watermarks(topic, p)
-            .await
-            .map_err(|e| e.to_string())?;
-        reader
-            .scan(topic, p, start, end, |r| {
-                match DeadLetter::from_record(r.key, r.value.unwrap_or_default(), &r.headers) {
-                    Ok(letter) => out.push(Entry {
-                        partition: p,
-                        offset: r.offset,
-                        letter,
-                    }),
-                    Err(e) => eprintln!("{topic}/{p}@{}: skipped: {e}", r.offset),
-                }
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    reader.close().await;
-    Ok(out)
-}
-
 fn selected(f: &Filter, e: &Entry) -> bool {
     (f.reason.is_empty() || f.reason.contains(&e.letter.reason))
         && f.topic
@@ -91,6 +66,11 @@ fn selected(f: &Filter, e: &Entry) -> bool {
 
 fn print(f: &Filter, e: &Entry) {
     let l = &e.letter;
+    let size = l
+        .value
+        .as_ref()
+        .map(|v| v.len() as u64)
+        .or(l.omitted.as_ref().map(|o| o.size));
     if f.json {
         println!(
             "{}",
@@ -98,12 +78,15 @@ fn print(f: &Filter, e: &Entry) {
                 "dlq_partition": e.partition, "dlq_offset": e.offset,
                 "original_topic": l.original_topic, "original_partition": l.original_partition,
                 "original_offset": l.original_offset, "reason": l.reason, "error": l.error,
-                "node_id": l.node_id, "failed_at_ms": l.failed_at_ms, "value_bytes": l.value.len(),
+                "node_id": l.node_id, "failed_at_ms": l.failed_at_ms, "value_bytes": size,
+                "value_null": l.value.is_none(),
+                "value_omitted": l.omitted.is_some(),
+                "original_sha256": l.omitted.as_ref().map(|o| o.sha256.clone()),
             })
         );
     } else {
         println!(
-            "{}:{}  {}/{}@{}  {}  node={}  {}",
+            "{}:{}  {}/{}@{}  {}  node={}  {}{}",
             e.partition,
             e.offset,
             l.original_topic,
@@ -111,24 +94,83 @@ fn print(f: &Filter, e: &Entry) {
             l.original_offset,
             l.reason,
             l.node_id,
-            l.error
+            l.error,
+            match &l.omitted {
+                Some(o) => format!("  [value omitted: {} bytes, sha256 {}]", o.size, o.sha256),
+                None => String::new(),
+            }
         );
     }
+}
+
+/// What one pass over the DLQ did.
+#[derive(Default)]
+struct Tally {
+    letters: u64,
+    selected: u64,
+    replayed: u64,
+    failed: u64,
+}
+
+/// Reads the DLQ topic from the beginning to its current end (one fetch in memory at a time)
+/// and calls `each` on every dead letter.
+async fn each_letter(
+    client: &Client,
+    config: &Config,
+    mut each: impl AsyncFnMut(Entry),
+) -> Result<(), String> {
+    let topic = &config.dlq_topic;
+    let n = client.partitions(topic).await.map_err(|e| e.to_string())?;
+    let reader = client.reader().await.map_err(|e| e.to_string())?;
+    for p in 0..n {
+        let (start, end) = reader
+            .watermarks(topic, p)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut scan = reader
+            .start_scan(topic, p, start, end)
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(batch) = reader
+            .next_batch(&mut scan)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            for r in batch {
+                match DeadLetter::from_record(r.key, r.value, &r.headers) {
+                    Ok(letter) => {
+                        each(Entry {
+                            partition: p,
+                            offset: r.offset,
+                            letter,
+                        })
+                        .await
+                    }
+                    Err(e) => eprintln!("{topic}/{p}@{}: skipped: {e}", r.offset),
+                }
+            }
+        }
+    }
+    reader.close().await;
+    Ok(())
 }
 
 /// Runs a `dlq` subcommand.
 pub async fn run(cmd: DlqCommand, metrics: Arc<Metrics>) -> CliResult {
     let config = config()?;
     let client = Client::connect(&config).await.map_err(|e| e.to_string())?;
-    let entries = read_all(&client, &config).await?;
+    let mut tally = Tally::default();
     match cmd {
         DlqCommand::List(f) => {
-            let mut shown = 0;
-            for e in entries.iter().filter(|e| selected(&f, e)) {
-                print(&f, e);
-                shown += 1;
-            }
-            eprintln!("{shown} of {} dead letters", entries.len());
+            each_letter(&client, &config, async |e: Entry| {
+                tally.letters += 1;
+                if selected(&f, &e) {
+                    print(&f, &e);
+                    tally.selected += 1;
+                }
+            })
+            .await?;
+            eprintln!("{} of {} dead letters", tally.selected, tally.letters);
             Ok(Exit::Ok)
         }
         DlqCommand::Replay {
@@ -142,32 +184,43 @@ pub async fn run(cmd: DlqCommand, metrics: Arc<Metrics>) -> CliResult {
                 eprintln!("meshbus: choose records with --at/--reason/--topic, or pass --all");
                 return Ok(Exit::Usage);
             }
-            let producer = Producer::new(client, config, None, metrics);
-            let (mut sent, mut failed) = (0, 0);
-            for e in entries.iter().filter(|e| selected(&filter, e)) {
-                print(&filter, e);
+            let producer = Producer::new(client.clone(), config.clone(), None, metrics);
+            each_letter(&client, &config, async |e: Entry| {
+                tally.letters += 1;
+                if !selected(&filter, &e) {
+                    return;
+                }
+                tally.selected += 1;
+                print(&filter, &e);
                 if dry_run {
-                    continue;
+                    return;
                 }
                 match e.letter.replay(&producer).await {
                     Ok(d) => {
-                        sent += 1;
+                        tally.replayed += 1;
                         eprintln!("  replayed to {}/{}@{}", d.topic, d.partition, d.offset);
                     }
                     Err(err) => {
-                        failed += 1;
+                        tally.failed += 1;
                         eprintln!("  not replayed: {err}");
                     }
                 }
-            }
+            })
+            .await?;
             if let Err(err) = producer.close().await {
                 eprintln!("closing the producer: {err}");
             }
             eprintln!(
-                "replayed {sent}, failed {failed}{}",
+                "replayed {}, failed {}{}",
+                tally.replayed,
+                tally.failed,
                 if dry_run { " (dry run)" } else { "" }
             );
-            Ok(if failed == 0 { Exit::Ok } else { Exit::Refused })
+            Ok(if tally.failed == 0 {
+                Exit::Ok
+            } else {
+                Exit::Refused
+            })
         }
     }
 }

@@ -103,8 +103,12 @@ impl PartitionWorker {
         shared.stats.received.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let value = r.value.as_deref().unwrap_or_default();
-        let verified = shared.verifier.verify_record(self.kind, value, &r.headers);
-        let message = match verified {
+        let verified = shared
+            .verifier
+            .verify_reserving(self.kind, value, &r.headers);
+        // The replay entry is remembered only once the record was handled or dead-lettered:
+        // if the partition stops first, the next owner's redelivery is handled, not refused.
+        let (message, reservation) = match verified {
             Ok(m) => m,
             Err(e) => {
                 let code = e.reason.code();
@@ -132,6 +136,18 @@ impl PartitionWorker {
             headers: r.headers.clone(),
             message,
         };
+        let outcome = self.handle(r, consumed, started).await;
+        if let (Outcome::Done, Some(reservation)) = (&outcome, reservation) {
+            reservation.confirm();
+        }
+        outcome
+    }
+
+    /// Runs the handler with retries; dead-letters the record when they run out.
+    async fn handle(&mut self, r: &InRecord, consumed: Consumed, started: Instant) -> Outcome {
+        let shared = self.shared.clone();
+        let topic = self.tp.0.as_str();
+        let label = Metrics::topic(topic);
         let handler = shared.handlers[&self.kind].clone();
         let settings = &shared.config.consumer;
         let mut backoff = Backoff::new(settings.retry_backoff, settings.retry_backoff_max);
@@ -175,7 +191,7 @@ impl PartitionWorker {
     /// partition waits rather than lose the record).
     async fn dead_letter(&mut self, r: &InRecord, reason: &str, error: &str) -> Outcome {
         let shared = self.shared.clone();
-        let letter = DeadLetter {
+        let mut letter = DeadLetter {
             original_topic: self.tp.0.clone(),
             original_partition: self.tp.1,
             original_offset: r.offset,
@@ -184,7 +200,8 @@ impl PartitionWorker {
             node_id: shared.config.node_id.to_string(),
             failed_at_ms: SystemClock.now_ms(),
             key: r.key.clone(),
-            value: r.value.clone().unwrap_or_default(),
+            value: r.value.clone(),
+            omitted: None,
             original_headers: r.headers.clone(),
         };
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -194,6 +211,9 @@ impl PartitionWorker {
                 .await
             {
                 Ok(_) => {
+                    if letter.omitted.is_some() {
+                        tracing::warn!(topic = %self.tp.0, partition = self.tp.1, offset = r.offset, "dead letter written without its value (too large for the DLQ)");
+                    }
                     shared
                         .metrics
                         .dlq_messages

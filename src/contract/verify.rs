@@ -6,7 +6,7 @@ use super::clock::{Clock, SystemClock};
 use super::limits::*;
 use super::messages::*;
 use super::reason::{fail, Reason, VerifyError};
-use super::replay::{ReplayGuard, ReplayVerdict};
+use super::replay::{ReplayGuard, ReplayLimits, ReplayVerdict, Reservation};
 use super::signing::{ai_message_sign_bytes, control_sign_bytes_in, sha256, SigningDomains};
 use super::trust::TrustStore;
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
@@ -27,8 +27,8 @@ pub struct VerifierConfig {
     pub control_skew_secs: i64,
     /// How long accepted nonces are remembered (default and minimum: twice `ai_skew_secs`).
     pub replay_window_secs: i64,
-    /// Most nonces remembered at once (bounded memory; default 1,000,000, about 100 MB worst case).
-    pub replay_capacity: usize,
+    /// Memory bounds of the replay guard, in total and per producer.
+    pub replay_limits: ReplayLimits,
     /// `AI_POLICY_ALLOWED_PUBKEYS`: when set, `ai.policy.v1` signers must be listed.
     pub policy_allowlist: Option<HashSet<[u8; 32]>>,
     /// When set, policy acks must carry an `ack-signature` by one of these keys.
@@ -43,7 +43,7 @@ impl Default for VerifierConfig {
             ai_skew_secs: 300,
             control_skew_secs: 60,
             replay_window_secs: 600,
-            replay_capacity: 1_000_000,
+            replay_limits: ReplayLimits::default(),
             policy_allowlist: None,
             ack_keys: None,
             domains: SigningDomains::default(),
@@ -58,7 +58,7 @@ pub struct Verifier {
     config: VerifierConfig,
     trust: TrustStore,
     clock: Arc<dyn Clock>,
-    replay: ReplayGuard,
+    replay: Arc<ReplayGuard>,
 }
 
 impl Verifier {
@@ -72,7 +72,7 @@ impl Verifier {
         let window = config
             .replay_window_secs
             .max(config.ai_skew_secs.saturating_mul(2));
-        let replay = ReplayGuard::new(window, config.replay_capacity);
+        let replay = Arc::new(ReplayGuard::new(window, config.replay_limits));
         Verifier {
             config,
             trust,
@@ -91,33 +91,78 @@ impl Verifier {
         self.verify_record(kind, value, &BTreeMap::new())
     }
 
-    /// Verifies a record of `kind` with its headers (used by policy acks, SPEC 3c).
+    /// Verifies a record of `kind` with its headers (used by policy acks, SPEC 3c); an accepted
+    /// `ai.*` message is remembered by the replay guard at once.
     pub fn verify_record(
         &self,
         kind: Kind,
         value: &[u8],
         headers: &BTreeMap<String, Vec<u8>>,
     ) -> Result<Message, VerifyError> {
+        let (m, reservation) = self.verify_reserving(kind, value, headers)?;
+        if let Some(r) = reservation {
+            r.confirm();
+        }
+        Ok(m)
+    }
+
+    /// Like [`Verifier::verify_record`], but an accepted `ai.*` message is only *reserved* in
+    /// the replay guard: confirm the reservation once the record was handled or dead-lettered;
+    /// dropping it (the partition stopped first) lets a redelivery through again.
+    pub fn verify_reserving(
+        &self,
+        kind: Kind,
+        value: &[u8],
+        headers: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(Message, Option<Reservation>), VerifyError> {
         Ok(match kind {
-            Kind::Anomaly => self.verify_ai::<AnomalyEvent>(value)?.into_message(),
-            Kind::Evidence => self.verify_ai::<EvidenceEvent>(value)?.into_message(),
-            Kind::Policy => self.verify_ai::<PolicyEvent>(value)?.into_message(),
-            Kind::Commit => self.verify_control::<CommitEvent>(value)?.into_message(),
-            Kind::PolicyUpdate => self
-                .verify_control::<PolicyUpdateEvent>(value)?
-                .into_message(),
-            Kind::Reputation => self
-                .verify_control::<ReputationEvent>(value)?
-                .into_message(),
-            Kind::EvidenceRequest => self
-                .verify_control::<EvidenceRequestEvent>(value)?
-                .into_message(),
-            Kind::PolicyAck => Message::PolicyAck(self.verify_policy_ack(value, headers)?),
+            Kind::Anomaly => self.ai::<AnomalyEvent>(value)?,
+            Kind::Evidence => self.ai::<EvidenceEvent>(value)?,
+            Kind::Policy => self.ai::<PolicyEvent>(value)?,
+            Kind::Commit => (
+                self.verify_control::<CommitEvent>(value)?.into_message(),
+                None,
+            ),
+            Kind::PolicyUpdate => (
+                self.verify_control::<PolicyUpdateEvent>(value)?
+                    .into_message(),
+                None,
+            ),
+            Kind::Reputation => (
+                self.verify_control::<ReputationEvent>(value)?
+                    .into_message(),
+                None,
+            ),
+            Kind::EvidenceRequest => (
+                self.verify_control::<EvidenceRequestEvent>(value)?
+                    .into_message(),
+                None,
+            ),
+            Kind::PolicyAck => (
+                Message::PolicyAck(self.verify_policy_ack(value, headers)?),
+                None,
+            ),
         })
     }
 
-    /// Verifies an `ai.*` record (SPEC 4 steps 1-9) and returns the typed message.
+    fn ai<M: AiChecks>(&self, value: &[u8]) -> Result<(Message, Option<Reservation>), VerifyError> {
+        let (m, r) = self.verify_ai_reserving::<M>(value)?;
+        Ok((m.into_message(), Some(r)))
+    }
+
+    /// Verifies an `ai.*` record (SPEC 4 steps 1-9), remembers it, and returns the typed message.
     pub fn verify_ai<M: AiChecks>(&self, value: &[u8]) -> Result<M, VerifyError> {
+        let (m, r) = self.verify_ai_reserving::<M>(value)?;
+        r.confirm();
+        Ok(m)
+    }
+
+    /// Verifies an `ai.*` record (SPEC 4 steps 1-9); the replay entry is reserved, not yet
+    /// remembered.
+    pub fn verify_ai_reserving<M: AiChecks>(
+        &self,
+        value: &[u8],
+    ) -> Result<(M, Reservation), VerifyError> {
         let m: M = decode(value)?;
         // 2. structure, sizes, alg
         m.check_structure()?;
@@ -160,16 +205,13 @@ impl Verifier {
         // 7, 8. kind-specific checks
         m.check_after_signature(self)?;
         // 9. replay
-        match self
-            .replay
-            .check_and_remember(m.producer_id(), m.nonce(), m.ts(), now)
-        {
-            ReplayVerdict::Fresh => Ok(m),
-            ReplayVerdict::Replayed => fail(Reason::Replayed, "(producer_id, nonce) seen before"),
-            ReplayVerdict::BelowFloor => fail(
+        match self.replay.reserve(m.producer_id(), m.nonce(), now) {
+            Ok(r) => Ok((m, r)),
+            Err(ReplayVerdict::InFlight) => fail(
                 Reason::Replayed,
-                "timestamp older than what the bounded replay guard still remembers",
+                "(producer_id, nonce) is being handled from another record",
             ),
+            Err(_) => fail(Reason::Replayed, "(producer_id, nonce) seen before"),
         }
     }
 

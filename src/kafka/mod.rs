@@ -225,6 +225,15 @@ impl Client {
     }
 }
 
+/// Where a [`Reader`] scan stands.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    topic: String,
+    partition: i32,
+    next: i64,
+    to: i64,
+}
+
 /// Reads partitions from given offsets, without a consumer group.
 pub struct Reader {
     consumer: krafka::consumer::Consumer,
@@ -247,41 +256,70 @@ impl Reader {
         to: i64,
         mut each: impl FnMut(InRecord),
     ) -> Result<(), KafkaError> {
-        if from >= to {
-            return Ok(());
+        let mut scan = self.start_scan(topic, partition, from, to).await?;
+        while let Some(batch) = self.next_batch(&mut scan).await? {
+            batch.into_iter().for_each(&mut each);
         }
-        self.consumer.assign(topic, vec![partition]).await?;
-        self.consumer.seek(topic, partition, from).await?;
-        let mut next = from;
+        Ok(())
+    }
+
+    /// Positions the reader for [`Reader::next_batch`] over `topic`/`partition` from `from`
+    /// up to (not including) `to`.
+    pub async fn start_scan(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) -> Result<Scan, KafkaError> {
+        if from < to {
+            self.consumer.assign(topic, vec![partition]).await?;
+            self.consumer.seek(topic, partition, from).await?;
+        }
+        Ok(Scan {
+            topic: topic.to_string(),
+            partition,
+            next: from,
+            to,
+        })
+    }
+
+    /// The next fetch of a scan, in offset order (`None` once the end is reached): memory
+    /// holds one fetch at a time, however long the partition.
+    pub async fn next_batch(&self, scan: &mut Scan) -> Result<Option<Vec<InRecord>>, KafkaError> {
         let mut idle = Duration::ZERO;
-        while next < to {
+        while scan.next < scan.to {
             let batch = self.consumer.poll(Duration::from_millis(500)).await?;
             if batch.is_empty() {
                 // Transaction markers and compacted gaps hold no record: the position tells.
-                if let Some(p) = self.consumer.position(topic, partition).await {
-                    if p >= to {
+                if let Some(p) = self.consumer.position(&scan.topic, scan.partition).await {
+                    if p >= scan.to {
                         break;
                     }
                 }
                 idle += Duration::from_millis(500);
                 if idle > self.timeout {
                     return Err(KafkaError::Timeout {
-                        op: format!("read {topic}/{partition} at {next}"),
+                        op: format!("read {}/{} at {}", scan.topic, scan.partition, scan.next),
                         after: idle,
                     });
                 }
                 continue;
             }
-            idle = Duration::ZERO;
+            let mut out = Vec::with_capacity(batch.len());
             for r in batch {
-                if r.offset < next || r.offset >= to {
+                if r.offset < scan.next || r.offset >= scan.to {
                     continue;
                 }
-                next = r.offset + 1;
-                each(r.into());
+                scan.next = r.offset + 1;
+                out.push(r.into());
+            }
+            if !out.is_empty() {
+                return Ok(Some(out));
             }
         }
-        Ok(())
+        scan.next = scan.to;
+        Ok(None)
     }
 
     /// Closes the reader.

@@ -127,7 +127,9 @@ impl Sender {
             return Err(KafkaError::Closed("producer closed".into()));
         }
         let producer = self.producer().await?;
-        let mut r = krafka::Record::new(topic, value.unwrap_or_default()).timestamp(timestamp_ms);
+        let mut r = krafka::Record::new(topic, Vec::new()).timestamp(timestamp_ms);
+        // A null value stays null on the wire.
+        r.value = value.map(bytes::Bytes::from);
         if let Some(k) = key {
             r = r.key(k);
         }

@@ -231,8 +231,14 @@ impl Producer {
             headers.insert(ACK_SIGNATURE_ALG_HEADER.to_string(), b"ed25519".to_vec());
         }
         let topic = self.config.topic(msg.kind()).to_string();
-        self.send(&topic, msg.kind().name(), msg.record_key(), value, headers)
-            .await
+        self.send(
+            &topic,
+            msg.kind().name(),
+            msg.record_key(),
+            Some(value),
+            headers,
+        )
+        .await
     }
 
     /// Sends raw bytes (no signing, no verification) to `topic`.
@@ -241,6 +247,17 @@ impl Producer {
         topic: &str,
         key: Option<Vec<u8>>,
         value: Vec<u8>,
+        headers: BTreeMap<String, Vec<u8>>,
+    ) -> Result<Delivery, SendError> {
+        self.send_raw_value(topic, key, Some(value), headers).await
+    }
+
+    /// Sends raw bytes to `topic`; a `None` value is Kafka's null value.
+    pub async fn send_raw_value(
+        &self,
+        topic: &str,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
         headers: BTreeMap<String, Vec<u8>>,
     ) -> Result<Delivery, SendError> {
         let kind = self
@@ -256,7 +273,7 @@ impl Producer {
         topic: &str,
         kind: &str,
         key: Option<Vec<u8>>,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
         headers: BTreeMap<String, Vec<u8>>,
     ) -> Result<Delivery, SendError> {
         let labels = Metrics::topic_type(topic, kind);
@@ -280,14 +297,15 @@ impl Producer {
         &self,
         topic: &str,
         key: Option<Vec<u8>>,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
         headers: BTreeMap<String, Vec<u8>>,
     ) -> Result<Delivery, SendError> {
-        if value.len() > MAX_RECORD_BYTES {
-            return Err(SendError::TooLarge { size: value.len() });
+        let size = value.as_ref().map_or(0, Vec::len);
+        if size > MAX_RECORD_BYTES {
+            return Err(SendError::TooLarge { size });
         }
         if !self.throttle.is_unlimited() {
-            let waited = self.throttle.admit(value.len()).await;
+            let waited = self.throttle.admit(size).await;
             self.metrics
                 .producer_throttled_seconds
                 .get_or_create(&Metrics::topic(topic))
@@ -297,7 +315,7 @@ impl Producer {
             return Err(SendError::BreakerOpen);
         }
         let started = Instant::now();
-        let size = value.len() as u64;
+        let size = size as u64;
         let timestamp_ms = crate::contract::clock::SystemClock.now_ms();
         let p = &self.config.producer;
         let backoff = ExponentialBuilder::default()
@@ -307,7 +325,6 @@ impl Producer {
             .with_max_times(p.max_retries)
             .with_jitter();
         let attempts = AtomicUsize::new(0);
-        let value = Some(value);
         let result = (|| async {
             attempts.fetch_add(1, Ordering::Relaxed);
             let (partition, offset) = self
