@@ -17,9 +17,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+/// The shared node, whose plaintext listener is advertised on a port a test may put a proxy on.
 fn broker() -> &'static Broker {
-    static B: OnceLock<Broker> = OnceLock::new();
-    B.get_or_init(|| Broker::start(&[]))
+    &shared().0
+}
+
+fn shared() -> &'static (Broker, u16) {
+    static B: OnceLock<(Broker, u16)> = OnceLock::new();
+    B.get_or_init(|| {
+        let advertised = common::broker::free_port();
+        let b = Broker::start_with(1, &[], &["--plain-advertise", &advertised.to_string()]);
+        (b, advertised)
+    })
 }
 
 /// Every record of `topic` partition 0, read without a group.
@@ -201,4 +210,126 @@ async fn a_record_whose_handling_stopped_unfinished_is_handled_by_the_next_owner
     let copy = read_all(&config, topic).await.remove(0);
     let again = verifier.verify(Kind::Anomaly, copy.value.as_deref().unwrap());
     assert_eq!(again.unwrap_err().reason.code(), "replayed");
+}
+
+/// (member, offset, when) of every record handled.
+type Timeline = Arc<std::sync::Mutex<Vec<(&'static str, i64, std::time::Instant)>>>;
+
+async fn timed_member(
+    config: &meshbus::config::Config,
+    verifier: Arc<meshbus::contract::Verifier>,
+    name: &'static str,
+    pace: Duration,
+    timeline: &Timeline,
+) -> Consumer {
+    let t = timeline.clone();
+    Consumer::connect(
+        config.clone(),
+        verifier,
+        Metrics::new(),
+        mesh::options("hard-stall"),
+    )
+    .await
+    .unwrap()
+    .handle(Kind::Anomaly, move |r: Consumed| {
+        let t = t.clone();
+        async move {
+            tokio::time::sleep(pace).await;
+            t.lock()
+                .unwrap()
+                .push((name, r.offset, std::time::Instant::now()));
+            Ok(())
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_coordinator_stalls_stops_before_another_takes_its_partition() {
+    let (b, advertised) = shared();
+    let topic = "hard.stall";
+    b.create_topics(1, &[], &[topic]);
+    let proxy = common::proxy::start(*advertised, b.plain_port()).await;
+    let v = vectors::load();
+    let mut direct = b.config();
+    direct.topics.insert(Kind::Anomaly, topic.into());
+    direct.dlq_topic = "hard.stall-dlq".into();
+    let ai = mesh::producer(&direct, Some(mesh::ai_signer(&v))).await;
+    for i in 0..400 {
+        ai.send_anomaly(sample::anomaly(i, 200)).await.unwrap();
+    }
+    // Member A talks to the cluster through the proxy, with a request timeout far longer than
+    // its 6 s session; member B talks to it directly.
+    let mut proxied = meshbus::config::Config::builder()
+        .brokers([format!("127.0.0.1:{advertised}")])
+        .request_timeout(Duration::from_secs(25))
+        .build()
+        .unwrap();
+    proxied.topics = direct.topics.clone();
+    proxied.dlq_topic = direct.dlq_topic.clone();
+    let timeline: Timeline = Arc::default();
+    let a = timed_member(
+        &proxied,
+        mesh::verifier(&v),
+        "A",
+        Duration::from_millis(25),
+        &timeline,
+    )
+    .await;
+    let (stop_a, task_a) = mesh::spawn(a);
+    assert!(
+        wait_for(Duration::from_secs(30), || timeline.lock().unwrap().len()
+            >= 20)
+        .await,
+        "A never got going"
+    );
+    // A's coordinator (and fetch) answers stop coming; A still holds fetched records.
+    proxy.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let stalled_at = std::time::Instant::now();
+    let b_member = timed_member(&direct, mesh::verifier(&v), "B", Duration::ZERO, &timeline).await;
+    let (stop_b, task_b) = mesh::spawn(b_member);
+    let b_started = wait_for(Duration::from_secs(60), || {
+        timeline.lock().unwrap().iter().any(|(m, _, _)| *m == "B")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy
+        .stall
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let _ = stop_b.send(());
+    let _ = stop_a.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(40), task_b).await;
+    let _ = tokio::time::timeout(Duration::from_secs(40), task_a).await;
+    assert!(b_started, "B never took the partition");
+
+    let events = timeline.lock().unwrap().clone();
+    let last_a = events
+        .iter()
+        .filter(|(m, _, _)| *m == "A")
+        .map(|e| e.2)
+        .max()
+        .unwrap();
+    let first_b = events
+        .iter()
+        .filter(|(m, _, _)| *m == "B")
+        .map(|e| e.2)
+        .min()
+        .unwrap();
+    let a_after_stall = events
+        .iter()
+        .filter(|(m, _, t)| *m == "A" && *t > stalled_at)
+        .count();
+    eprintln!(
+        "A handled {a_after_stall} records after the stall and stopped {:?} after it; B started {:?} after it",
+        last_a.saturating_duration_since(stalled_at),
+        first_b.saturating_duration_since(stalled_at)
+    );
+    assert!(
+        a_after_stall > 0,
+        "A should still have had fetched records to work on"
+    );
+    assert!(
+        last_a < first_b,
+        "A handled a record {:?} after B started on the same partition",
+        last_a - first_b
+    );
 }

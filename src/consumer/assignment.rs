@@ -18,6 +18,8 @@ const PAUSE_ABOVE: usize = 2000;
 const RESUME_BELOW: usize = 500;
 
 struct Worker {
+    /// The membership-lost count when the worker started: a later loss is its partition's.
+    epoch: u64,
     records: mpsc::UnboundedSender<InRecord>,
     queued: Arc<AtomicUsize>,
     paused: bool,
@@ -31,7 +33,11 @@ pub(crate) struct Assignment {
     kinds: BTreeMap<String, Kind>,
     tracker: Arc<OffsetTracker>,
     workers: Mutex<BTreeMap<TopicPartition, Worker>>,
+    /// Partitions stopped because the membership was lost, until assigned again: records of
+    /// theirs still arriving from a poll are not handled (their next owner has them).
+    lost: Mutex<std::collections::BTreeSet<TopicPartition>>,
     consumer: OnceLock<Arc<GroupConsumer>>,
+    lost_count: OnceLock<watch::Receiver<u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -49,13 +55,47 @@ impl Assignment {
             kinds,
             tracker,
             workers: Mutex::default(),
+            lost: Mutex::default(),
             consumer: OnceLock::new(),
+            lost_count: OnceLock::new(),
         })
     }
 
     /// The group consumer, once built (revocation commits through it).
     pub(crate) fn set_consumer(&self, c: Arc<GroupConsumer>) {
+        let _ = self.lost_count.set(c.membership_lost());
         let _ = self.consumer.set(c);
+    }
+
+    fn epoch(&self) -> u64 {
+        self.lost_count.get().map_or(0, |rx| *rx.borrow())
+    }
+
+    /// Stops, without a commit, every partition started before membership loss number
+    /// `count`: the coordinator may already have given them to another member. Called the
+    /// moment the loss is known, not at the next poll.
+    pub(crate) fn lose_before(&self, count: u64) {
+        let gone: Vec<(TopicPartition, Worker)> = {
+            let mut workers = lock(&self.workers);
+            let tps: Vec<TopicPartition> = workers
+                .iter()
+                .filter(|(_, w)| w.epoch < count)
+                .map(|(tp, _)| tp.clone())
+                .collect();
+            tps.into_iter()
+                .filter_map(|tp| workers.remove(&tp).map(|w| (tp, w)))
+                .collect()
+        };
+        if gone.is_empty() {
+            return;
+        }
+        let tps: Vec<TopicPartition> = gone.iter().map(|(tp, _)| tp.clone()).collect();
+        tracing::warn!(partitions = ?tps, "group membership lost; stopping the partitions without a commit");
+        lock(&self.lost).extend(tps.iter().cloned());
+        for (_, w) in gone {
+            let _ = w.stop.send(true);
+        }
+        self.tracker.forget(&tps);
     }
 
     fn spawn(&self, tp: &TopicPartition) -> Option<Worker> {
@@ -76,6 +116,7 @@ impl Assignment {
             .run(),
         );
         Some(Worker {
+            epoch: self.epoch(),
             records: tx,
             queued,
             paused: false,
@@ -89,9 +130,13 @@ impl Assignment {
     /// arrive, so a queue stays bounded by a fetch).
     pub(crate) fn dispatch(&self, records: Vec<InRecord>) -> Vec<TopicPartition> {
         let mut pause = Vec::new();
+        let lost = lock(&self.lost).clone();
         let mut workers = lock(&self.workers);
         for r in records {
             let tp = (r.topic.clone(), r.partition);
+            if lost.contains(&tp) {
+                continue;
+            }
             if !workers.contains_key(&tp) {
                 let Some(w) = self.spawn(&tp) else { continue };
                 workers.insert(tp.clone(), w);
@@ -176,6 +221,12 @@ impl RebalanceEvents for Assignment {
         let me = self;
         Box::pin(async move {
             tracing::info!(partitions = ?partitions, "partitions assigned");
+            {
+                let mut lost = lock(&me.lost);
+                for tp in &partitions {
+                    lost.remove(tp);
+                }
+            }
             let mut workers = lock(&me.workers);
             for tp in partitions {
                 if let std::collections::btree_map::Entry::Vacant(slot) = workers.entry(tp) {

@@ -188,6 +188,15 @@ pub enum ConsumeError {
     Kafka(#[from] KafkaError),
 }
 
+/// Aborts a helper task when the consumer's run ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub(crate) struct Shared {
     config: Config,
     client: Client,
@@ -316,6 +325,19 @@ impl Consumer {
                 .await?,
         );
         assignment.set_consumer(consumer.clone());
+        // Partitions stop the moment the membership is lost (a fence, or no heartbeat
+        // answered within the session), even while a poll is held up by a stalled fetch.
+        let mut lost = consumer.membership_lost();
+        let watcher = tokio::spawn({
+            let assignment = assignment.clone();
+            async move {
+                while lost.changed().await.is_ok() {
+                    let count = *lost.borrow_and_update();
+                    assignment.lose_before(count);
+                }
+            }
+        });
+        let _watcher = AbortOnDrop(watcher);
         tokio::pin!(shutdown);
         // A poll is never cut short by anything but shutdown: dropping one mid-fetch wastes
         // the broker's answer and desynchronises its fetch session (KIP-227). Commits happen

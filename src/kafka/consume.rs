@@ -146,6 +146,15 @@ impl GroupConsumer {
         Ok(records.into_iter().map(InRecord::from).collect())
     }
 
+    /// How many times this member's partitions were lost, updated the moment the heartbeat
+    /// finds out (a fence, or no heartbeat answered within the session): lets the pipeline
+    /// stop those partitions before the next poll returns.
+    pub fn membership_lost(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.consumer
+            .membership_lost_watch()
+            .unwrap_or_else(|| tokio::sync::watch::channel(0).1)
+    }
+
     /// Commits exactly `offsets` (the next offset to read, per partition).
     pub async fn commit(&self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), KafkaError> {
         if offsets.is_empty() {

@@ -1,6 +1,7 @@
 //! A fault-injecting TCP proxy for the plaintext test listener: it forwards Kafka frames both
 //! ways and, when armed, swallows the answer to one Produce request and cuts the connection,
-//! the way a lost acknowledgement looks to a client.
+//! the way a lost acknowledgement looks to a client; or, while `stall` is set, holds every
+//! answer back with the connections open, the way a stalled broker looks.
 #![allow(dead_code)]
 
 use std::collections::HashSet;
@@ -18,6 +19,8 @@ pub struct ProxyState {
     pub drop_produce_answer: AtomicUsize,
     /// Answers dropped.
     pub dropped: AtomicUsize,
+    /// While set, answers are held back (in order) and connections stay open.
+    pub stall: std::sync::atomic::AtomicBool,
 }
 
 /// Runs the proxy on `listen` (the port the broker advertises) towards `upstream`.
@@ -80,6 +83,9 @@ async fn relay(client: TcpStream, upstream: TcpStream, state: Arc<ProxyState>) {
         }
     });
     while let Some(body) = read_frame(&mut ur).await {
+        while state.stall.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         if body.len() >= 4 {
             let correlation = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
             let number = produce

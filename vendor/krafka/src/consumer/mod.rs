@@ -890,6 +890,15 @@ impl Consumer {
         self.state.lock().assignment().into_iter().collect()
     }
 
+    /// meshbus patch: how many times this member's partitions were lost (the coordinator
+    /// fenced or forgot the member, or no heartbeat was answered within the session), counted
+    /// the moment the heartbeat task finds out; `None` without a group. The next `poll`
+    /// still runs `on_partitions_lost`; this lets an application stop work on those
+    /// partitions before that poll returns.
+    pub fn membership_lost_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.group_coordinator.as_ref().map(|c| c.lost_watch())
+    }
+
     /// The subscribed (or manually assigned) topics.
     pub async fn subscription(&self) -> StdHashSet<String> {
         self.state.lock().subscription.iter().cloned().collect()

@@ -533,6 +533,16 @@ impl GroupCoordinator {
         let heartbeat = self.heartbeat.clone();
         let poll_tracker = self.poll_tracker.clone();
         let epoch = self.heartbeat_epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        // meshbus patch: the local session deadline. The coordinator expires the member
+        // `session_timeout` after the last heartbeat it received; this member can only be sure
+        // of the ones it sent and saw answered. Past `session_timeout - margin` since the last
+        // answered heartbeat was sent (the join that starts this task counts as one), the
+        // member reports its partitions lost instead of waiting out a heartbeat stuck on a
+        // stalled coordinator connection for the whole request timeout: otherwise it keeps
+        // consuming partitions the coordinator has already handed to another member.
+        let session_timeout = self.session_timeout;
+        let margin = (session_timeout / 3).max(heartbeat_interval.min(session_timeout / 2));
+        let mut session_deadline = tokio::time::Instant::now() + (session_timeout - margin);
         heartbeat.start();
 
         tokio::spawn(async move {
@@ -548,6 +558,17 @@ impl GroupCoordinator {
                         }
                         let Some(coordinator) = coordinator.upgrade() else { break };
                         if coordinator.heartbeat_epoch.load(Ordering::Acquire) != epoch {
+                            break;
+                        }
+                        if tokio::time::Instant::now() >= session_deadline {
+                            warn!(
+                                "No heartbeat of group '{}' answered within {:?} of the session \
+                                 timeout ({:?}); the session may have expired: the member's \
+                                 partitions are lost",
+                                group_id, session_timeout - margin, session_timeout
+                            );
+                            heartbeat.signal_member_invalidated();
+                            heartbeat.stop();
                             break;
                         }
 
@@ -573,9 +594,26 @@ impl GroupCoordinator {
                             break;
                         }
 
-                        match coordinator.send_heartbeat().await {
-                            Ok(ErrorCode::None) => {}
+                        let sent = tokio::time::Instant::now();
+                        let answer = match tokio::time::timeout_at(
+                            session_deadline,
+                            coordinator.send_heartbeat(),
+                        )
+                        .await
+                        {
+                            Ok(answer) => answer,
+                            // The deadline check at the next tick reports the loss.
+                            Err(_) => {
+                                coordinator.drop_coordinator();
+                                continue;
+                            }
+                        };
+                        match answer {
+                            Ok(ErrorCode::None) => {
+                                session_deadline = sent + (session_timeout - margin);
+                            }
                             Ok(ErrorCode::RebalanceInProgress) => {
+                                session_deadline = sent + (session_timeout - margin);
                                 if coordinator.is_cooperative() {
                                     debug!(
                                         "Rebalance in progress for group '{}'; rejoining in \

@@ -83,7 +83,7 @@ impl PollTracker {
 }
 
 /// Flags the heartbeat task raises for the poll path, and whether it runs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct HeartbeatController {
     /// Whether a heartbeat task is running.
     running: AtomicBool,
@@ -92,6 +92,21 @@ pub(crate) struct HeartbeatController {
     /// The coordinator no longer knows this member (unknown member, illegal
     /// generation, fenced epoch): its partitions are lost.
     member_invalidated: AtomicBool,
+    /// meshbus patch: how many times the member was invalidated, published the moment it
+    /// happens, so an application can stop work on its partitions at once instead of at its
+    /// next poll (which a stalled fetch can hold for a whole request timeout).
+    lost_count: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for HeartbeatController {
+    fn default() -> Self {
+        Self {
+            running: AtomicBool::new(false),
+            rebalance_needed: AtomicBool::new(false),
+            member_invalidated: AtomicBool::new(false),
+            lost_count: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl HeartbeatController {
@@ -119,6 +134,12 @@ impl HeartbeatController {
     pub(crate) fn signal_member_invalidated(&self) {
         self.member_invalidated.store(true, Ordering::Release);
         self.rebalance_needed.store(true, Ordering::Release);
+        self.lost_count.send_modify(|n| *n += 1);
+    }
+
+    /// meshbus patch: a receiver of the invalidation count.
+    pub(crate) fn lost_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.lost_count.subscribe()
     }
 
     pub(crate) fn take_member_invalidated(&self) -> bool {

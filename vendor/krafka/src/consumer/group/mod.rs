@@ -396,6 +396,11 @@ impl GroupCoordinator {
         self.inner.write().state = GroupState::Unjoined;
     }
 
+    /// meshbus patch: the count of member invalidations, as it happens.
+    pub(crate) fn lost_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.heartbeat.lost_watch()
+    }
+
     /// Take a non-retriable error recorded by the heartbeat task, once.
     pub(crate) fn take_fatal_error(&self) -> Option<KrafkaError> {
         self.fatal_error.lock().take()
