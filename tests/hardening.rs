@@ -333,3 +333,68 @@ async fn a_member_whose_coordinator_stalls_stops_before_another_takes_its_partit
         last_a - first_b
     );
 }
+
+/// A handler that panics before it even returns its future.
+struct PanicsAtOnce;
+
+impl meshbus::consumer::Handler for PanicsAtOnce {
+    fn handle(&self, r: Consumed) -> meshbus::consumer::HandlerFuture {
+        if r.offset == 1 {
+            panic!("handler bug at offset 1");
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_a_handler_failure_not_a_silently_dead_partition() {
+    let b = broker();
+    let topic = "hard.panic";
+    b.create_topics(1, &[], &[topic, "hard.panic-dlq"]);
+    let v = vectors::load();
+    let mut config = b.config();
+    config.topics.insert(Kind::Anomaly, topic.into());
+    config.dlq_topic = "hard.panic-dlq".into();
+    config.consumer.retry_max = 1;
+    config.consumer.retry_backoff = Duration::from_millis(10);
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    for i in 0..5 {
+        ai.send_anomaly(sample::anomaly(i, 100)).await.unwrap();
+    }
+    let c = Consumer::connect(
+        config.clone(),
+        mesh::verifier(&v),
+        Metrics::new(),
+        mesh::options("hard-panic"),
+    )
+    .await
+    .unwrap()
+    .handle(Kind::Anomaly, PanicsAtOnce);
+    let stats = c.stats();
+    let (stop, task) = mesh::spawn(c);
+    // Offset 1 is retried once, then dead-lettered as handler_failed; the others are handled.
+    let done = wait_for(Duration::from_secs(30), || {
+        let (_, handled, _, failed, dead) = stats.snapshot();
+        handled == 4 && failed == 1 && dead == 1
+    })
+    .await;
+    let (reached, _) =
+        mesh::commits_reach_end(b, "hard-panic", topic, Duration::from_secs(20)).await;
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    assert!(done, "stats {:?}", stats.snapshot());
+    assert!(reached, "{:?}", b.committed("hard-panic"));
+    let letters = read_all(&config, "hard.panic-dlq").await;
+    assert_eq!(letters.len(), 1);
+    let l = DeadLetter::from_record(
+        letters[0].key.clone(),
+        letters[0].value.clone(),
+        &letters[0].headers,
+    )
+    .unwrap();
+    assert_eq!(
+        (l.reason.as_str(), l.original_offset),
+        ("handler_failed", 1)
+    );
+    assert!(l.error.contains("panicked"), "{}", l.error);
+}

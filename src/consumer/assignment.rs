@@ -156,6 +156,16 @@ impl Assignment {
         pause
     }
 
+    /// A partition whose worker ended while still assigned (it panicked: a bug), if any.
+    /// Workers end only when stopped, so the consumer fails loudly instead of holding a
+    /// partition nobody works on while its heartbeats go on.
+    pub(crate) fn crashed(&self) -> Option<TopicPartition> {
+        lock(&self.workers)
+            .iter()
+            .find(|(_, w)| w.task.is_finished())
+            .map(|(tp, _)| tp.clone())
+    }
+
     /// Paused partitions whose queues have drained, now marked resumed.
     pub(crate) fn drained(&self) -> Vec<TopicPartition> {
         let mut out = Vec::new();

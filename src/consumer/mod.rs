@@ -186,6 +186,15 @@ pub enum ConsumeError {
     /// A broker error that retrying cannot fix (TLS, authentication, protocol).
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    /// A partition's worker died (a panic outside the handler: a bug). The other partitions
+    /// were stopped and their handled offsets committed; the crashed one's record was not.
+    #[error("the worker of {topic}/{partition} panicked; the consumer stopped")]
+    WorkerPanicked {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
 }
 
 /// Aborts a helper task when the consumer's run ends, however it ends.
@@ -368,6 +377,12 @@ impl Consumer {
                     let _ = consumer.close().await;
                     return Err(e.into());
                 }
+            }
+            if let Some((topic, partition)) = assignment.crashed() {
+                tracing::error!(%topic, partition, "a partition worker panicked; stopping the consumer");
+                assignment.stop_all_and_commit().await;
+                let _ = consumer.close().await;
+                return Err(ConsumeError::WorkerPanicked { topic, partition });
             }
             if last_commit.elapsed() >= commit_interval {
                 last_commit = std::time::Instant::now();

@@ -154,8 +154,10 @@ impl PartitionWorker {
         let mut attempt = 0;
         let last_error = loop {
             attempt += 1;
-            let fut = handler.handle(consumed.clone());
-            let result = match tokio::spawn(fut).await {
+            // The handler runs in its own task, its synchronous part included, so a panic in
+            // it (with panic = "unwind") is a handler failure, not a dead worker.
+            let (h, c) = (handler.clone(), consumed.clone());
+            let result = match tokio::spawn(async move { h.handle(c).await }).await {
                 Ok(r) => r,
                 Err(e) => Err(format!("handler panicked: {e}")),
             };
