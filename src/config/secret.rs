@@ -1,10 +1,18 @@
-//! A secret string that never prints.
+//! A secret string that never prints and is wiped from memory when dropped.
 
 use std::fmt;
+use zeroize::Zeroize;
 
-/// A password or other secret: `Debug` and `Display` print `***`.
+/// A password or other secret: `Debug` and `Display` print `***`, and its bytes are zeroized
+/// when it is dropped (krafka, which receives a copy for SASL, zeroizes its own).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl Secret {
     /// Wraps a secret.

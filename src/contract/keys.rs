@@ -51,11 +51,21 @@ pub fn load_signing_key(path: &Path, environment: Environment) -> Result<Signing
     if environment.is_strict() {
         check_private_mode(path, environment)?;
     }
-    let bytes = std::fs::read(path).map_err(|source| KeyError::Io {
+    // The file's bytes are key material: wiped once parsed.
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    })?);
     parse_signing_key(&bytes).map_err(|detail| invalid(path.display().to_string(), detail))
+}
+
+/// Refuses a private key file (signing key, TLS client key) that group or others may read,
+/// in staging and production; anything goes in development.
+pub fn check_private_key_file(path: &Path, environment: Environment) -> Result<(), KeyError> {
+    if environment.is_strict() {
+        check_private_mode(path, environment)?;
+    }
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -90,13 +100,15 @@ pub fn parse_signing_key(bytes: &[u8]) -> Result<SigningKey, String> {
                 .map_err(|e| format!("not a PEM PKCS#8 Ed25519 private key ({e})"));
         }
         if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let seed = decode_hex32(t).map_err(|e| e.to_string())?;
+            let seed = zeroize::Zeroizing::new(decode_hex32(t).map_err(|e| e.to_string())?);
             return Ok(SigningKey::from_bytes(&seed));
         }
     }
-    let seed: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| "expected PEM PKCS#8, a 32-byte seed or 64 hex characters".to_string())?;
+    let seed: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(
+        bytes
+            .try_into()
+            .map_err(|_| "expected PEM PKCS#8, a 32-byte seed or 64 hex characters".to_string())?,
+    );
     Ok(SigningKey::from_bytes(&seed))
 }
 

@@ -93,7 +93,13 @@ fn security(config: &Config) -> Result<krafka::auth::AuthConfig, KafkaError> {
                 c = c.with_ca_cert(path(ca));
             }
             match (&t.client_cert, &t.client_key) {
-                (Some(cert), Some(key)) => c = c.with_client_cert(path(cert), path(key)),
+                (Some(cert), Some(key)) => {
+                    // The TLS client key gets the signing key's guard: 0600 in staging and
+                    // production.
+                    crate::contract::keys::check_private_key_file(key, config.environment)
+                        .map_err(|e| KafkaError::config("KAFKA_CLIENT_KEY", e.to_string()))?;
+                    c = c.with_client_cert(path(cert), path(key))
+                }
                 (None, None) => {}
                 _ => {
                     return Err(KafkaError::config(
@@ -325,5 +331,41 @@ impl Reader {
     /// Closes the reader.
     pub async fn close(self) {
         let _ = self.consumer.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Environment, Tls};
+
+    #[cfg(unix)]
+    #[test]
+    fn a_readable_tls_client_key_is_refused_in_production_naming_the_variable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, b"-----BEGIN PRIVATE KEY-----\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let mut config = Config {
+            environment: Environment::Production,
+            tls: Some(Tls {
+                ca_cert: Some(file("ca.pem", 0o644)),
+                client_cert: Some(file("client.pem", 0o644)),
+                client_key: Some(file("client.key", 0o644)),
+            }),
+            ..Config::default()
+        };
+        let e = security(&config).err().expect("0644 key refused");
+        assert!(e.to_string().contains("KAFKA_CLIENT_KEY"), "{e}");
+        config.environment = Environment::Development;
+        assert!(security(&config).is_ok(), "development allows it");
+        config.environment = Environment::Staging;
+        let key = config.tls.as_ref().unwrap().client_key.clone().unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(security(&config).is_ok(), "0600 is fine");
     }
 }
