@@ -22,11 +22,12 @@
 //! ```
 
 use crate::config::Config;
-use crate::consumer::{ConsumeError, Consumer, ConsumerOptions, Stats};
+use crate::consumer::{ConsumeError, Consumer, ConsumerHealth, ConsumerOptions, Stats};
 use crate::contract::{Signer, Verifier};
 use crate::kafka::{Client, KafkaError};
+use crate::metrics::http::Readiness;
 use crate::metrics::Metrics;
-use crate::producer::Producer;
+use crate::producer::{BreakerState, Producer};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,7 @@ pub struct Mesh {
     dead_letters: Arc<Producer>,
     registered: Vec<Consumer>,
     stats: Vec<Arc<Stats>>,
+    health: Arc<std::sync::Mutex<Vec<Arc<ConsumerHealth>>>>,
     running: JoinSet<Result<(), ConsumeError>>,
     ended: Vec<String>,
     stop: watch::Sender<bool>,
@@ -148,6 +150,7 @@ impl Mesh {
             dead_letters,
             registered: Vec::new(),
             stats: Vec::new(),
+            health: Arc::default(),
             running: JoinSet::new(),
             ended: Vec::new(),
             stop: watch::channel(false).0,
@@ -192,11 +195,46 @@ impl Mesh {
     pub fn register(&mut self, consumer: Consumer) -> Arc<Stats> {
         let stats = consumer.stats();
         self.stats.push(stats.clone());
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(consumer.health());
         self.registered.push(consumer);
         if *self.stop.borrow() || !self.running.is_empty() || !self.ended.is_empty() {
             self.start();
         }
         stats
+    }
+
+    /// What `/readyz` checks, evaluated when asked:
+    /// - `connected`: every running consumer's last poll succeeded (a producer-only role is
+    ///   connected once `connect` succeeded);
+    /// - `group_joined`: every registered consumer completed its first group join;
+    /// - `assignment_held`: none has lost its assignment since (fenced, or no heartbeat
+    ///   answered within two thirds of the session: a cluster that went away shows here
+    ///   first, since a poll against it waits rather than fails);
+    /// - `breaker_closed`: the producer's circuit breaker is closed;
+    /// - `accepting_sends`: no shutdown has begun.
+    pub fn readiness(&self) -> Arc<dyn Readiness> {
+        let health = self.health.clone();
+        let producer = self.producer.clone();
+        Arc::new(move || {
+            let consumers = health.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let all = |f: fn(&ConsumerHealth) -> bool| consumers.iter().all(|h| f(h));
+            vec![
+                ("connected", all(|h| h.polling.load(Ordering::Relaxed))),
+                ("group_joined", all(|h| h.joined.load(Ordering::Relaxed))),
+                (
+                    "assignment_held",
+                    all(|h| h.holding.load(Ordering::Relaxed)),
+                ),
+                (
+                    "breaker_closed",
+                    producer.breaker_state() == BreakerState::Closed,
+                ),
+                ("accepting_sends", !producer.is_closed()),
+            ]
+        })
     }
 
     /// Runs every registered consumer until [`Mesh::shutdown`].

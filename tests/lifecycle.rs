@@ -375,3 +375,74 @@ fn a_partition_stalled_on_an_unwritable_dead_letter_makes_consume_exit_non_zero(
         0
     );
 }
+
+/// `GET path` on the command's metrics address, as a probe would (status 0: no answer).
+fn probe(port: u16, path: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        meshbus::metrics::http::get(addr, path)
+            .await
+            .unwrap_or((0, String::new()))
+    })
+}
+
+fn wait_probe(port: u16, want: u16, limit: Duration) -> (u16, String) {
+    let end = Instant::now() + limit;
+    loop {
+        let got = probe(port, "/readyz");
+        if got.0 == want || Instant::now() > end {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn readyz_follows_the_group_join_and_the_brokers_and_healthz_the_process() {
+    // Its own node: this test stops and restarts the cluster.
+    let mut b = Broker::start(&[]);
+    let port = common::broker::free_port();
+    let mut c = meshbus();
+    c.envs(b.env())
+        .env("KAFKA_REQUEST_TIMEOUT_MS", "3000")
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(["consume", "--kind", "anomaly", "--group", "life-ready"]);
+    let (mut consumer, _) = spawn_collecting(&mut c);
+    let (code, body) = wait_probe(port, 200, Duration::from_secs(60));
+    assert_eq!(code, 200, "never ready: {body}");
+    for check in [
+        "connected ok",
+        "group_joined ok",
+        "assignment_held ok",
+        "breaker_closed ok",
+    ] {
+        assert!(body.contains(check), "{body}");
+    }
+    assert_eq!(probe(port, "/healthz"), (200, "ok\n".into()));
+
+    // The cluster goes away: not ready (the heartbeat's session deadline passes, so the
+    // assignment is no longer held), but alive.
+    b.stop();
+    let (code, body) = wait_probe(port, 503, Duration::from_secs(60));
+    assert_eq!(code, 503, "still ready with the cluster down: {body}");
+    assert!(body.contains("assignment_held failing"), "{body}");
+    assert_eq!(probe(port, "/healthz").0, 200);
+
+    // It comes back: ready again, without a restart of the consumer.
+    b.restart();
+    let (code, body) = wait_probe(port, 200, Duration::from_secs(90));
+    assert_eq!(code, 200, "not ready after the cluster came back: {body}");
+
+    signal(consumer.id(), "TERM");
+    let (code, err, _) = wait_exit(&mut consumer, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        probe(port, "/healthz").0,
+        0,
+        "the endpoint ends with the process"
+    );
+}

@@ -4,6 +4,7 @@ use super::{config, progress, signals, signing_key, trust_store, CliResult, Exit
 use meshbus::consumer::{Consumed, ConsumerOptions, StartFrom};
 use meshbus::contract::{json, sample, Kind, Message, Signer, Verifier};
 use meshbus::mesh::Mesh;
+use meshbus::metrics::http::ReadySlot;
 use meshbus::metrics::Metrics;
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -54,7 +55,7 @@ fn sample_message(kind: Kind, n: u64, size: usize) -> Message {
 
 /// Signs and sends; exit 1 if any message was not delivered (failed, or left unsent by a
 /// SIGTERM/SIGINT stop).
-pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>) -> CliResult {
+pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot>) -> CliResult {
     let config = config()?;
     let signer = Signer::new(signing_key(&a.key)?, config.node_id)
         .with_domains(config.signing_domains.clone());
@@ -80,6 +81,7 @@ pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>) -> CliResult {
     let mesh = Mesh::connect_with_metrics(config, Some(signer), verifier, metrics)
         .await
         .map_err(|e| e.to_string())?;
+    ready.set(mesh.readiness());
     let total = messages.len() as u64;
     let done = progress("sent", total);
     let failed = Arc::new(AtomicU64::new(0));
@@ -197,7 +199,7 @@ fn summary_line(r: &Consumed) -> String {
 /// Runs a verifying consumer until `--max`, `--seconds`, SIGTERM or SIGINT, then stops
 /// gracefully: exit 0 when everything handled was committed, 1 when a partition ended stalled
 /// on an unwritten dead letter, 3 when the consumer failed.
-pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>) -> CliResult {
+pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot>) -> CliResult {
     let config = config()?;
     let mut vconfig = config.verifier_config();
     if !a.ack_key.is_empty() {
@@ -235,6 +237,7 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>) -> CliResult {
         });
     }
     let stats = mesh.register(consumer);
+    ready.set(mesh.readiness());
     mesh.start();
     let (max, seconds) = (a.max, a.seconds);
     let watch = stats.clone();

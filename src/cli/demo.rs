@@ -4,7 +4,7 @@
 //! an agent applies policy updates and acknowledges them; the AI service reads commits and acks.
 //! Ends with a summary table and what the metrics endpoint shows.
 
-use super::{config, metrics_http, CliResult, Exit};
+use super::{config, CliResult, Exit};
 use meshbus::config::Config;
 use meshbus::consumer::{Consumed, Consumer, ConsumerOptions, Stats};
 use meshbus::contract::messages::{AnomalyEvent, PolicyAckEvent};
@@ -13,6 +13,7 @@ use meshbus::contract::{
     VerifierConfig,
 };
 use meshbus::kafka::Client;
+use meshbus::metrics::http;
 use meshbus::metrics::Metrics;
 use meshbus::producer::Producer;
 use prost::Message as _;
@@ -127,9 +128,13 @@ pub async fn run(
     config.consumer_group = format!("demo-{run}");
     let metrics_addr = match metrics_addr {
         Some(a) => a,
-        None => metrics_http::serve("127.0.0.1:0".parse().expect("address"), metrics.clone())
-            .await
-            .map_err(|e| format!("metrics endpoint: {e}"))?,
+        None => http::serve(
+            "127.0.0.1:0".parse().expect("address"),
+            metrics.clone(),
+            Default::default(),
+        )
+        .await
+        .map_err(|e| format!("metrics endpoint: {e}"))?,
     };
     eprintln!("demo run {run}: topics demo-{run}.*, metrics on http://{metrics_addr}/metrics");
     let client = Client::connect(&config).await.map_err(|e| e.to_string())?;
@@ -389,9 +394,10 @@ pub async fn run(
         get(&counts, "ai.commit"),
         get(&counts, "ai.policy_ack")
     );
-    let scraped = metrics_http::scrape(metrics_addr)
+    let scraped = http::get(metrics_addr, "/metrics")
         .await
-        .map_err(|e| format!("scraping the metrics endpoint: {e}"))?;
+        .map_err(|e| format!("scraping the metrics endpoint: {e}"))?
+        .1;
     println!();
     println!("rejected by reason (kafka_messages_rejected_total, from the metrics endpoint):");
     let mut by_reason: BTreeMap<String, f64> = BTreeMap::new();

@@ -10,13 +10,13 @@ mod bus;
 mod demo;
 mod dlq;
 mod keys;
-mod metrics_http;
 mod offline;
 mod signals;
 
 use clap::{Parser, Subcommand};
 use meshbus::config::Config;
 use meshbus::contract::{keys as keyfiles, Kind, TrustStore};
+use meshbus::metrics::http::{self, ReadySlot};
 use meshbus::metrics::Metrics;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -100,8 +100,9 @@ pub async fn run(cli: Cli) -> Exit {
         return Exit::Failure;
     }
     let metrics = Metrics::new();
+    let ready = Arc::new(ReadySlot::default());
     if let Some(addr) = cli.metrics_addr {
-        match metrics_http::serve(addr, metrics.clone()).await {
+        match http::serve(addr, metrics.clone(), ready.clone()).await {
             Ok(bound) => eprintln!("metrics on http://{bound}/metrics"),
             Err(e) => {
                 eprintln!("meshbus: cannot serve metrics on {addr}: {e}");
@@ -113,8 +114,8 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Keygen(a) => keys::keygen(a),
         Command::Sign(a) => offline::sign(a),
         Command::Verify(a) => offline::verify(a),
-        Command::Produce(a) => bus::produce(a, metrics).await,
-        Command::Consume(a) => bus::consume(a, metrics).await,
+        Command::Produce(a) => bus::produce(a, metrics, ready).await,
+        Command::Consume(a) => bus::consume(a, metrics, ready).await,
         Command::Dlq(c) => dlq::run(c, metrics).await,
         Command::Demo(a) => demo::run(a, metrics, cli.metrics_addr).await,
         Command::ServeMetrics => {

@@ -89,6 +89,7 @@ impl Assignment {
         if gone.is_empty() {
             return;
         }
+        self.shared.health.holding.store(false, Ordering::Relaxed);
         let tps: Vec<TopicPartition> = gone.iter().map(|(tp, _)| tp.clone()).collect();
         tracing::warn!(partitions = ?tps, "group membership lost; stopping the partitions without a commit");
         lock(&self.lost).extend(tps.iter().cloned());
@@ -231,6 +232,8 @@ impl RebalanceEvents for Assignment {
         let me = self;
         Box::pin(async move {
             tracing::info!(partitions = ?partitions, "partitions assigned");
+            me.shared.health.joined.store(true, Ordering::Relaxed);
+            me.shared.health.holding.store(true, Ordering::Relaxed);
             {
                 let mut lost = lock(&me.lost);
                 for tp in &partitions {
@@ -257,6 +260,7 @@ impl RebalanceEvents for Assignment {
         let me = self;
         Box::pin(async move {
             tracing::warn!(partitions = ?partitions, "partitions lost; stopping them without a commit");
+            me.shared.health.holding.store(false, Ordering::Relaxed);
             me.stop(&partitions).await;
             me.tracker.forget(&partitions);
         })

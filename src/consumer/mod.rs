@@ -177,6 +177,18 @@ impl Stats {
     }
 }
 
+/// What `/readyz` needs to know of a consumer, kept current by the running consumer.
+#[derive(Debug, Default)]
+pub struct ConsumerHealth {
+    /// Its first group join completed (an assignment, possibly empty, arrived).
+    pub joined: std::sync::atomic::AtomicBool,
+    /// It holds its assignment: joined and not lost since (a fence or an expired session
+    /// clears this until the next join).
+    pub holding: std::sync::atomic::AtomicBool,
+    /// Its last poll succeeded (cleared by a failing poll, set by the next good one).
+    pub polling: std::sync::atomic::AtomicBool,
+}
+
 /// Why the consumer stopped with an error (retriable broker trouble is retried, not returned).
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
@@ -215,6 +227,7 @@ pub(crate) struct Shared {
     metrics: Arc<Metrics>,
     options: ConsumerOptions,
     stats: Arc<Stats>,
+    health: Arc<ConsumerHealth>,
 }
 
 /// A verifying group consumer. Register handlers, then [`Consumer::run`].
@@ -254,6 +267,7 @@ impl Consumer {
                 metrics,
                 options,
                 stats: Arc::new(Stats::default()),
+                health: Arc::default(),
             },
             tracker: Arc::default(),
             owns_producer: false,
@@ -289,6 +303,11 @@ impl Consumer {
     /// Counters, shared with the running consumer.
     pub fn stats(&self) -> Arc<Stats> {
         self.shared.stats.clone()
+    }
+
+    /// Its readiness state, shared with the running consumer.
+    pub fn health(&self) -> Arc<ConsumerHealth> {
+        self.shared.health.clone()
     }
 
     /// The offsets this consumer has committed (next offset to read), shared with the running
@@ -364,11 +383,13 @@ impl Consumer {
             match polled {
                 Ok(records) => {
                     errors.reset();
+                    shared.health.polling.store(true, Ordering::Relaxed);
                     for (t, p) in assignment.dispatch(records) {
                         consumer.pause(&t, p).await;
                     }
                 }
                 Err(e) if e.is_retriable() => {
+                    shared.health.polling.store(false, Ordering::Relaxed);
                     tracing::warn!(group = %spec.group, error = %e, "poll failed; retrying");
                     tokio::time::sleep(errors.next_delay()).await;
                 }
@@ -402,6 +423,8 @@ impl Consumer {
                 }
             }
         }
+        shared.health.holding.store(false, Ordering::Relaxed);
+        shared.health.polling.store(false, Ordering::Relaxed);
         // Leaving runs the revocation callback: workers stop after the record in hand and
         // the handled offsets are committed before the group hears we left.
         if let Err(e) = consumer.close().await {

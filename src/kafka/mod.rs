@@ -359,7 +359,7 @@ mod tests {
             }),
             ..Config::default()
         };
-        let e = security(&config).err().expect("0644 key refused");
+        let e = security(&config).expect_err("0644 key refused");
         assert!(e.to_string().contains("KAFKA_CLIENT_KEY"), "{e}");
         config.environment = Environment::Development;
         assert!(security(&config).is_ok(), "development allows it");

@@ -1,6 +1,8 @@
 //! Prometheus metrics of SPEC.md section 9, in a registry the host process can serve
 //! ([`Metrics::encode`] gives the text exposition format).
 
+pub mod http;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
