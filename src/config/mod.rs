@@ -148,11 +148,29 @@ impl Default for ProducerSettings {
     }
 }
 
+/// Which consumer group protocol members speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    /// The classic protocol (JoinGroup/SyncGroup/Heartbeat, client-side assignors): the
+    /// default, since Sarama and older brokers speak only this one.
+    #[default]
+    Classic,
+    /// KIP-848 (ConsumerGroupHeartbeat, server-side assignment, incremental: a member joining
+    /// or leaving does not stop the others' partitions); Apache Kafka 4.0 and later.
+    Consumer,
+}
+
 /// Consumer knobs of SPEC 6.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerSettings {
     /// `KAFKA_CONSUMER_RETRY_MAX` (default 5).
     pub retry_max: usize,
+    /// `KAFKA_GROUP_INSTANCE_ID` (unset: dynamic membership): static membership (KIP-345), so a
+    /// member restarted within the session timeout gets its partitions back without a
+    /// rebalance of the others. Unique per member of a group.
+    pub group_instance_id: Option<String>,
+    /// `KAFKA_GROUP_PROTOCOL` (`classic`, the default, or `consumer` for KIP-848).
+    pub group_protocol: GroupProtocol,
     /// First handler retry delay (100 ms), doubling.
     pub retry_backoff: Duration,
     /// Longest handler retry delay (5 s).
@@ -163,6 +181,8 @@ impl Default for ConsumerSettings {
     fn default() -> Self {
         ConsumerSettings {
             retry_max: 5,
+            group_instance_id: None,
+            group_protocol: GroupProtocol::Classic,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(5),
         }
@@ -372,6 +392,19 @@ impl Config {
         if let Some(v) = get("MESHBUS_SHUTDOWN_TIMEOUT_MS") {
             c.shutdown_timeout =
                 Duration::from_millis(parse_num("MESHBUS_SHUTDOWN_TIMEOUT_MS", &v, 0)?);
+        }
+        c.consumer.group_instance_id = get("KAFKA_GROUP_INSTANCE_ID").map(|v| v.trim().to_string());
+        if let Some(v) = get("KAFKA_GROUP_PROTOCOL") {
+            c.consumer.group_protocol = match v.trim().to_ascii_lowercase().as_str() {
+                "classic" => GroupProtocol::Classic,
+                "consumer" => GroupProtocol::Consumer,
+                _ => {
+                    return Err(err(
+                        "KAFKA_GROUP_PROTOCOL",
+                        format!("must be classic or consumer, not `{v}`"),
+                    ))
+                }
+            };
         }
         if let Some(v) = get("KAFKA_CONSUMER_RETRY_MAX") {
             c.consumer.retry_max = parse_num("KAFKA_CONSUMER_RETRY_MAX", &v, 0)? as usize;
@@ -686,6 +719,17 @@ mod tests {
         assert_eq!(c.producer.max_records_per_sec, Some(500));
         assert_eq!(c.producer.max_bytes_per_sec, Some(1 << 20));
         assert_eq!(c.shutdown_timeout, Duration::from_millis(1500));
+        assert_eq!(c.consumer.group_protocol, GroupProtocol::Classic);
+        assert_eq!(c.consumer.group_instance_id, None);
+        let c = from(&[
+            ("KAFKA_GROUP_PROTOCOL", "Consumer"),
+            ("KAFKA_GROUP_INSTANCE_ID", "validator-3"),
+        ])
+        .unwrap();
+        assert_eq!(c.consumer.group_protocol, GroupProtocol::Consumer);
+        assert_eq!(c.consumer.group_instance_id.as_deref(), Some("validator-3"));
+        let e = from(&[("KAFKA_GROUP_PROTOCOL", "eager")]).unwrap_err();
+        assert_eq!(e.var, "KAFKA_GROUP_PROTOCOL");
         for bad in ["0", "-1", "5000000000", "fast"] {
             let e = from(&[("KAFKA_PRODUCER_MAX_RECORDS_PER_SEC", bad)]).unwrap_err();
             assert_eq!(e.var, "KAFKA_PRODUCER_MAX_RECORDS_PER_SEC", "{bad}");

@@ -209,6 +209,10 @@ impl Assignment {
     }
 
     async fn revoke(&self, tps: Vec<TopicPartition>) {
+        self.shared
+            .stats
+            .revoked_partitions
+            .fetch_add(tps.len() as u64, Ordering::Relaxed);
         self.stop(&tps).await;
         if let Some(c) = self.consumer.get() {
             self.tracker.commit(c, Some(&tps), &self.shared.stats).await;
@@ -233,6 +237,7 @@ impl RebalanceEvents for Assignment {
         Box::pin(async move {
             tracing::info!(partitions = ?partitions, "partitions assigned");
             me.shared.health.joined.store(true, Ordering::Relaxed);
+            me.shared.stats.assignments.fetch_add(1, Ordering::Relaxed);
             me.shared.health.holding.store(true, Ordering::Relaxed);
             {
                 let mut lost = lock(&me.lost);

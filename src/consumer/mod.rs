@@ -154,6 +154,10 @@ pub struct Stats {
     pub dead_lettered: AtomicU64,
     /// Successful offset commits.
     pub commits: AtomicU64,
+    /// Assignments received (each completed group join or reconciliation).
+    pub assignments: AtomicU64,
+    /// Partitions revoked (given up cleanly, with a commit).
+    pub revoked_partitions: AtomicU64,
     /// Partitions that stopped (shutdown or revocation) while a dead letter was still
     /// unacknowledged: the record stays uncommitted for the next owner, and a graceful stop
     /// reports it (the CLI exits non-zero).
@@ -340,6 +344,8 @@ impl Consumer {
             start_earliest: o.start_from == StartFrom::Earliest,
             fetch_max_bytes: o.fetch_max_bytes,
             fetch_max_wait: Duration::from_millis(o.fetch_max_wait_ms.max(1) as u64),
+            instance_id: self.shared.config.consumer.group_instance_id.clone(),
+            protocol: self.shared.config.consumer.group_protocol,
         };
         let commit_interval = o.commit_interval;
         let owns_producer = self.owns_producer;

@@ -58,6 +58,10 @@ pub struct GroupSpec {
     pub fetch_max_bytes: i32,
     /// Longest a fetch waits for records.
     pub fetch_max_wait: Duration,
+    /// Static membership id (KIP-345), if any.
+    pub instance_id: Option<String>,
+    /// Group protocol.
+    pub protocol: crate::config::GroupProtocol,
 }
 
 struct Listener(Arc<dyn RebalanceEvents>);
@@ -112,9 +116,15 @@ impl Client {
                 Assignor::RoundRobin => S::RoundRobin,
             })
             .collect();
-        let consumer = self
-            .kafka()
-            .consumer(spec.group.clone())
+        let mut builder = self.kafka().consumer(spec.group.clone());
+        if let Some(id) = &spec.instance_id {
+            builder = builder.group_instance_id(id.clone());
+        }
+        if spec.protocol == crate::config::GroupProtocol::Consumer {
+            // KIP-848: the coordinator assigns and sets the session and heartbeat timing.
+            builder = builder.group_protocol(krafka::consumer::GroupProtocol::Consumer);
+        }
+        let consumer = builder
             .enable_auto_commit(false)
             .auto_offset_reset(if spec.start_earliest {
                 AutoOffsetReset::Earliest

@@ -414,21 +414,44 @@ impl Broker {
         group: &str,
         seconds: u32,
     ) -> std::process::Child {
+        self.peer_group_with(client, topic, group, seconds, &[])
+    }
+
+    /// [`Broker::peer_group`] with more peer arguments (e.g. `--protocol consumer`).
+    pub fn peer_group_with(
+        &self,
+        client: Peer,
+        topic: &str,
+        group: &str,
+        seconds: u32,
+        extra: &[&str],
+    ) -> std::process::Child {
         let s = seconds.to_string();
-        self.peer_command(
-            client,
-            &["group", "--topic", topic, "--group", group, "--seconds", &s],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("peer client runs")
+        let mut args = vec!["group", "--topic", topic, "--group", group, "--seconds", &s];
+        args.extend_from_slice(extra);
+        self.peer_command(client, &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("peer client runs")
     }
 
     /// Starts peer `client` as a group member whose output is collected while it runs.
     pub fn member(&self, client: Peer, topic: &str, group: &str, seconds: u32) -> Member {
+        self.member_with(client, topic, group, seconds, &[])
+    }
+
+    /// [`Broker::member`] with more peer arguments (e.g. `--protocol consumer`).
+    pub fn member_with(
+        &self,
+        client: Peer,
+        topic: &str,
+        group: &str,
+        seconds: u32,
+        extra: &[&str],
+    ) -> Member {
         use std::io::BufRead;
-        let mut child = self.peer_group(client, topic, group, seconds);
+        let mut child = self.peer_group_with(client, topic, group, seconds, extra);
         let out = child.stdout.take().unwrap();
         let lines: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
         let sink = lines.clone();
