@@ -157,6 +157,8 @@ fn main() {
             start_earliest: true,
             fetch_max_bytes: 4 * 1024 * 1024,
             fetch_max_wait: Duration::from_millis(100),
+            instance_id: None,
+            protocol: Default::default(),
         };
         let (c0, t0) = (cpu_seconds(), Instant::now());
         let g = client.group_consumer(&spec, Arc::new(Quiet)).await.unwrap();
