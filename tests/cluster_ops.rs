@@ -300,3 +300,199 @@ async fn kip848_members_share_a_group_with_java_without_stopping_each_other() {
         java_records.len()
     );
 }
+
+/// The value of metric line `name` in a scrape (0 when absent).
+fn metric(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn the_trust_store_reloads_on_change_and_sighup_and_a_bad_file_keeps_the_last_good_one() {
+    use common::cli::{meshbus, probe, signal, spawn_collecting, wait_exit};
+    let b = broker();
+    let topic = "ops.trust.commits";
+    b.create_topics(1, &[], &[topic, "ops.trust.dlq"]);
+    let v = vectors::load();
+    let dir = tempfile::tempdir().unwrap();
+    let trust = dir.path().join("trust");
+    std::fs::create_dir(&trust).unwrap();
+    let key1 = vectors::seed(&v.keys.control_signer_seed_hex);
+    let key2 = vectors::seed(&v.keys.other_seed_hex);
+    let pem = |k: &ed25519_dalek::SigningKey| {
+        meshbus::contract::keys::public_key_pem(&k.verifying_key()).unwrap()
+    };
+    std::fs::write(trust.join("backend-1.pem"), pem(&key1)).unwrap();
+
+    let port = common::broker::free_port();
+    let mut c = meshbus();
+    c.envs(b.env())
+        .env("KAFKA_TOPIC_COMMITS", topic)
+        .env("KAFKA_DLQ_TOPIC", "ops.trust.dlq")
+        .env("MESHBUS_LOG", "warn")
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "consume",
+            "--kind",
+            "commit",
+            "--group",
+            "ops-trust",
+            "--json",
+            "--trust",
+        ])
+        .arg(&trust);
+    let (mut consumer, lines) = spawn_collecting(&mut c);
+    let scrape = || probe(port, "/metrics").1;
+    let wait = |what: &str, f: &dyn Fn(&str) -> bool| {
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = scrape();
+            if f(&s) {
+                return;
+            }
+            assert!(std::time::Instant::now() < end, "{what}: {s}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("ready", &|_| probe(port, "/readyz").0 == 200);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut config = b.config();
+    config.topics.insert(Kind::Commit, topic.into());
+    let send = |key: &ed25519_dalek::SigningKey, height: i64| {
+        rt.block_on(async {
+            let p = mesh::producer(
+                &config,
+                Some(std::sync::Arc::new(meshbus::contract::Signer::new(
+                    key.clone(),
+                    0,
+                ))),
+            )
+            .await;
+            p.send_commit(sample::commit(height, 0)).await.unwrap();
+        })
+    };
+    let untrusted = |s: &str| {
+        metric(
+            s,
+            "kafka_messages_rejected_total{topic=\"ops.trust.commits\",reason=\"untrusted_key\"}",
+        )
+    };
+    let heights = || -> BTreeSet<i64> {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["message"]["height"].as_str().map_or_else(
+                    || v["message"]["height"].as_i64().unwrap(),
+                    |h| h.parse().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(metric(&scrape(), "meshbus_trust_keys"), 1.0);
+
+    // key 1 trusted, key 2 not.
+    send(&key1, 1);
+    send(&key2, 2);
+    wait("key 2 refused", &|s| untrusted(s) == 1.0);
+    // A new key file appears: trusted without a restart.
+    std::fs::write(trust.join("backend-2.pem"), pem(&key2)).unwrap();
+    wait("key 2 loaded", &|s| metric(s, "meshbus_trust_keys") == 2.0);
+    send(&key2, 3);
+    // key 1's file is overwritten with key 2 (same size, modification time put back): the
+    // change watch cannot see it, SIGHUP reloads it.
+    let f1 = trust.join("backend-1.pem");
+    let mtime = std::fs::metadata(&f1).unwrap().modified().unwrap();
+    std::fs::write(&f1, pem(&key2)).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&f1)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::thread::sleep(meshbus::mesh::TRUST_CHECK_EVERY * 3);
+    assert_eq!(metric(&scrape(), "meshbus_trust_keys"), 2.0, "reloaded without SIGHUP?");
+    signal(consumer.id(), "HUP");
+    wait("key 1 gone", &|s| metric(s, "meshbus_trust_keys") == 1.0);
+    send(&key1, 4);
+    wait("key 1 refused", &|s| untrusted(s) == 2.0);
+    // A bad file: refused with a metric naming it; the last good store (key 2) stays.
+    std::fs::write(
+        trust.join("broken.pem"),
+        "-----BEGIN PUBLIC KEY-----\nnot a key\n",
+    )
+    .unwrap();
+    wait("bad file counted", &|s| {
+        s.lines().any(|l| {
+            l.starts_with("meshbus_trust_reload_failures_total{file=\"")
+                && l.contains("broken.pem")
+                && !l.ends_with(" 0")
+        })
+    });
+    send(&key2, 5);
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !heights().contains(&5) && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal(consumer.id(), "TERM");
+    let (code, err, _) = wait_exit(&mut consumer, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(heights(), BTreeSet::from([1, 3, 5]), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("trust store reload refused") && l.contains("broken.pem")),
+        "no log line naming the file: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producer_switches_its_signing_key_without_dropping_or_failing_a_send() {
+    let b = broker();
+    let topic = "ops.rotate";
+    b.create_topics(3, &[], &[topic]);
+    let v = vectors::load();
+    let config = config_for(b, topic);
+    let old = vectors::seed(&v.keys.ai_producer_seed_hex);
+    let new = vectors::seed(&v.keys.other_seed_hex);
+    let p = mesh::producer(
+        &config,
+        Some(std::sync::Arc::new(meshbus::contract::Signer::new(
+            old.clone(),
+            0,
+        ))),
+    )
+    .await;
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..400u64 {
+        let q = p.clone();
+        sends.spawn(async move { q.send_anomaly(sample::anomaly(i, 100)).await });
+        if i == 200 {
+            p.set_signer(meshbus::contract::Signer::new(new.clone(), 0));
+        }
+    }
+    let mut ok = 0;
+    while let Some(r) = sends.join_next().await {
+        r.unwrap().expect("a send failed across the key switch");
+        ok += 1;
+    }
+    assert_eq!(ok, 400);
+    // Every record is in the log, signed by one of the two keys, and the new key signed some.
+    let records = b.peer_read(Peer::Java, topic, 400);
+    assert_eq!(records.len(), 400);
+    let verifier = meshbus::contract::Verifier::new(Default::default(), Default::default());
+    let mut by_key: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    for r in &records {
+        let value = hex::decode(r["value"].as_str().unwrap()).unwrap();
+        match verifier.verify(Kind::Anomaly, &value).unwrap() {
+            meshbus::contract::Message::Anomaly(a) => *by_key.entry(a.pubkey).or_default() += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(by_key.len(), 2, "both keys signed records");
+    assert!(by_key.contains_key(&new.verifying_key().to_bytes().to_vec()));
+}

@@ -4,15 +4,13 @@
 
 mod common;
 use common::broker::Broker;
-use common::cli::{meshbus, run, signal, text};
+use common::cli::{meshbus, probe, run, signal, spawn_collecting, text, wait_exit, wait_probe};
 use meshbus::config::Config;
 use meshbus::contract::{TrustStore, Verifier};
 use meshbus::mesh::Mesh;
 use meshbus::producer::SendError;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 fn broker() -> &'static Broker {
@@ -153,43 +151,6 @@ async fn a_500_records_per_second_cap_holds_within_ten_percent() {
     assert!(throttled > 10.0, "throttled {throttled} s\n{scraped}");
     assert!(mesh.shutdown(Duration::from_secs(10)).await.is_clean());
     eprintln!("uncapped {uncapped}/s; capped at 500/s: {rate}/s; throttled {throttled:.1} s");
-}
-
-/// Spawns a command with its stdout lines collected as they come.
-fn spawn_collecting(
-    c: &mut std::process::Command,
-) -> (std::process::Child, Arc<Mutex<Vec<String>>>) {
-    let mut child = c
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("meshbus starts");
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let out = child.stdout.take().unwrap();
-    let l = lines.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            l.lock().unwrap().push(line);
-        }
-    });
-    (child, lines)
-}
-
-/// Waits for the child to exit within `limit`; its status and stderr.
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> (Option<i32>, String, Duration) {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-            return (status.code(), err, started.elapsed());
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn offsets(lines: &[String]) -> Vec<(i32, i64)> {
@@ -374,31 +335,6 @@ fn a_partition_stalled_on_an_unwritable_dead_letter_makes_consume_exit_non_zero(
             .unwrap_or(0),
         0
     );
-}
-
-/// `GET path` on the command's metrics address, as a probe would (status 0: no answer).
-fn probe(port: u16, path: &str) -> (u16, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        meshbus::metrics::http::get(addr, path)
-            .await
-            .unwrap_or((0, String::new()))
-    })
-}
-
-fn wait_probe(port: u16, want: u16, limit: Duration) -> (u16, String) {
-    let end = Instant::now() + limit;
-    loop {
-        let got = probe(port, "/readyz");
-        if got.0 == want || Instant::now() > end {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

@@ -161,7 +161,8 @@ pub struct ConsumeArgs {
     /// Start new groups at the end instead of the beginning.
     #[arg(long)]
     pub latest: bool,
-    /// Trusted control keys (PEM file, directory or hex; repeatable).
+    /// Trusted control keys (PEM file, directory or hex; repeatable). Reloaded when their files
+    /// change and on SIGHUP; a bad reload keeps the last good store.
     #[arg(long)]
     pub trust: Vec<String>,
     /// Trusted policy-ack signers (repeatable).
@@ -205,7 +206,8 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot
     if !a.ack_key.is_empty() {
         vconfig.ack_keys = Some(trust_store(&a.ack_key)?);
     }
-    let verifier = Verifier::new(vconfig, trust_store(&a.trust)?);
+    // The trust store is loaded by the mesh, which reloads it on change and on SIGHUP.
+    let verifier = Verifier::new(vconfig, Default::default());
     let mut options = match (&a.group, a.validator) {
         (Some(g), _) => ConsumerOptions::new(g.clone()),
         (None, true) => ConsumerOptions::validator(&config),
@@ -218,6 +220,10 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot
     let mut mesh = Mesh::connect_with_metrics(config, None, verifier, metrics)
         .await
         .map_err(|e| e.to_string())?;
+    if !a.trust.is_empty() {
+        mesh.watch_trust(a.trust.clone(), signals::reload_requests())
+            .map_err(|e| e.to_string())?;
+    }
     let mut consumer = mesh.consumer(options).map_err(|e| e.to_string())?;
     let json_out = a.json;
     for kind in &a.kind {

@@ -20,7 +20,7 @@ use meshbus::metrics::http::{self, ReadySlot};
 use meshbus::metrics::Metrics;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Process exit status.
@@ -176,23 +176,7 @@ pub fn kind_of(kind: Option<Kind>, topic: Option<&str>) -> Result<Kind, String> 
 /// A trust store from PEM files, directories (with an optional validator_registry.json) and
 /// 64-hex-character keys.
 pub fn trust_store(items: &[String]) -> Result<TrustStore, String> {
-    let mut store = TrustStore::from_keys([]);
-    for item in items {
-        let p = PathBuf::from(item);
-        if p.is_dir() {
-            let dir = TrustStore::from_dir(&p).map_err(|e| e.to_string())?;
-            for k in dir.keys() {
-                store.insert(*k);
-            }
-        } else if p.is_file() {
-            store.add_key_file(&p).map_err(|e| e.to_string())?;
-        } else {
-            store.insert(keyfiles::decode_hex32(item).map_err(|e| {
-                format!("{item}: not a file, directory or 64-hex-character key ({e})")
-            })?);
-        }
-    }
-    Ok(store)
+    TrustStore::load(items).map_err(|e| e.to_string())
 }
 
 /// The signing key at `path`, with the 0600 guard in staging and production.

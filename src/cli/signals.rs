@@ -1,4 +1,5 @@
-//! SIGTERM (what Kubernetes sends) and SIGINT (Ctrl-C) turned into a graceful stop. The
+//! SIGTERM (what Kubernetes sends) and SIGINT (Ctrl-C) turned into a graceful stop, and SIGHUP
+//! into a trust store reload. The
 //! handlers are installed before any command runs, so a signal that arrives early is not lost
 //! and never kills the process outright.
 
@@ -6,6 +7,7 @@ use std::sync::OnceLock;
 use tokio::sync::watch;
 
 static STOP: OnceLock<watch::Receiver<bool>> = OnceLock::new();
+static RELOAD: OnceLock<watch::Receiver<u64>> = OnceLock::new();
 
 /// Installs the handlers (once per process; needs the tokio runtime).
 pub fn install() -> Result<(), String> {
@@ -33,7 +35,25 @@ pub fn install() -> Result<(), String> {
         std::future::pending::<()>().await;
     });
     let _ = STOP.set(rx);
+    #[cfg(unix)]
+    {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+        let (tx, rx) = watch::channel(0u64);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the trust store");
+                tx.send_modify(|n| *n += 1);
+            }
+        });
+        let _ = RELOAD.set(rx);
+    }
     Ok(())
+}
+
+/// A receiver that changes on every SIGHUP (the trust store reload trigger).
+pub fn reload_requests() -> Option<watch::Receiver<u64>> {
+    RELOAD.get().cloned()
 }
 
 /// Completes once SIGTERM or SIGINT arrived (never, if [`install`] was not called).

@@ -33,6 +33,22 @@ pub enum TrustError {
     },
 }
 
+impl TrustError {
+    /// The file (or item) at fault, for logs and the reload-failure metric.
+    pub fn culprit(&self) -> String {
+        match self {
+            TrustError::Io { path, .. } | TrustError::Registry { path, .. } => {
+                path.display().to_string()
+            }
+            TrustError::Key(KeyError::Io { path, .. })
+            | TrustError::Key(KeyError::InsecurePermissions { path, .. }) => {
+                path.display().to_string()
+            }
+            TrustError::Key(KeyError::Invalid { what, .. }) => what.clone(),
+        }
+    }
+}
+
 /// A validator entry of `validator_registry.json`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct ValidatorEntry {
@@ -123,12 +139,52 @@ impl TrustStore {
         Ok(())
     }
 
+    /// A store from PEM files, directories (each with an optional `validator_registry.json`)
+    /// and 64-hex-character keys, as `--trust` and the reloader take them. Fails closed,
+    /// naming the file or item at fault.
+    pub fn load(items: &[String]) -> Result<TrustStore, TrustError> {
+        let mut store = TrustStore::default();
+        for item in items {
+            let p = Path::new(item);
+            if p.is_dir() {
+                let dir = TrustStore::from_dir(p)?;
+                store.keys.extend(dir.keys);
+                store.validators.extend(dir.validators);
+                store.bft = store.bft.or(dir.bft);
+            } else if p.is_file() {
+                store.add_key_file(p)?;
+            } else {
+                let key = keys::decode_hex32(item)
+                    .map_err(|e| e.to_string())
+                    .and_then(keys::check_trusted_key)
+                    .map_err(|detail| KeyError::Invalid {
+                        what: item.clone(),
+                        detail: format!("not a file, directory or 64-hex-character key ({detail})"),
+                    })?;
+                store.keys.insert(key);
+            }
+        }
+        Ok(store)
+    }
+
+    /// A store from the text of a `validator_registry.json` whose relative key paths are
+    /// under `dir` (the registry parser, on its own for fuzzing).
+    pub fn from_registry_json(text: &str, dir: &Path) -> Result<TrustStore, TrustError> {
+        let mut store = TrustStore::default();
+        store.registry_from_str(text, &dir.join(REGISTRY_FILE), dir)?;
+        Ok(store)
+    }
+
     fn load_registry(&mut self, path: &Path, dir: &Path) -> Result<(), TrustError> {
         let text = std::fs::read_to_string(path).map_err(|source| TrustError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let reg: Registry = serde_json::from_str(&text).map_err(|e| TrustError::Registry {
+        self.registry_from_str(&text, path, dir)
+    }
+
+    fn registry_from_str(&mut self, text: &str, path: &Path, dir: &Path) -> Result<(), TrustError> {
+        let reg: Registry = serde_json::from_str(text).map_err(|e| TrustError::Registry {
             path: path.to_path_buf(),
             detail: e.to_string(),
         })?;

@@ -56,7 +56,7 @@ impl Default for VerifierConfig {
 #[derive(Debug)]
 pub struct Verifier {
     config: VerifierConfig,
-    trust: TrustStore,
+    trust: std::sync::RwLock<Arc<TrustStore>>,
     clock: Arc<dyn Clock>,
     replay: Arc<ReplayGuard>,
 }
@@ -75,15 +75,20 @@ impl Verifier {
         let replay = Arc::new(ReplayGuard::new(window, config.replay_limits));
         Verifier {
             config,
-            trust,
+            trust: std::sync::RwLock::new(Arc::new(trust)),
             clock,
             replay,
         }
     }
 
-    /// The control trust store.
-    pub fn trust(&self) -> &TrustStore {
-        &self.trust
+    /// The control trust store in force now.
+    pub fn trust(&self) -> Arc<TrustStore> {
+        self.trust.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the control trust store (a reload): records verified from now on use it.
+    pub fn replace_trust(&self, trust: TrustStore) {
+        *self.trust.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(trust);
     }
 
     /// Verifies a record of `kind` without headers.
@@ -235,7 +240,7 @@ impl Verifier {
         if m.producer_id() != m.pubkey() {
             return fail(Reason::ProducerMismatch, "producer_id differs from pubkey");
         }
-        if !self.trust.contains(m.pubkey()) {
+        if !self.trust().contains(m.pubkey()) {
             return fail(
                 Reason::UntrustedKey,
                 format!("signer {} is not in the trust store", short_hex(m.pubkey())),

@@ -77,6 +77,17 @@ pub struct Metrics {
     pub consumer_lag: Family<TopicPartition, Gauge>,
     /// `kafka_producer_throttled_seconds_total{topic}`: time sends waited for the rate limit.
     pub producer_throttled_seconds: Family<TopicLabel, Counter<f64, AtomicU64>>,
+    /// `meshbus_trust_keys`: keys in the control trust store in force.
+    pub trust_keys: Gauge,
+    /// `meshbus_trust_reload_failures_total{file}`: reloads refused (the last good store stays).
+    pub trust_reload_failures: Family<FileLabel, Counter>,
+}
+
+/// `{file}` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabel {
+    /// The file at fault.
+    pub file: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,6 +114,8 @@ impl Metrics {
             circuit_breaker_state: Gauge::default(),
             consumer_lag: Family::default(),
             producer_throttled_seconds: Family::default(),
+            trust_keys: Gauge::default(),
+            trust_reload_failures: Family::default(),
         };
         registry.register(
             "kafka_messages_sent",
@@ -163,6 +176,16 @@ impl Metrics {
             "kafka_producer_throttled_seconds",
             "Time sends waited for the producer rate limit",
             m.producer_throttled_seconds.clone(),
+        );
+        registry.register(
+            "meshbus_trust_keys",
+            "Keys in the control trust store in force",
+            m.trust_keys.clone(),
+        );
+        registry.register(
+            "meshbus_trust_reload_failures",
+            "Trust store reloads refused (the last good store stays), by file at fault",
+            m.trust_reload_failures.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

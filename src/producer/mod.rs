@@ -73,7 +73,7 @@ pub enum SendError {
 pub struct Producer {
     sender: Arc<Sender>,
     config: Config,
-    signer: Option<Arc<Signer>>,
+    signer: std::sync::RwLock<Option<Arc<Signer>>>,
     metrics: Arc<Metrics>,
     breaker: CircuitBreaker,
     throttle: Throttle,
@@ -83,7 +83,7 @@ pub struct Producer {
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
-            .field("signer", &self.signer)
+            .field("signer", &self.current_signer())
             .finish_non_exhaustive()
     }
 }
@@ -117,7 +117,7 @@ impl Producer {
             lifecycle: Lifecycle::default(),
             sender,
             config,
-            signer,
+            signer: std::sync::RwLock::new(signer),
             metrics,
         }
     }
@@ -173,8 +173,21 @@ impl Producer {
         &self.config
     }
 
-    fn signer(&self) -> Result<&Signer, SendError> {
-        self.signer.as_deref().ok_or(SendError::NoSigner)
+    fn current_signer(&self) -> Option<Arc<Signer>> {
+        self.signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn signer(&self) -> Result<Arc<Signer>, SendError> {
+        self.current_signer().ok_or(SendError::NoSigner)
+    }
+
+    /// Switches the signing key (a key rotation): sends signed from now on use `signer`;
+    /// sends already signed go out as they are, so nothing is dropped or failed.
+    pub fn set_signer(&self, signer: Signer) {
+        *self.signer.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(signer));
     }
 
     /// Signs `msg` by its kind and sends it to its configured topic.
@@ -223,7 +236,7 @@ impl Producer {
     pub async fn send_message(&self, msg: &Message) -> Result<Delivery, SendError> {
         let value = msg.encode();
         let mut headers = BTreeMap::new();
-        if let (Message::PolicyAck(_), Some(s)) = (msg, &self.signer) {
+        if let (Message::PolicyAck(_), Some(s)) = (msg, self.current_signer()) {
             headers.insert(
                 ACK_SIGNATURE_HEADER.to_string(),
                 s.sign_raw(&value).to_vec(),

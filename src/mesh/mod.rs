@@ -21,6 +21,10 @@
 //! # Ok(()) }
 //! ```
 
+mod reload;
+
+pub use reload::CHECK_EVERY as TRUST_CHECK_EVERY;
+
 use crate::config::Config;
 use crate::consumer::{ConsumeError, Consumer, ConsumerHealth, ConsumerOptions, Stats};
 use crate::contract::{Signer, Verifier};
@@ -50,6 +54,7 @@ pub struct Mesh {
     running: JoinSet<Result<(), ConsumeError>>,
     ended: Vec<String>,
     stop: watch::Sender<bool>,
+    helpers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -154,6 +159,7 @@ impl Mesh {
             running: JoinSet::new(),
             ended: Vec::new(),
             stop: watch::channel(false).0,
+            helpers: Vec::new(),
         })
     }
 
@@ -237,6 +243,35 @@ impl Mesh {
         })
     }
 
+    /// Keeps the control trust store in line with `sources` (`--trust` items: directories
+    /// with an optional `validator_registry.json`, PEM or hex key files, hex keys): loads them
+    /// now (an error here is the caller's), then again whenever their files change and
+    /// whenever `trigger` fires (the command passes SIGHUP). A later source that does not load
+    /// keeps the last good store in force, is logged naming the file and counted in
+    /// `meshbus_trust_reload_failures_total{file}`; `meshbus_trust_keys` shows the keys in
+    /// force.
+    pub fn watch_trust(
+        &mut self,
+        sources: Vec<String>,
+        trigger: Option<watch::Receiver<u64>>,
+    ) -> Result<(), crate::contract::trust::TrustError> {
+        let store = crate::contract::TrustStore::load(&sources)?;
+        self.metrics.trust_keys.set(store.len() as i64);
+        self.verifier.replace_trust(store);
+        self.helpers.push(reload::spawn(
+            self.verifier.clone(),
+            sources,
+            self.metrics.clone(),
+            trigger,
+        ));
+        Ok(())
+    }
+
+    /// The verifier every consumer of this mesh uses.
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
     /// Runs every registered consumer until [`Mesh::shutdown`].
     pub fn start(&mut self) {
         for c in self.registered.drain(..) {
@@ -270,6 +305,9 @@ impl Mesh {
     /// connections. Returns what was flushed and what failed.
     pub async fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         let end = Instant::now() + deadline;
+        for h in self.helpers.drain(..) {
+            h.abort();
+        }
         let start = self.producer.counts();
         let mut report = ShutdownReport {
             in_flight_at_start: start.in_flight,
