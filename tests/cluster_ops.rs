@@ -494,5 +494,5 @@ async fn the_producer_switches_its_signing_key_without_dropping_or_failing_a_sen
         }
     }
     assert_eq!(by_key.len(), 2, "both keys signed records");
-    assert!(by_key.contains_key(&new.verifying_key().to_bytes().to_vec()));
+    assert!(by_key.contains_key(new.verifying_key().to_bytes().as_slice()));
 }
