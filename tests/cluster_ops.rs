@@ -416,7 +416,11 @@ fn the_trust_store_reloads_on_change_and_sighup_and_a_bad_file_keeps_the_last_go
         .set_modified(mtime)
         .unwrap();
     std::thread::sleep(meshbus::mesh::TRUST_CHECK_EVERY * 3);
-    assert_eq!(metric(&scrape(), "meshbus_trust_keys"), 2.0, "reloaded without SIGHUP?");
+    assert_eq!(
+        metric(&scrape(), "meshbus_trust_keys"),
+        2.0,
+        "reloaded without SIGHUP?"
+    );
     signal(consumer.id(), "HUP");
     wait("key 1 gone", &|s| metric(s, "meshbus_trust_keys") == 1.0);
     send(&key1, 4);
@@ -495,4 +499,77 @@ async fn the_producer_switches_its_signing_key_without_dropping_or_failing_a_sen
     }
     assert_eq!(by_key.len(), 2, "both keys signed records");
     assert!(by_key.contains_key(new.verifying_key().to_bytes().as_slice()));
+}
+
+#[test]
+fn json_logs_carry_record_coordinates_and_reason_codes_and_no_secret() {
+    use common::cli::{meshbus, run, text};
+    let b = broker();
+    let topic = "ops.logs";
+    b.create_topics(1, &[], &[topic, "ops.logs.dlq"]);
+    let v = vectors::load();
+    let mut config = b.config();
+    config.topics.insert(Kind::Anomaly, topic.into());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let signer = meshbus::contract::Signer::new(vectors::seed(&v.keys.ai_producer_seed_hex), 0);
+        let p = mesh::producer(&config, None).await;
+        for i in 0..4u64 {
+            let mut bytes = signer
+                .sign_message(meshbus::contract::Message::Anomaly(sample::anomaly(i, 100)))
+                .encode();
+            if i == 2 {
+                let n = bytes.len();
+                bytes[n - 40] ^= 1; // in the signature
+            }
+            p.send_raw(topic, None, bytes, BTreeMap::new())
+                .await
+                .unwrap();
+        }
+    });
+    let out = run(meshbus()
+        .envs(b.env())
+        .env("KAFKA_TOPIC_ANOMALY", topic)
+        .env("KAFKA_DLQ_TOPIC", "ops.logs.dlq")
+        .env("MESHBUS_LOG_FORMAT", "json")
+        .args([
+            "--log", "info", "consume", "--kind", "anomaly", "--group", "ops-logs",
+        ])
+        .args(["--max", "4", "--seconds", "60"]));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let logs: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(logs.len() >= 3, "{err}");
+    assert!(logs
+        .iter()
+        .all(|l| l["timestamp"].is_string() && l["level"].is_string()));
+    let find = |message: &str| {
+        logs.iter()
+            .find(|l| l["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no `{message}` line in {err}"))
+    };
+    for message in ["record rejected", "record dead-lettered"] {
+        let l = &find(message)["fields"];
+        assert_eq!(l["reason"], "bad_signature", "{l}");
+        assert_eq!(l["topic"], topic, "{l}");
+        assert_eq!(
+            (l["partition"].as_i64(), l["offset"].as_i64()),
+            (Some(0), Some(2)),
+            "{l}"
+        );
+    }
+    let (user, password) = b.scram512();
+    assert!(
+        !err.contains(&password),
+        "the SASL password reached the log"
+    );
+    assert!(
+        !err.contains(&v.keys.ai_producer_seed_hex),
+        "key material reached the log"
+    );
+    assert!(err.contains(&user) || !err.contains(&password));
 }

@@ -57,6 +57,9 @@ pub struct Cli {
     /// Log filter for stderr (error, warn, info, debug, or a tracing filter).
     #[arg(long, global = true, default_value = "warn", env = "MESHBUS_LOG")]
     pub log: String,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MESHBUS_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -83,14 +86,32 @@ pub enum Command {
     ServeMetrics,
 }
 
-/// Installs the stderr logger.
-pub fn init_logging(filter: &str) {
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields` with the message,
+    /// record coordinates `topic`/`partition`/`offset` and `reason` codes where they apply).
+    Json,
+}
+
+/// Installs the stderr logger. Nothing logged carries a secret: passwords live in `Secret`,
+/// which prints `***`, and key material is never a log field.
+pub fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(false)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
 
 /// Runs the parsed command.

@@ -213,6 +213,14 @@ impl PartitionWorker {
                 .await
             {
                 Ok(_) => {
+                    tracing::info!(
+                        topic = %self.tp.0,
+                        partition = self.tp.1,
+                        offset = r.offset,
+                        reason,
+                        value_omitted = letter.omitted.is_some(),
+                        "record dead-lettered"
+                    );
                     if letter.omitted.is_some() {
                         tracing::warn!(topic = %self.tp.0, partition = self.tp.1, offset = r.offset, "dead letter written without its value (too large for the DLQ)");
                     }
