@@ -54,7 +54,8 @@ pub struct Cli {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464) while the command runs.
     #[arg(long, global = true, env = "MESHBUS_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
-    /// Log filter for stderr (error, warn, info, debug, or a tracing filter).
+    /// Log filter for stderr: a level (error, warn, info, debug, trace) or
+    /// `level,target=level,...` (e.g. `warn,meshbus=debug`).
     #[arg(long, global = true, default_value = "warn", env = "MESHBUS_LOG")]
     pub log: String,
     /// Log line format on stderr.
@@ -99,17 +100,26 @@ pub enum LogFormat {
 /// Installs the stderr logger. Nothing logged carries a secret: passwords live in `Secret`,
 /// which prints `***`, and key material is never a log field.
 pub fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // `Targets` takes `level` or `target=level,...` without pulling in a regex engine.
+    let filter: tracing_subscriber::filter::Targets = filter.parse().unwrap_or_else(|_| {
+        tracing_subscriber::filter::Targets::new().with_default(tracing::Level::WARN)
+    });
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(false)
-            .with_current_span(false)
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(false)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
 }
