@@ -382,3 +382,60 @@ fn readyz_follows_the_group_join_and_the_brokers_and_healthz_the_process() {
         "the endpoint ends with the process"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_readiness_check_fails_for_its_own_reason() {
+    let b = broker();
+    b.create_topics(1, &[], &["life.ready"]);
+    let mut config = b.config();
+    config
+        .topics
+        .insert(meshbus::contract::Kind::Anomaly, "life.ready".into());
+    config.request_timeout = Duration::from_secs(2);
+    config.producer.max_retries = 0;
+    let mut mesh = Mesh::connect(config.clone(), None, verifier(&config))
+        .await
+        .unwrap();
+    let ready = mesh.readiness();
+    let failing = || -> Vec<&'static str> {
+        ready
+            .checks()
+            .into_iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(n, _)| n)
+            .collect()
+    };
+    assert!(
+        failing().is_empty(),
+        "a connected producer-only role is ready"
+    );
+
+    // A consumer registered but not started: not joined, not holding, not polling.
+    let consumer = mesh
+        .consumer(meshbus::consumer::ConsumerOptions::new("life-ready"))
+        .unwrap()
+        .handle(meshbus::contract::Kind::Anomaly, |_r| async { Ok(()) });
+    mesh.register(consumer);
+    assert_eq!(failing(), ["connected", "group_joined", "assignment_held"]);
+    mesh.start();
+    assert!(
+        common::mesh::wait_for(Duration::from_secs(30), || failing().is_empty()).await,
+        "{:?}",
+        failing()
+    );
+
+    // Five failed sends open the breaker.
+    for _ in 0..5 {
+        let r = mesh
+            .producer()
+            .send_raw("life.no-such-topic", None, b"x".to_vec(), BTreeMap::new())
+            .await;
+        assert!(r.is_err());
+    }
+    assert_eq!(failing(), ["breaker_closed"]);
+
+    // A shutdown stops accepting sends first.
+    mesh.producer().stop_accepting();
+    assert_eq!(failing(), ["breaker_closed", "accepting_sends"]);
+    mesh.shutdown(Duration::from_secs(10)).await;
+}
