@@ -197,3 +197,106 @@ pub fn record_batch(
         Err(e) => assert!(!pristine, "a {} batch meshbus encoded did not decode: {e}", meshbus::kafka::fuzzing::codec(codec)),
     }
 }
+
+/// Every variable the configuration reads, for [`env_config`] to pick from.
+pub const ENV_VARS: [&str; 36] = [
+    "ENVIRONMENT",
+    "KAFKA_BROKERS",
+    "KAFKA_CONSUMER_GROUP",
+    "NODE_ID",
+    "KAFKA_TLS_ENABLED",
+    "KAFKA_CA_CERT",
+    "KAFKA_CLIENT_CERT",
+    "KAFKA_CLIENT_KEY",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+    "KAFKA_REQUEST_TIMEOUT_MS",
+    "KAFKA_TOPIC_ANOMALY",
+    "KAFKA_TOPIC_EVIDENCE",
+    "KAFKA_TOPIC_POLICY",
+    "KAFKA_TOPIC_COMMITS",
+    "KAFKA_TOPIC_POLICY_UPDATES",
+    "KAFKA_TOPIC_POLICY_ACK",
+    "KAFKA_DLQ_TOPIC",
+    "KAFKA_PRODUCER_IDEMPOTENT",
+    "KAFKA_PRODUCER_COMPRESSION",
+    "KAFKA_RETRY_BACKOFF_MS",
+    "KAFKA_MAX_RETRIES",
+    "KAFKA_CONSUMER_RETRY_MAX",
+    "KAFKA_PRODUCER_MAX_RECORDS_PER_SEC",
+    "KAFKA_PRODUCER_MAX_BYTES_PER_SEC",
+    "MESHBUS_SHUTDOWN_TIMEOUT_MS",
+    "KAFKA_GROUP_INSTANCE_ID",
+    "KAFKA_GROUP_PROTOCOL",
+    "CONTROL_SIGNING_DOMAIN",
+    "CONTROL_POLICY_SIGNING_DOMAIN",
+    "CONTROL_REPUTATION_SIGNING_DOMAIN",
+    "CONTROL_EVIDENCE_SIGNING_DOMAIN",
+    "KAFKA_MAX_TIMESTAMP_SKEW",
+    "CONTROL_TIMESTAMP_SKEW",
+    "AI_POLICY_ALLOWED_PUBKEYS",
+];
+
+/// The environment configuration from arbitrary variables: never panics; an error names one
+/// of the variables read; an accepted configuration validates again and never shows the SASL
+/// password in its `Debug` output or its verifier settings.
+pub fn env_config(vars: Vec<(u8, String)>) {
+    let env: std::collections::BTreeMap<&str, String> = vars
+        .into_iter()
+        .take(64)
+        .map(|(i, v)| (ENV_VARS[i as usize % ENV_VARS.len()], v))
+        .collect();
+    match meshbus::config::Config::from_lookup(|k| env.get(k).cloned()) {
+        Ok(c) => {
+            c.validate().expect("an accepted configuration validates");
+            if let Some(s) = &c.sasl {
+                let password = s.password.expose();
+                let others_contain = env
+                    .iter()
+                    .filter(|(k, _)| **k != "KAFKA_SASL_PASSWORD")
+                    .any(|(_, v)| v.contains(password));
+                if password.len() >= 6 && !others_contain && !"Secret(***)".contains(password) {
+                    assert!(
+                        !format!("{c:?}").contains(password),
+                        "the password shows in Debug output"
+                    );
+                }
+            }
+            let _ = c.verifier_config();
+        }
+        Err(e) => assert!(
+            ENV_VARS.contains(&e.var) || e.var == "kafka client",
+            "error names an unknown variable: {}",
+            e.var
+        ),
+    }
+}
+
+/// Trust material: a `validator_registry.json`, a public key text and private key bytes.
+/// Parsers never panic; a public key accepted for a trust store is never small-order; a
+/// parsed private key round-trips through its PEM.
+pub fn trust_material(registry: &str, public: &str, private: &[u8]) {
+    let dir = std::path::Path::new("/nonexistent-meshbus-fuzz");
+    if let Ok(store) = TrustStore::from_registry_json(registry, dir) {
+        for k in store.keys() {
+            let vk = ed25519_dalek::VerifyingKey::from_bytes(k).expect("a stored key is a point");
+            assert!(!vk.is_weak(), "a weak key entered the trust store");
+        }
+    }
+    if let Ok(raw) = keys::parse_public_key_bytes(public) {
+        if let Ok(k) = keys::check_trusted_key(raw) {
+            assert!(!ed25519_dalek::VerifyingKey::from_bytes(&k).unwrap().is_weak());
+        }
+    }
+    let _ = keys::parse_public_key(public);
+    if let Ok(sk) = keys::parse_signing_key(private) {
+        let pem = keys::private_key_pem(&sk).expect("a key encodes");
+        let again = keys::parse_signing_key(pem.as_bytes()).expect("its PEM parses");
+        assert_eq!(again.to_bytes(), sk.to_bytes());
+    }
+    let items = [public.to_string()];
+    if let Ok(store) = TrustStore::load(&items) {
+        assert!(store.len() <= 1);
+    }
+}
