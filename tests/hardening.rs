@@ -22,6 +22,9 @@ fn broker() -> &'static Broker {
     &shared().0
 }
 
+/// Tests that put the proxy on the advertised port take turns.
+static PROXY_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn shared() -> &'static (Broker, u16) {
     static B: OnceLock<(Broker, u16)> = OnceLock::new();
     B.get_or_init(|| {
@@ -246,6 +249,7 @@ async fn timed_member(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_coordinator_stalls_stops_before_another_takes_its_partition() {
     let (b, advertised) = shared();
+    let _turn = PROXY_TURN.lock().await;
     let topic = "hard.stall";
     b.create_topics(1, &[], &[topic]);
     let proxy = common::proxy::start(*advertised, b.plain_port()).await;
@@ -397,4 +401,85 @@ async fn a_panicking_handler_is_a_handler_failure_not_a_silently_dead_partition(
         ("handler_failed", 1)
     );
     assert!(l.error.contains("panicked"), "{}", l.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_over_its_byte_bound_waits_then_fails_with_a_typed_backpressure_error() {
+    let (b, advertised) = shared();
+    let _turn = PROXY_TURN.lock().await;
+    let topic = "hard.backpressure";
+    b.create_topics(1, &[], &[topic]);
+    let proxy = common::proxy::start(*advertised, b.plain_port()).await;
+    let mut config = meshbus::config::Config::builder()
+        .brokers([format!("127.0.0.1:{advertised}")])
+        .request_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    config.producer.max_retries = 0;
+    config.producer.compression = meshbus::config::Compression::None;
+    // The delivery timeouts below open the breaker; let it half-open soon after.
+    config.producer.breaker_open_for = Duration::from_millis(500);
+    let p = mesh::producer(&config, None).await;
+    p.send_raw(topic, None, b"warm-up".to_vec(), BTreeMap::new())
+        .await
+        .unwrap();
+
+    // The broker stops answering; 40 records of 1,000,000 bytes (40 MB) against the 32 MiB
+    // bound: what does not fit waits the request timeout, then gets a typed error.
+    proxy.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..40u32 {
+        let p = p.clone();
+        sends.spawn(async move {
+            let mut value = vec![0u8; 1_000_000];
+            value[..4].copy_from_slice(&i.to_be_bytes());
+            let r = p
+                .send_raw("hard.backpressure", None, value, BTreeMap::new())
+                .await;
+            (r, started.elapsed())
+        });
+    }
+    let mut backpressure = Vec::new();
+    let mut other = 0;
+    while let Some(r) = sends.join_next().await {
+        match r.unwrap() {
+            (Err(meshbus::producer::SendError::Backpressure { bytes, waited }), _) => {
+                assert_eq!(bytes, 1_000_000);
+                backpressure.push(waited);
+            }
+            (Ok(d), _) => panic!("acknowledged while the broker was stalled: {d:?}"),
+            (Err(_), _) => other += 1,
+        }
+    }
+    proxy
+        .stall
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        backpressure.len() >= 5,
+        "{} backpressure errors, {other} others",
+        backpressure.len()
+    );
+    assert!(
+        backpressure
+            .iter()
+            .all(|w| *w >= Duration::from_millis(2500)),
+        "failed before waiting: {backpressure:?}"
+    );
+    // The bound held: the rest were taken (and failed by their delivery timeout).
+    assert_eq!(backpressure.len() + other, 40);
+    assert!(
+        other <= 34,
+        "{other} records were taken past the 32 MiB bound"
+    );
+    // Once the broker answers again, sends go through.
+    let mut errors = Vec::new();
+    for _ in 0..10 {
+        match p.send_raw(topic, None, b"after".to_vec(), BTreeMap::new()).await {
+            Ok(_) => break,
+            Err(e) => errors.push(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(errors.len() < 10, "the producer did not recover: {errors:#?}");
 }

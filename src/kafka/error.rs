@@ -47,6 +47,18 @@ pub enum KafkaError {
     /// The record (or batch) is larger than the broker accepts.
     #[error("record too large for the broker: {0}")]
     RecordTooLarge(String),
+    /// Backpressure: the producer's unacknowledged bytes stayed at their bound
+    /// ([`super::produce::BUFFER_BYTES`]) for the whole wait (the request timeout); nothing was
+    /// sent. Not retried by meshbus: the caller decides whether to wait longer.
+    #[error("producer buffer full: {bytes} more bytes did not fit in {limit} within {waited:?}")]
+    BufferFull {
+        /// The record's size.
+        bytes: usize,
+        /// The bound.
+        limit: usize,
+        /// How long the send waited.
+        waited: Duration,
+    },
     /// The client was closed.
     #[error("closed: {0}")]
     Closed(String),
@@ -80,6 +92,7 @@ impl KafkaError {
             KafkaError::DeliveryTimeout { .. } => "delivery_timeout",
             KafkaError::Broker { .. } => "broker",
             KafkaError::RecordTooLarge(_) => "record_too_large",
+            KafkaError::BufferFull { .. } => "buffer_full",
             KafkaError::Closed(_) => "closed",
         }
     }

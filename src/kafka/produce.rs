@@ -14,9 +14,14 @@ use tokio::sync::OnceCell;
 /// Where an acknowledged record landed: (partition, offset).
 pub type Landed = (i32, i64);
 
-/// Bytes a producer may hold unacknowledged before sends wait (and then fail after the
-/// request timeout): 32 MiB, enough for 32 maximal records.
+/// Bytes (keys, values and headers) a producer may hold unacknowledged before sends wait, and
+/// then fail with [`KafkaError::BufferFull`] after the request timeout: 32 MiB, enough for 32
+/// maximal records. meshbus enforces it itself, before the client's own buffer (sized above
+/// it for the per-record overhead) can fill.
 pub const BUFFER_BYTES: usize = 32 * 1024 * 1024;
+
+/// The client's own buffer: the bound plus room for batch and record overhead.
+const CLIENT_BUFFER_BYTES: usize = BUFFER_BYTES + 4 * 1024 * 1024;
 
 /// Keyed records go where Kafka's Java client puts them (murmur2 of the key), so a key's
 /// records stay in order on one partition across clients; keyless records (every `ai.*`
@@ -46,6 +51,8 @@ pub struct Sender {
     settings: ProducerSettings,
     producer: OnceCell<krafka::producer::Producer>,
     closed: std::sync::atomic::AtomicBool,
+    /// Unacknowledged bytes, one permit per byte.
+    budget: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Sender {
@@ -82,6 +89,7 @@ impl Sender {
             settings,
             producer: OnceCell::new(),
             closed: Default::default(),
+            budget: std::sync::Arc::new(tokio::sync::Semaphore::new(BUFFER_BYTES)),
         }
     }
 
@@ -101,7 +109,7 @@ impl Sender {
                     .batch_size(256 * 1024)
                     // One maximal record plus batch and request overhead.
                     .max_request_size(MAX_RECORD_BYTES + 64 * 1024)
-                    .buffer_memory(BUFFER_BYTES)
+                    .buffer_memory(CLIENT_BUFFER_BYTES)
                     .max_block(timeout)
                     // krafka needs delivery >= linger + request timeout; one request timeout is the budget.
                     .delivery_timeout(timeout + Duration::from_millis(50))
@@ -127,6 +135,29 @@ impl Sender {
             return Err(KafkaError::Closed("producer closed".into()));
         }
         let producer = self.producer().await?;
+        // Backpressure: wait (up to the request timeout) for room under the byte bound.
+        let bytes = key.as_ref().map_or(0, Vec::len)
+            + value.as_ref().map_or(0, Vec::len)
+            + headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        let wait = self.client.timeout();
+        let started = std::time::Instant::now();
+        let permits = u32::try_from(bytes.clamp(1, BUFFER_BYTES)).unwrap_or(u32::MAX);
+        let _reserved =
+            match tokio::time::timeout(wait, self.budget.clone().acquire_many_owned(permits)).await
+            {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => return Err(KafkaError::Closed("producer closed".into())),
+                Err(_) => {
+                    return Err(KafkaError::BufferFull {
+                        bytes,
+                        limit: BUFFER_BYTES,
+                        waited: started.elapsed(),
+                    })
+                }
+            };
         let mut r = krafka::Record::new(topic, Vec::new()).timestamp(timestamp_ms);
         // A null value stays null on the wire.
         r.value = value.map(bytes::Bytes::from);

@@ -57,6 +57,15 @@ pub enum SendError {
     /// The producer was closed (or is shutting down); nothing was sent.
     #[error("producer closed: send refused")]
     Closed,
+    /// Backpressure: the producer's unacknowledged bytes stayed at their 32 MiB bound for the
+    /// whole wait (`KAFKA_REQUEST_TIMEOUT_MS`); nothing was sent.
+    #[error("producer buffer full for {waited:?} ({bytes} bytes did not fit); not sent")]
+    Backpressure {
+        /// The record's size.
+        bytes: usize,
+        /// How long the send waited.
+        waited: std::time::Duration,
+    },
     /// The broker could not be reached or refused, after the allowed retries.
     #[error("send to {topic} failed after {attempts} attempt(s): {source}")]
     Transport {
@@ -386,6 +395,11 @@ impl Producer {
                 Ok(d)
             }
             Err(KafkaError::Closed(_)) => Err(SendError::Closed),
+            // A full buffer says the broker is slow, not that it failed: the breaker is left
+            // alone.
+            Err(KafkaError::BufferFull { bytes, waited, .. }) => {
+                Err(SendError::Backpressure { bytes, waited })
+            }
             Err(source) => {
                 self.breaker.on_failure();
                 Err(SendError::Transport {
