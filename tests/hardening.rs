@@ -475,11 +475,101 @@ async fn a_producer_over_its_byte_bound_waits_then_fails_with_a_typed_backpressu
     // Once the broker answers again, sends go through.
     let mut errors = Vec::new();
     for _ in 0..10 {
-        match p.send_raw(topic, None, b"after".to_vec(), BTreeMap::new()).await {
+        match p
+            .send_raw(topic, None, b"after".to_vec(), BTreeMap::new())
+            .await
+        {
             Ok(_) => break,
             Err(e) => errors.push(e.to_string()),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(errors.len() < 10, "the producer did not recover: {errors:#?}");
+    assert!(
+        errors.len() < 10,
+        "the producer did not recover: {errors:#?}"
+    );
+}
+
+/// Flips a byte inside the records of the batch at `base_offset` in a partition's first log
+/// segment, on disk, under the running broker (which checks CRCs on append, not on fetch).
+fn corrupt_batch(segment: &std::path::Path, base_offset: i64) {
+    let mut log = std::fs::read(segment).unwrap();
+    let mut pos = 0usize;
+    while pos + 12 <= log.len() {
+        let base = i64::from_be_bytes(log[pos..pos + 8].try_into().unwrap());
+        let len = i32::from_be_bytes(log[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        if base == base_offset {
+            // The last byte of the batch: inside its last record, covered by the CRC.
+            let at = pos + 12 + len - 1;
+            log[at] ^= 0xff;
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(segment)
+                .unwrap();
+            f.seek(SeekFrom::Start(at as u64)).unwrap();
+            f.write_all(&log[at..at + 1]).unwrap();
+            f.sync_all().unwrap();
+            return;
+        }
+        pos += 12 + len;
+    }
+    panic!("no batch at offset {base_offset} in {}", segment.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_batch_on_the_broker_is_dead_lettered_and_does_not_stall_its_partition() {
+    let b = broker();
+    let topic = "hard.corrupt";
+    b.create_topics(1, &[], &[topic, "hard.corrupt-dlq"]);
+    let v = vectors::load();
+    let mut config = b.config();
+    config.topics.insert(Kind::Anomaly, topic.into());
+    config.dlq_topic = "hard.corrupt-dlq".into();
+    config.producer.compression = meshbus::config::Compression::None;
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    for i in 0..10 {
+        // One send at a time: one batch per record.
+        let d = ai.send_anomaly(sample::anomaly(i, 100)).await.unwrap();
+        assert_eq!(d.offset, i as i64);
+    }
+    let segment = b
+        .data_dir(1)
+        .join(format!("{topic}-0"))
+        .join("00000000000000000000.log");
+    corrupt_batch(&segment, 4);
+
+    let (consumer, seen, _) = mesh::recording_consumer(
+        &config,
+        mesh::options("hard-corrupt"),
+        mesh::verifier(&v),
+        &[Kind::Anomaly],
+    )
+    .await;
+    let stats = consumer.stats();
+    let (stop, task) = mesh::spawn(consumer);
+    let done = wait_for(Duration::from_secs(30), || {
+        let (_, handled, _, _, dead) = stats.snapshot();
+        handled == 9 && dead == 1
+    })
+    .await;
+    let (reached, _) =
+        mesh::commits_reach_end(b, "hard-corrupt", topic, Duration::from_secs(20)).await;
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    assert!(done, "stats {:?}", stats.snapshot());
+    assert!(reached, "{:?}", b.committed("hard-corrupt"));
+    let offsets: Vec<i64> = seen.lock().unwrap().iter().map(|(_, _, o)| *o).collect();
+    assert_eq!(offsets, [0, 1, 2, 3, 5, 6, 7, 8, 9]);
+    let letters = read_all(&config, "hard.corrupt-dlq").await;
+    assert_eq!(letters.len(), 1);
+    let l = DeadLetter::from_record(
+        letters[0].key.clone(),
+        letters[0].value.clone(),
+        &letters[0].headers,
+    )
+    .unwrap();
+    assert_eq!((l.reason.as_str(), l.original_offset), ("malformed", 4));
+    assert!(l.value.is_none());
+    assert!(l.error.contains("undecodable"), "{}", l.error);
 }

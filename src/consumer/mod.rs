@@ -394,6 +394,30 @@ impl Consumer {
                         consumer.pause(&t, p).await;
                     }
                 }
+                Err(KafkaError::UndecodableBatch {
+                    topic,
+                    partition,
+                    offset,
+                    detail,
+                }) => {
+                    // Corrupt data would stall the partition forever: its place is
+                    // dead-lettered in order like a record (reason `malformed`), and the fetch
+                    // moves past it.
+                    tracing::error!(%topic, partition, offset, %detail, "undecodable record batch; dead-lettering its place and moving past it");
+                    let marker = crate::kafka::InRecord::undecodable(
+                        &topic,
+                        partition,
+                        offset,
+                        format!("undecodable record batch: {detail}"),
+                    );
+                    for (t, p) in assignment.dispatch(vec![marker]) {
+                        consumer.pause(&t, p).await;
+                    }
+                    if let Err(e) = consumer.seek(&topic, partition, offset + 1).await {
+                        tracing::warn!(%topic, partition, error = %e, "seeking past an undecodable batch failed; retrying");
+                        tokio::time::sleep(errors.next_delay()).await;
+                    }
+                }
                 Err(e) if e.is_retriable() => {
                     shared.health.polling.store(false, Ordering::Relaxed);
                     tracing::warn!(group = %spec.group, error = %e, "poll failed; retrying");

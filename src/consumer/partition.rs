@@ -102,6 +102,16 @@ impl PartitionWorker {
         shared.metrics.messages_received.get_or_create(&label).inc();
         shared.stats.received.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
+        if let Some(why) = &r.undecodable {
+            shared
+                .metrics
+                .messages_rejected
+                .get_or_create(&Metrics::topic_reason(topic, "malformed"))
+                .inc();
+            shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            let why = why.clone();
+            return self.dead_letter(r, "malformed", &why).await;
+        }
         let value = r.value.as_deref().unwrap_or_default();
         let verified = shared
             .verifier

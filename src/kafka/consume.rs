@@ -182,6 +182,11 @@ impl GroupConsumer {
         Ok(self.consumer.commit_offsets(o).await?)
     }
 
+    /// Moves the fetch position of `partition` of `topic` to `offset`.
+    pub async fn seek(&self, topic: &str, partition: i32, offset: i64) -> Result<(), KafkaError> {
+        Ok(self.consumer.seek(topic, partition, offset).await?)
+    }
+
     /// Stops fetching `partition` of `topic` until resumed.
     pub async fn pause(&self, topic: &str, partition: i32) {
         self.consumer.pause(topic, &[partition]).await;

@@ -62,6 +62,20 @@ pub enum KafkaError {
     /// The client was closed.
     #[error("closed: {0}")]
     Closed(String),
+    /// The record batch at a partition's position cannot be decoded (CRC mismatch, bad
+    /// compression): fetching again returns the same bytes. The consumer dead-letters the
+    /// place and seeks past it.
+    #[error("undecodable record batch at {topic}/{partition} offset {offset}: {detail}")]
+    UndecodableBatch {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+        /// What was wrong.
+        detail: String,
+    },
 }
 
 /// Kafka's MESSAGE_TOO_LARGE and RECORD_LIST_TOO_LARGE codes.
@@ -94,6 +108,7 @@ impl KafkaError {
             KafkaError::RecordTooLarge(_) => "record_too_large",
             KafkaError::BufferFull { .. } => "buffer_full",
             KafkaError::Closed(_) => "closed",
+            KafkaError::UndecodableBatch { .. } => "undecodable_batch",
         }
     }
 
@@ -160,6 +175,18 @@ impl From<krafka::KrafkaError> for KafkaError {
                 }
             }
             K::Closed { message } => KafkaError::Closed(message),
+            K::UndecodableBatch {
+                topic,
+                partition,
+                offset,
+                kind,
+                message,
+            } => KafkaError::UndecodableBatch {
+                topic,
+                partition,
+                offset,
+                detail: format!("{kind:?}: {message}"),
+            },
             other => KafkaError::Broker {
                 detail: other.to_string(),
                 code: None,

@@ -64,6 +64,7 @@ pub fn decode_batches(data: &[u8]) -> Result<Vec<InRecord>, KafkaError> {
                         )
                     })
                     .collect(),
+                undecodable: None,
             });
         }
     }

@@ -45,6 +45,24 @@ pub struct InRecord {
     pub value: Option<Vec<u8>>,
     /// Headers (a null header value reads as empty).
     pub headers: BTreeMap<String, Vec<u8>>,
+    /// Set when this is not a record but the place of one that could not be decoded (a
+    /// corrupt batch at this offset): why. Key, value and headers are then empty.
+    pub undecodable: Option<String>,
+}
+
+impl InRecord {
+    /// The place of an undecodable batch at `offset`, to be dead-lettered like a record.
+    pub fn undecodable(topic: &str, partition: i32, offset: i64, why: String) -> InRecord {
+        InRecord {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            key: None,
+            value: None,
+            headers: BTreeMap::new(),
+            undecodable: Some(why),
+        }
+    }
 }
 
 impl From<krafka::ConsumerRecord> for InRecord {
@@ -60,6 +78,7 @@ impl From<krafka::ConsumerRecord> for InRecord {
                 .into_iter()
                 .map(|(k, v)| (k, v.map(|b| b.to_vec()).unwrap_or_default()))
                 .collect(),
+            undecodable: None,
         }
     }
 }

@@ -189,6 +189,11 @@ impl Broker {
             .unwrap() as i32
     }
 
+    /// The data directory (`log.dirs`) of node `id`.
+    pub fn data_dir(&self, id: i32) -> PathBuf {
+        self.dir.path().join(format!("node-{id}/data"))
+    }
+
     /// The log of node `id` so far.
     pub fn log(&self, id: i32) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("node-{id}/server.log")))

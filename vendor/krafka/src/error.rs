@@ -60,6 +60,24 @@ pub enum KrafkaError {
     #[error("network error: {0}")]
     Network(#[source] Arc<io::Error>),
 
+    /// meshbus patch: the record batch at a partition's fetch position cannot be decoded (CRC
+    /// mismatch, bad compression, malformed records). Re-fetching returns the same bytes, so
+    /// it is not retriable: the application records the loss and seeks past `offset`, or
+    /// pauses the partition. Carries the partition and offset as data, not only in text.
+    #[error("undecodable record batch at {topic}-{partition} offset {offset} ({kind:?}): {message}")]
+    UndecodableBatch {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The fetch position the batch could not be decoded at.
+        offset: i64,
+        /// What was wrong with it.
+        kind: ProtocolErrorKind,
+        /// The underlying error.
+        message: String,
+    },
+
     /// Protocol encoding/decoding errors.
     ///
     /// The structured classification is available via

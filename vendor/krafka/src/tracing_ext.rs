@@ -162,6 +162,7 @@ pub(crate) fn error_type(error: &KrafkaError) -> Cow<'static, str> {
         KrafkaError::UnknownTopic { .. } => "UNKNOWN_TOPIC_OR_PARTITION".into(),
         KrafkaError::Network(_) => "network".into(),
         KrafkaError::Protocol { .. } => "protocol".into(),
+        KrafkaError::UndecodableBatch { .. } => "undecodable_batch".into(),
         KrafkaError::Auth { .. } => "auth".into(),
         KrafkaError::Timeout { .. } => "timeout".into(),
         KrafkaError::DeliveryTimeout { .. } => "delivery_timeout".into(),

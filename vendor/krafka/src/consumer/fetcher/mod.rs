@@ -50,19 +50,23 @@ impl FetchFault {
             0 | 1 => String::new(),
             n => format!(" ({n} partitions affected in this poll)"),
         };
-        KrafkaError::protocol_kind(
-            self.error
+        // meshbus patch: a typed error carrying the partition and offset (it was a protocol
+        // error with them only in its text).
+        KrafkaError::UndecodableBatch {
+            kind: self
+                .error
                 .protocol_error_kind()
                 .unwrap_or(ProtocolErrorKind::Malformed),
-            format!(
-                "undecodable record batch at {topic}-{partition} offset {}{others}; \
-                 the partition cannot advance past it and re-fetching returns the same \
-                 bytes. Either seek({topic}-{partition}) past the offset to skip the \
-                 corrupt data, or pause({topic}-{partition}) to keep consuming every \
-                 other partition while you investigate. Underlying error: {}",
-                self.offset, self.error
+            message: format!(
+                "the partition cannot advance past it and re-fetching returns the same \
+                 bytes; seek past the offset to skip the corrupt data, or pause the partition \
+                 to keep consuming every other one{others}. Underlying error: {}",
+                self.error
             ),
-        )
+            topic,
+            partition,
+            offset: self.offset,
+        }
     }
 }
 
