@@ -573,3 +573,87 @@ async fn a_corrupt_batch_on_the_broker_is_dead_lettered_and_does_not_stall_its_p
     assert!(l.value.is_none());
     assert!(l.error.contains("undecodable"), "{}", l.error);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_with_a_garbage_subscription_or_a_missing_topic_do_not_block_the_group() {
+    let (b, _) = shared();
+    let topic = "hard.join";
+    b.create_topics(2, &[], &[topic, "hard.join-dlq"]);
+    let v = vectors::load();
+    let mut config = b.config();
+    config.topics.insert(Kind::Anomaly, topic.into());
+    config.dlq_topic = "hard.join-dlq".into();
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    for i in 0..10 {
+        ai.send_anomaly(sample::anomaly(i, 100)).await.unwrap();
+    }
+    let group = "hard-join";
+    let (consumer, seen, _) = mesh::recording_consumer(
+        &config,
+        mesh::options(group),
+        mesh::verifier(&v),
+        &[Kind::Anomaly],
+    )
+    .await;
+    let stats = consumer.stats();
+    let (stop, task) = mesh::spawn(consumer);
+    assert!(wait_for(Duration::from_secs(30), || seen.lock().unwrap().len() == 10).await);
+    let rounds_before = stats.assignments.load(std::sync::atomic::Ordering::SeqCst);
+
+    // A member whose subscription is garbage (meshbus leads the group and must decode it), and
+    // a Java member subscribed to a topic that does not exist, join the same group.
+    let raw = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/raw_member.py"
+        ))
+        .args(["--port", &b.plain_port().to_string(), "--group", group])
+        .args(["--seconds", "25", "--metadata-hex", "00ffdeadbeef"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut java = b.member(Peer::Java, "hard.nonexistent", group, 25);
+    // The group completes rounds with them in it, and meshbus keeps consuming.
+    assert!(
+        wait_for(Duration::from_secs(40), || stats
+            .assignments
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > rounds_before)
+        .await,
+        "no round completed after the others joined"
+    );
+    for i in 10..20 {
+        ai.send_anomaly(sample::anomaly(i, 100)).await.unwrap();
+    }
+    let handled = wait_for(Duration::from_secs(30), || seen.lock().unwrap().len() == 20).await;
+    let out = raw.wait_with_output().unwrap();
+    java.wait();
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    let joins: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        joins.iter().any(|j| j["join"] == 0),
+        "the garbage member never joined: {joins:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        joins
+            .iter()
+            .filter(|j| j["join"] == 0)
+            .all(|j| j["leader"] != j["me"]),
+        "meshbus should lead: {joins:?}"
+    );
+    assert!(
+        handled,
+        "meshbus stopped consuming: {} of 20",
+        seen.lock().unwrap().len()
+    );
+    assert!(
+        java.assignments() >= 1,
+        "the Java member never got through a join"
+    );
+}

@@ -408,15 +408,20 @@ impl GroupCoordinator {
     ) -> Result<Vec<SyncGroupRequestAssignment>> {
         let mut subscriptions = Vec::with_capacity(members.len());
         for m in members {
-            let subscription = decode_consumer_protocol_subscription(&m.metadata).map_err(|e| {
-                KrafkaError::protocol_kind(
-                    ProtocolErrorKind::Malformed,
-                    format!(
-                        "member '{}' sent an undecodable subscription: {e}",
+            // meshbus patch: one member's undecodable subscription used to fail the whole
+            // round, and the group could never complete a join while that member stayed.
+            // Such a member now gets an empty assignment (below) and everyone else theirs.
+            let subscription = match decode_consumer_protocol_subscription(&m.metadata) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(
+                        "member '{}' sent an undecodable subscription ({e}); it gets no \
+                         partitions",
                         m.member_id
-                    ),
-                )
-            })?;
+                    );
+                    continue;
+                }
+            };
             subscriptions.push(MemberSubscription::from_protocol(
                 &m.member_id,
                 subscription,
