@@ -85,6 +85,10 @@ async fn records_the_dlq_cannot_hold_are_dead_lettered_without_their_value_and_c
             .await
             .unwrap();
     }
+    // And a null value (offset 3): its dead letter's value stays null.
+    raw.send_raw_value(topic, Some(b"k-null".to_vec()), None, BTreeMap::new())
+        .await
+        .unwrap();
     // Then valid records: they must not wait behind the others.
     let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
     for i in 0..5 {
@@ -102,7 +106,7 @@ async fn records_the_dlq_cannot_hold_are_dead_lettered_without_their_value_and_c
     let (stop, task) = mesh::spawn(consumer);
     let done = wait_for(Duration::from_secs(60), || {
         let (_, handled, _, _, dead) = stats.snapshot();
-        handled == 5 && dead == 3
+        handled == 5 && dead == 4
     })
     .await;
     assert!(done, "stats {:?}", stats.snapshot());
@@ -121,7 +125,7 @@ async fn records_the_dlq_cannot_hold_are_dead_lettered_without_their_value_and_c
         .into_iter()
         .map(|r| DeadLetter::from_record(r.key, r.value, &r.headers).unwrap())
         .collect();
-    assert_eq!(letters.len(), 3);
+    assert_eq!(letters.len(), 4);
     let by_offset: BTreeMap<i64, &DeadLetter> =
         letters.iter().map(|l| (l.original_offset, l)).collect();
     for (offset, original) in [(0, &huge), (1, &large)] {
@@ -148,6 +152,51 @@ async fn records_the_dlq_cannot_hold_are_dead_lettered_without_their_value_and_c
         "a value that fits is kept byte for byte"
     );
     assert!(l.omitted.is_none());
+    let l = by_offset[&3];
+    assert!(
+        l.value.is_none() && l.omitted.is_none(),
+        "a null value stays null"
+    );
+
+    // The command streams them, shows what was omitted, and will not replay an omitted value;
+    // the null one is replayed as null.
+    use common::cli::{meshbus, text};
+    let cli = |args: &[&str]| {
+        meshbus()
+            .envs(b.env())
+            .env("KAFKA_DLQ_TOPIC", dlq)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["dlq", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4);
+    let omitted: Vec<&serde_json::Value> =
+        rows.iter().filter(|r| r["value_omitted"] == true).collect();
+    assert_eq!(omitted.len(), 2);
+    assert!(omitted.iter().any(|r| r["value_bytes"] == 2_000_000));
+    assert!(rows
+        .iter()
+        .any(|r| r["original_offset"] == 3 && r["value_null"] == true));
+    let end_before = b.end_offsets(&[topic])[&(topic.to_string(), 0)];
+    let out = cli(&["dlq", "replay", "--all"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("value omitted").count(), 2, "{err}");
+    assert!(err.contains("replayed 2, failed 2"), "{err}");
+    let replayed = read_all(&config, topic).await;
+    assert_eq!(replayed.len() as i64, end_before + 2);
+    let null_copy = replayed
+        .iter()
+        .skip(end_before as usize)
+        .find(|r| r.key.as_deref() == Some(&b"k-null"[..]))
+        .expect("the null record was replayed");
+    assert!(null_copy.value.is_none(), "the replayed null value is null");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
