@@ -95,20 +95,8 @@ async fn records_the_dlq_cannot_hold_are_dead_lettered_without_their_value_and_c
         ai.send_anomaly(sample::anomaly(i, 100)).await.unwrap();
     }
 
-    let (consumer, seen, _) = mesh::recording_consumer(
-        &config,
-        mesh::options("hard-big"),
-        mesh::verifier(&v),
-        &[Kind::Anomaly],
-    )
-    .await;
-    let stats = consumer.stats();
-    let (stop, task) = mesh::spawn(consumer);
-    let done = wait_for(Duration::from_secs(60), || {
-        let (_, handled, _, _, dead) = stats.snapshot();
-        handled == 5 && dead == 4
-    })
-    .await;
+    let (seen, stats, (stop, task)) = mesh::running_anomaly_consumer(&config, "hard-big", &v).await;
+    let done = mesh::wait_counts(&stats, 5, 4, Duration::from_secs(60)).await;
     assert!(done, "stats {:?}", stats.snapshot());
     let (reached, _) = mesh::commits_reach_end(b, "hard-big", topic, Duration::from_secs(20)).await;
     assert!(
@@ -588,20 +576,9 @@ async fn a_corrupt_batch_on_the_broker_is_dead_lettered_and_does_not_stall_its_p
         .join("00000000000000000000.log");
     corrupt_batch(&segment, 4);
 
-    let (consumer, seen, _) = mesh::recording_consumer(
-        &config,
-        mesh::options("hard-corrupt"),
-        mesh::verifier(&v),
-        &[Kind::Anomaly],
-    )
-    .await;
-    let stats = consumer.stats();
-    let (stop, task) = mesh::spawn(consumer);
-    let done = wait_for(Duration::from_secs(30), || {
-        let (_, handled, _, _, dead) = stats.snapshot();
-        handled == 9 && dead == 1
-    })
-    .await;
+    let (seen, stats, (stop, task)) =
+        mesh::running_anomaly_consumer(&config, "hard-corrupt", &v).await;
+    let done = mesh::wait_counts(&stats, 9, 1, Duration::from_secs(30)).await;
     let (reached, _) =
         mesh::commits_reach_end(b, "hard-corrupt", topic, Duration::from_secs(20)).await;
     let _ = stop.send(());
@@ -637,16 +614,8 @@ async fn members_with_a_garbage_subscription_or_a_missing_topic_do_not_block_the
         ai.send_anomaly(sample::anomaly(i, 100)).await.unwrap();
     }
     let group = "hard-join";
-    let (consumer, seen, _) = mesh::recording_consumer(
-        &config,
-        mesh::options(group),
-        mesh::verifier(&v),
-        &[Kind::Anomaly],
-    )
-    .await;
-    let stats = consumer.stats();
-    let (stop, task) = mesh::spawn(consumer);
-    assert!(wait_for(Duration::from_secs(30), || seen.lock().unwrap().len() == 10).await);
+    let (seen, stats, (stop, task)) = mesh::running_anomaly_consumer(&config, group, &v).await;
+    assert!(mesh::wait_counts(&stats, 10, 0, Duration::from_secs(30)).await);
     let rounds_before = stats.assignments.load(std::sync::atomic::Ordering::SeqCst);
 
     // A member whose subscription is garbage (meshbus leads the group and must decode it), and

@@ -138,3 +138,30 @@ pub async fn commits_reach_end(
     .await;
     (reached, ends)
 }
+
+/// A consumer of `group` handling anomalies with the vectors' verifier, recording what it
+/// handles, already running: its record list, counters and stop switch.
+pub async fn running_anomaly_consumer(
+    config: &Config,
+    group: &str,
+    v: &Vectors,
+) -> (Seen, Arc<meshbus::consumer::Stats>, Running) {
+    let (c, seen, _) =
+        recording_consumer(config, options(group), verifier(v), &[Kind::Anomaly]).await;
+    let stats = c.stats();
+    (seen, stats, spawn(c))
+}
+
+/// Waits until `stats` shows exactly `handled` handled and `dead` dead-lettered records.
+pub async fn wait_counts(
+    stats: &meshbus::consumer::Stats,
+    handled: u64,
+    dead: u64,
+    limit: Duration,
+) -> bool {
+    wait_for(limit, || {
+        let (_, h, _, _, d) = stats.snapshot();
+        h == handled && d == dead
+    })
+    .await
+}
