@@ -1,0 +1,141 @@
+//! The knobs of the producer (SPEC 5), the consumer and its group (SPEC 6), and verification
+//! (SPEC 3-4), with their defaults.
+
+use std::time::Duration;
+
+/// Record compression (`KAFKA_PRODUCER_COMPRESSION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// None.
+    None,
+    /// gzip.
+    Gzip,
+    /// snappy (default).
+    #[default]
+    Snappy,
+    /// lz4 (pure Rust).
+    Lz4,
+    /// zstd (encoding needs the `c-codecs` feature; decoding is always there).
+    Zstd,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" | "" => Ok(Compression::None),
+            "gzip" => Ok(Compression::Gzip),
+            "snappy" => Ok(Compression::Snappy),
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" => Ok(Compression::Zstd),
+            o => Err(format!(
+                "must be none, gzip, snappy, lz4 or zstd, not `{o}`"
+            )),
+        }
+    }
+}
+
+/// Producer knobs of SPEC 5.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProducerSettings {
+    /// `KAFKA_PRODUCER_IDEMPOTENT` (default true).
+    pub idempotent: bool,
+    /// `KAFKA_PRODUCER_COMPRESSION` (default snappy).
+    pub compression: Compression,
+    /// `KAFKA_RETRY_BACKOFF_MS` (default 1000): first retry delay.
+    pub retry_backoff: Duration,
+    /// Longest retry delay (60 s).
+    pub retry_backoff_max: Duration,
+    /// `KAFKA_MAX_RETRIES` (default 5).
+    pub max_retries: usize,
+    /// Consecutive failures that open the breaker (5).
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before half-opening (30 s).
+    pub breaker_open_for: Duration,
+    /// Half-open successes that close it (2).
+    pub breaker_successes: u32,
+    /// `KAFKA_PRODUCER_MAX_RECORDS_PER_SEC` (unset: no limit): sends wait, never drop, above it.
+    pub max_records_per_sec: Option<u32>,
+    /// `KAFKA_PRODUCER_MAX_BYTES_PER_SEC` (unset: no limit): value bytes per second, waiting.
+    pub max_bytes_per_sec: Option<u32>,
+}
+
+impl Default for ProducerSettings {
+    fn default() -> Self {
+        ProducerSettings {
+            idempotent: true,
+            compression: Compression::Snappy,
+            retry_backoff: Duration::from_millis(1000),
+            retry_backoff_max: Duration::from_secs(60),
+            max_retries: 5,
+            breaker_failures: 5,
+            breaker_open_for: Duration::from_secs(30),
+            breaker_successes: 2,
+            max_records_per_sec: None,
+            max_bytes_per_sec: None,
+        }
+    }
+}
+
+/// Which consumer group protocol members speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    /// The classic protocol (JoinGroup/SyncGroup/Heartbeat, client-side assignors): the
+    /// default, since Sarama and older brokers speak only this one.
+    #[default]
+    Classic,
+    /// KIP-848 (ConsumerGroupHeartbeat, server-side assignment, incremental: a member joining
+    /// or leaving does not stop the others' partitions); Apache Kafka 4.0 and later.
+    Consumer,
+}
+
+/// Consumer knobs of SPEC 6.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerSettings {
+    /// `KAFKA_CONSUMER_RETRY_MAX` (default 5).
+    pub retry_max: usize,
+    /// `KAFKA_GROUP_INSTANCE_ID` (unset: dynamic membership): static membership (KIP-345), so a
+    /// member restarted within the session timeout gets its partitions back without a
+    /// rebalance of the others. Unique per member of a group.
+    pub group_instance_id: Option<String>,
+    /// `KAFKA_GROUP_PROTOCOL` (`classic`, the default, or `consumer` for KIP-848).
+    pub group_protocol: GroupProtocol,
+    /// First handler retry delay (100 ms), doubling.
+    pub retry_backoff: Duration,
+    /// Longest handler retry delay (5 s).
+    pub retry_backoff_max: Duration,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        ConsumerSettings {
+            retry_max: 5,
+            group_instance_id: None,
+            group_protocol: GroupProtocol::Classic,
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How records are verified, from the environment (SPEC 3d, 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationSettings {
+    /// `KAFKA_MAX_TIMESTAMP_SKEW` (seconds, default 300): allowed |ts - now| for `ai.*`.
+    pub ai_skew_secs: i64,
+    /// `CONTROL_TIMESTAMP_SKEW` (seconds, default 60): allowed |timestamp - now| for `control.*`.
+    pub control_skew_secs: i64,
+    /// `AI_POLICY_ALLOWED_PUBKEYS` (comma-separated hex): when set, `ai.policy.v1` signers
+    /// must be listed. Weak (small-order) keys are refused at start-up.
+    pub policy_allowlist: Option<Vec<[u8; 32]>>,
+}
+
+impl Default for VerificationSettings {
+    fn default() -> Self {
+        VerificationSettings {
+            ai_skew_secs: 300,
+            control_skew_secs: 60,
+            policy_allowlist: None,
+        }
+    }
+}
