@@ -1,14 +1,41 @@
 //! meshbus: a pure-Rust Kafka client for the CyberMesh signed bus contract.
 //!
-//! - [`contract`]: messages, signing and the one verification path (SPEC 2-4).
-//! - [`config`]: environment and configuration (SPEC 8).
-//! - [`kafka`]: the one module that names the Kafka client (connections, produce, groups).
-//! - [`producer`]: signed sends with SPEC 5 retries and circuit breaker.
-//! - [`consumer`]: the verifying group consumer (verify, handle, dead-letter, commit).
-//! - [`dlq`]: SPEC 7 dead letters.
-//! - [`metrics`]: the SPEC 9 metrics.
-//! - [`mesh`]: one handle bundling a role's connections, producer, consumers and metrics under
-//!   one lifecycle (start, graceful shutdown).
+//! # Modules
+//!
+//! - [`contract`]: the wire contract, without I/O: the messages and their kinds
+//!   ([`contract::Kind`], [`contract::Message`]), signing ([`contract::Signer`]), keys and the
+//!   trust store, nonces, the replay guard, reason codes, and the one verification path
+//!   ([`contract::Verifier`]) that the library, the command and the fuzz targets share.
+//! - [`config`]: the SPEC 8 configuration from the environment or a typed builder, with the
+//!   staging and production guards; secrets that never print.
+//! - [`kafka`]: the one module that names the Kafka client (krafka): the connection pool
+//!   ([`kafka::Client`]), the produce path, the group member, typed [`kafka::KafkaError`]s.
+//! - [`producer`]: signed sends ([`producer::Producer`]): acks=all, retries, circuit breaker,
+//!   rate limit, byte bound, flush and close.
+//! - [`consumer`]: the verifying group consumer ([`consumer::Consumer`]) and its stages.
+//! - [`dlq`]: SPEC 7 dead letters ([`dlq::DeadLetter`]): build, write, read back, replay.
+//! - [`mesh`]: one role's client under one lifecycle ([`mesh::Mesh`]): pool, producer,
+//!   consumers, metrics, trust reload, readiness, graceful shutdown.
+//! - [`metrics`]: the SPEC 9 metrics and the metrics address (`/metrics`, `/healthz`,
+//!   `/readyz`).
+//!
+//! # The path of a record
+//!
+//! Out: a role calls `mesh.producer().send_anomaly(m)`; the [`contract::Signer`] fills the
+//! envelope (timestamp, content hash, nonce, producer id, signature); the
+//! [`producer::Producer`] checks the 1 MiB limit, waits for the rate limit and the byte bound,
+//! asks the circuit breaker, and hands the bytes to `kafka::Sender`, which batches them to the
+//! partition leader (acks=all, idempotent) and returns the offset; retriable failures are
+//! retried with backoff.
+//!
+//! In: `kafka::GroupConsumer::poll` fetches (**fetch**); the poll loop hands each record to its
+//! partition's worker in offset order; the worker runs the [`contract::Verifier`] (**verify**:
+//! size, decode, structure, clock, hash, signature, producer, allowlist, payload, replay), then
+//! the role's handler with retries (**handle**); a record that fails either goes to the DLQ
+//! topic as a [`dlq::DeadLetter`] and waits until the broker acknowledged it
+//! (**dead-letter**); only then is its offset marked handled in the offset tracker
+//! (**mark**), the one place that commits (on its interval, on revocation, on shutdown).
+//! Nothing is committed past a record that was neither handled nor dead-lettered.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -48,7 +48,7 @@ pub enum KafkaError {
     #[error("record too large for the broker: {0}")]
     RecordTooLarge(String),
     /// Backpressure: the producer's unacknowledged bytes stayed at their bound
-    /// ([`super::produce::BUFFER_BYTES`]) for the whole wait (the request timeout); nothing was
+    /// (32 MiB, `produce::BUFFER_BYTES`) for the whole wait (the request timeout); nothing was
     /// sent. Not retried by meshbus: the caller decides whether to wait longer.
     #[error("producer buffer full: {bytes} more bytes did not fit in {limit} within {waited:?}")]
     BufferFull {
