@@ -429,22 +429,19 @@ async fn handler_failures_are_retried_then_dead_lettered_and_a_failing_dlq_block
             }
         }
     });
-    let committed_view = c.committed_offsets();
+    let offsets = c.offsets();
     let (stop, task) = mesh::spawn(c);
     let tp = ("solo.anomalies".to_string(), 0);
     // Offset 0 is handled and committed; offset 1 cannot reach the missing DLQ topic.
     assert!(
-        mesh::wait_for(Duration::from_secs(30), || committed_view
-            .lock()
-            .unwrap()
-            .get(&tp)
-            == Some(&1))
+        mesh::wait_for(Duration::from_secs(30), || offsets.committed(&tp)
+            == Some(1))
         .await
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        committed_view.lock().unwrap().get(&tp),
-        Some(&1),
+        offsets.committed(&tp),
+        Some(1),
         "commit passed a record not yet dead-lettered"
     );
     assert_eq!(attempts.lock().unwrap()[&1], 3, "1 try + retry_max 2");
@@ -455,11 +452,8 @@ async fn handler_failures_are_retried_then_dead_lettered_and_a_failing_dlq_block
     // Once the DLQ topic exists, the partition moves on.
     t.ensure_topic("late.dlq", 1).await.unwrap();
     assert!(
-        mesh::wait_for(Duration::from_secs(60), || committed_view
-            .lock()
-            .unwrap()
-            .get(&tp)
-            == Some(&3))
+        mesh::wait_for(Duration::from_secs(60), || offsets.committed(&tp)
+            == Some(3))
         .await
     );
     stop.send(()).unwrap();

@@ -101,6 +101,7 @@ impl Assignment {
 
     fn spawn(&self, tp: &TopicPartition) -> Option<Worker> {
         let kind = *self.kinds.get(&tp.0)?;
+        self.tracker.track(tp);
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
         let queued = Arc::new(AtomicUsize::new(0));

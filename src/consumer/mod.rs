@@ -9,7 +9,7 @@ mod offsets;
 mod partition;
 
 pub use crate::kafka::Assignor;
-pub use offsets::TopicPartition;
+pub use offsets::{OffsetTracker, Progress, TopicPartition};
 
 use crate::config::Config;
 use crate::contract::{Kind, Message, Verifier};
@@ -17,12 +17,11 @@ use crate::kafka::{Client, GroupSpec, KafkaError};
 use crate::metrics::Metrics;
 use crate::producer::Producer;
 use assignment::Assignment;
-use offsets::OffsetTracker;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Group membership timing.
@@ -314,10 +313,10 @@ impl Consumer {
         self.shared.health.clone()
     }
 
-    /// The offsets this consumer has committed (next offset to read), shared with the running
-    /// consumer.
-    pub fn committed_offsets(&self) -> Arc<Mutex<BTreeMap<TopicPartition, i64>>> {
-        self.tracker.committed_view()
+    /// The offset tracker (handled and committed offsets per partition held), shared with
+    /// the running consumer.
+    pub fn offsets(&self) -> Arc<OffsetTracker> {
+        self.tracker.clone()
     }
 
     /// Consumes until `shutdown` completes, then stops the partitions (each finishes the record
