@@ -212,11 +212,11 @@ pub fn trust_store(items: &[String]) -> Result<TrustStore, String> {
 
 /// The signing key at `path`, with the 0600 guard in staging and production.
 pub fn signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey, String> {
-    let env = std::env::var("ENVIRONMENT")
+    let env: meshbus::config::Environment = std::env::var("ENVIRONMENT")
         .ok()
         .and_then(|e| e.parse().ok())
         .unwrap_or_default();
-    keyfiles::load_signing_key(path, env).map_err(|e| e.to_string())
+    keyfiles::load_signing_key(path, env.key_policy()).map_err(|e| e.to_string())
 }
 
 /// Shared handle for counting progress on stderr.

@@ -20,6 +20,15 @@ impl Environment {
     pub fn is_strict(self) -> bool {
         !matches!(self, Environment::Development)
     }
+    /// The private key file policy of this environment: 0600 in staging and production.
+    pub fn key_policy(self) -> crate::contract::keys::KeyPolicy {
+        if self.is_strict() {
+            crate::contract::keys::KeyPolicy::OwnerOnly
+        } else {
+            crate::contract::keys::KeyPolicy::Lenient
+        }
+    }
+
     /// The lower-case name.
     pub fn name(self) -> &'static str {
         match self {

@@ -113,9 +113,16 @@ mod tests {
         let t = OffsetTracker::default();
         let tp = ("t".to_string(), 0);
         t.handled(&tp, 5);
-        assert!(t.progress().is_empty(), "an untracked partition is not marked");
+        assert!(
+            t.progress().is_empty(),
+            "an untracked partition is not marked"
+        );
         t.track(&tp);
-        assert_eq!(t.progress()[&tp], Progress::default(), "nothing to commit yet");
+        assert_eq!(
+            t.progress()[&tp],
+            Progress::default(),
+            "nothing to commit yet"
+        );
         t.handled(&tp, 7);
         assert_eq!(t.progress()[&tp].handled, Some(7));
         t.forget(std::slice::from_ref(&tp));

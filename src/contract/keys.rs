@@ -1,10 +1,20 @@
 //! Key material: Ed25519 private keys (PEM PKCS#8 or raw seed) and public keys (PEM SPKI or
-//! hex), with the file-mode guard of SPEC 3d.
-
-use crate::config::Environment;
+//! hex), with the file-mode guard of SPEC 3d under a [`KeyPolicy`] (the configuration maps its
+//! `ENVIRONMENT` onto one; the contract does not reach up into the configuration).
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use std::path::{Path, PathBuf};
+
+/// How strictly private key files are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyPolicy {
+    /// Any readable file (development).
+    #[default]
+    Lenient,
+    /// Private key files must not be readable by group or others: mode 0600 (staging and
+    /// production).
+    OwnerOnly,
+}
 
 /// Why a key could not be loaded. Never carries key bytes.
 #[derive(Debug, thiserror::Error)]
@@ -17,15 +27,14 @@ pub enum KeyError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A private key file is readable by group or others in staging/production.
-    #[error("private key file {path} has mode {mode:o}; {environment} requires 0600 (chmod 600)")]
+    /// A private key file is readable by group or others under [`KeyPolicy::OwnerOnly`]
+    /// (staging and production).
+    #[error("private key file {path} has mode {mode:o}; staging and production require 0600 (chmod 600)")]
     InsecurePermissions {
         /// The file.
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
-        /// The environment that forbids it.
-        environment: Environment,
     },
     /// The content is not a key in an accepted format.
     #[error("invalid key {what}: {detail}")]
@@ -47,10 +56,8 @@ fn invalid(what: impl Into<String>, detail: impl Into<String>) -> KeyError {
 /// Loads a private key file: PEM PKCS#8 (`openssl genpkey -algorithm ed25519`), a raw 32-byte
 /// seed, or 64 hex characters. In staging and production, refuses a file readable by group or
 /// others.
-pub fn load_signing_key(path: &Path, environment: Environment) -> Result<SigningKey, KeyError> {
-    if environment.is_strict() {
-        check_private_mode(path, environment)?;
-    }
+pub fn load_signing_key(path: &Path, policy: KeyPolicy) -> Result<SigningKey, KeyError> {
+    check_private_key_file(path, policy)?;
     // The file's bytes are key material: wiped once parsed.
     let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::Io {
         path: path.to_path_buf(),
@@ -61,15 +68,15 @@ pub fn load_signing_key(path: &Path, environment: Environment) -> Result<Signing
 
 /// Refuses a private key file (signing key, TLS client key) that group or others may read,
 /// in staging and production; anything goes in development.
-pub fn check_private_key_file(path: &Path, environment: Environment) -> Result<(), KeyError> {
-    if environment.is_strict() {
-        check_private_mode(path, environment)?;
+pub fn check_private_key_file(path: &Path, policy: KeyPolicy) -> Result<(), KeyError> {
+    match policy {
+        KeyPolicy::OwnerOnly => check_private_mode(path),
+        KeyPolicy::Lenient => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(unix)]
-fn check_private_mode(path: &Path, environment: Environment) -> Result<(), KeyError> {
+fn check_private_mode(path: &Path) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|source| KeyError::Io {
         path: path.to_path_buf(),
@@ -80,14 +87,13 @@ fn check_private_mode(path: &Path, environment: Environment) -> Result<(), KeyEr
         return Err(KeyError::InsecurePermissions {
             path: path.to_path_buf(),
             mode,
-            environment,
         });
     }
     Ok(())
 }
 
 #[cfg(not(unix))]
-fn check_private_mode(_path: &Path, _environment: Environment) -> Result<(), KeyError> {
+fn check_private_mode(_path: &Path) -> Result<(), KeyError> {
     Ok(())
 }
 
@@ -210,19 +216,19 @@ mod tests {
         let key = SigningKey::from_bytes(&[9u8; 32]);
         let path = dir.path().join("k.pem");
         write_private_key(&path, &key).unwrap();
-        let back = load_signing_key(&path, Environment::Production).unwrap();
+        let back = load_signing_key(&path, KeyPolicy::OwnerOnly).unwrap();
         assert_eq!(back.to_bytes(), key.to_bytes());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-            let err = load_signing_key(&path, Environment::Staging).unwrap_err();
+            let err = load_signing_key(&path, KeyPolicy::OwnerOnly).unwrap_err();
             assert!(matches!(
                 err,
                 KeyError::InsecurePermissions { mode: 0o640, .. }
             ));
             // development does not enforce the mode
-            load_signing_key(&path, Environment::Development).unwrap();
+            load_signing_key(&path, KeyPolicy::Lenient).unwrap();
         }
     }
 

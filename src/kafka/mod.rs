@@ -115,8 +115,11 @@ fn security(config: &Config) -> Result<krafka::auth::AuthConfig, KafkaError> {
                 (Some(cert), Some(key)) => {
                     // The TLS client key gets the signing key's guard: 0600 in staging and
                     // production.
-                    crate::contract::keys::check_private_key_file(key, config.environment)
-                        .map_err(|e| KafkaError::config("KAFKA_CLIENT_KEY", e.to_string()))?;
+                    crate::contract::keys::check_private_key_file(
+                        key,
+                        config.environment.key_policy(),
+                    )
+                    .map_err(|e| KafkaError::config("KAFKA_CLIENT_KEY", e.to_string()))?;
                     c = c.with_client_cert(path(cert), path(key))
                 }
                 (None, None) => {}
