@@ -14,7 +14,9 @@ mod broker;
 
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use meshbus::consumer::{Consumed, Consumer, ConsumerOptions};
-use meshbus::contract::{sample, Kind, Signer, TrustStore, Verifier, VerifierConfig};
+#[path = "../src/cli/sample.rs"]
+mod sample;
+use meshbus::contract::{Kind, Signer, TrustStore, Verifier, VerifierConfig};
 use meshbus::kafka::Client;
 use meshbus::metrics::Metrics;
 use meshbus::producer::Producer;
@@ -112,7 +114,7 @@ fn main() {
             h.fetch_add(1, Ordering::Relaxed);
             async { Ok(()) }
         });
-        let committed = consumer.committed_offsets();
+        let offsets = consumer.offsets();
         let (c0, t0) = (cpu_seconds(), Instant::now());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(consumer.run(async move {
@@ -120,7 +122,12 @@ fn main() {
         }));
         loop {
             let done = handled.load(Ordering::Relaxed) >= n as u64
-                && committed.lock().unwrap().values().sum::<i64>() >= n as i64;
+                && offsets
+                    .progress()
+                    .values()
+                    .filter_map(|p| p.committed)
+                    .sum::<i64>()
+                    >= n as i64;
             if done {
                 break;
             }

@@ -4,9 +4,9 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _};
-use meshbus::contract::{
-    sample, signing, FixedClock, Kind, Signer, TrustStore, Verifier, VerifierConfig,
-};
+use meshbus::contract::{signing, FixedClock, Kind, Signer, TrustStore, Verifier, VerifierConfig};
+#[path = "../src/cli/sample.rs"]
+mod sample;
 use sha2::{Digest, Sha256};
 use std::hint::black_box;
 use std::sync::Arc;

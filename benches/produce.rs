@@ -10,7 +10,9 @@
 #[path = "../tests/common/broker.rs"]
 mod broker;
 
-use meshbus::contract::{sample, Signer};
+#[path = "../src/cli/sample.rs"]
+mod sample;
+use meshbus::contract::Signer;
 use meshbus::kafka::Client;
 use meshbus::metrics::Metrics;
 use meshbus::producer::Producer;

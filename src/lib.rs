@@ -39,6 +39,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// Lets files shared with the command and the tests (the CLI's samples) name the crate
+// `meshbus` inside its own unit tests too.
+extern crate self as meshbus;
+
 pub mod config;
 pub mod consumer;
 pub mod contract;
@@ -47,3 +51,8 @@ pub mod kafka;
 pub mod mesh;
 pub mod metrics;
 pub mod producer;
+
+/// The CLI's sample messages, for the library's own unit tests.
+#[cfg(test)]
+#[path = "cli/sample.rs"]
+mod sample;

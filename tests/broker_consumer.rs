@@ -5,8 +5,9 @@
 mod common;
 use common::broker::Broker;
 use common::mesh::{self, Seen};
+use common::sample;
 use common::vectors;
-use meshbus::contract::{sample, Kind};
+use meshbus::contract::Kind;
 use meshbus::dlq::DeadLetter;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

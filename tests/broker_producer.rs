@@ -3,8 +3,9 @@
 
 mod common;
 use common::broker::Broker;
+use common::sample;
 use meshbus::config::{Compression, Config, ProducerSettings, SaslMechanism, Tls};
-use meshbus::contract::{sample, Kind, Signer, TrustStore, Verifier, VerifierConfig};
+use meshbus::contract::{Kind, Signer, TrustStore, Verifier, VerifierConfig};
 use meshbus::kafka::{Client, KafkaError};
 use meshbus::metrics::Metrics;
 use meshbus::producer::{BreakerState, Producer, SendError};

@@ -5,10 +5,11 @@
 mod common;
 use common::broker::{Broker, Peer};
 use common::mesh::{self, wait_for};
+use common::sample;
 use common::vectors;
 use meshbus::config::{Config, GroupProtocol};
 use meshbus::consumer::{ConsumerOptions, GroupTiming};
-use meshbus::contract::{sample, Kind};
+use meshbus::contract::Kind;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;

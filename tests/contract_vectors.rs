@@ -152,7 +152,7 @@ fn policy_updates_signed_under_control_policy_v2_interoperate_when_configured() 
     };
     let clock = || Arc::new(FixedClock::at_secs(v.now));
     let signer = Signer::with_clock(seed.clone(), 0, clock()).with_domains(v2.clone());
-    let m = signer.sign_control(meshbus::contract::sample::policy_update(1, 100));
+    let m = signer.sign_control(common::sample::policy_update(1, 100));
     let record = m.encode_to_vec();
 
     // The sign bytes: same canonical body, only the domain differs.
@@ -189,7 +189,7 @@ fn policy_updates_signed_under_control_policy_v2_interoperate_when_configured() 
     );
     // A policy update signed with the default domain is refused under v2.
     let default_signed = Signer::with_clock(seed, 0, clock())
-        .sign_control(meshbus::contract::sample::policy_update(2, 100))
+        .sign_control(common::sample::policy_update(2, 100))
         .encode_to_vec();
     assert_eq!(
         outcome(under(v2).verify(Kind::PolicyUpdate, &default_signed)),

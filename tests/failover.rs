@@ -12,9 +12,10 @@
 mod common;
 use common::broker::Broker;
 use common::mesh;
+use common::sample;
 use common::vectors;
 use meshbus::config::ProducerSettings;
-use meshbus::contract::{sample, Kind};
+use meshbus::contract::Kind;
 use meshbus::producer::{Producer, SendError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};

@@ -6,9 +6,10 @@
 mod common;
 use common::broker::{Broker, Peer};
 use common::mesh::{self, wait_for};
+use common::sample;
 use common::vectors;
 use meshbus::consumer::{Consumed, Consumer};
-use meshbus::contract::{sample, Kind};
+use meshbus::contract::Kind;
 use meshbus::dlq::DeadLetter;
 use meshbus::metrics::Metrics;
 use sha2::{Digest, Sha256};

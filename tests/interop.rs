@@ -7,8 +7,9 @@
 mod common;
 use common::broker::{Broker, Member, Peer};
 use common::mesh::{self, Seen};
+use common::sample;
 use common::vectors;
-use meshbus::contract::{sample, Kind, Message};
+use meshbus::contract::{Kind, Message};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 

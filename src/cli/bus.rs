@@ -1,8 +1,9 @@
 //! `meshbus produce` and `meshbus consume`, on the library's producer and consumer.
 
+use super::sample;
 use super::{config, progress, signals, signing_key, trust_store, CliResult, Exit};
 use meshbus::consumer::{Consumed, ConsumerOptions, StartFrom};
-use meshbus::contract::{json, sample, Kind, Message, Signer, Verifier};
+use meshbus::contract::{json, Kind, Message, Signer, Verifier};
 use meshbus::mesh::Mesh;
 use meshbus::metrics::http::ReadySlot;
 use meshbus::metrics::Metrics;

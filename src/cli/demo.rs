@@ -4,12 +4,13 @@
 //! an agent applies policy updates and acknowledges them; the AI service reads commits and acks.
 //! Ends with a summary table and what the metrics endpoint shows.
 
+use super::sample;
 use super::{config, CliResult, Exit};
 use meshbus::config::Config;
 use meshbus::consumer::{Consumed, Consumer, ConsumerOptions, Stats};
 use meshbus::contract::messages::{AnomalyEvent, PolicyAckEvent};
 use meshbus::contract::{
-    keys, sample, Clock as _, FixedClock, Kind, Message, Signer, SystemClock, TrustStore, Verifier,
+    keys, Clock as _, FixedClock, Kind, Message, Signer, SystemClock, TrustStore, Verifier,
     VerifierConfig,
 };
 use meshbus::kafka::Client;

@@ -11,6 +11,7 @@ mod demo;
 mod dlq;
 mod keys;
 mod offline;
+pub mod sample;
 mod signals;
 
 use clap::{Parser, Subcommand};

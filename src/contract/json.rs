@@ -57,7 +57,7 @@ pub fn to_json(message: &Message) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::sample;
+    use crate::sample;
 
     #[test]
     fn every_kind_round_trips_through_json() {

@@ -9,7 +9,6 @@ pub mod messages;
 pub mod nonce;
 pub mod reason;
 pub mod replay;
-pub mod sample;
 pub mod signing;
 pub mod trust;
 pub mod verify;

@@ -2,4 +2,6 @@ pub mod broker;
 pub mod cli;
 pub mod mesh;
 pub mod proxy;
+#[path = "../../src/cli/sample.rs"]
+pub mod sample;
 pub mod vectors;

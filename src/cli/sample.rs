@@ -1,7 +1,9 @@
-//! Example messages of every kind with a payload of a chosen size, for the demo, the
-//! benchmarks and tests. Unsigned: pass them through a [`super::Signer`].
+//! Example messages of every kind with a payload of a chosen size, for `meshbus produce
+//! --sample`, the demo, the benchmarks and the tests (which include this file; it is not
+//! library API). Unsigned: pass them through a `Signer`.
+#![allow(dead_code)]
 
-use super::messages::*;
+use meshbus::contract::messages::*;
 
 /// A deterministic lowercase UUIDv4 built from `n`.
 pub fn uuid_v4(n: u64) -> String {
@@ -41,7 +43,7 @@ pub fn evidence(n: u64, size: usize) -> EvidenceEvent {
     EvidenceEvent {
         id: uuid_v4(n),
         evidence_type: "pcap".into(),
-        refs: vec![super::signing::sha256(&n.to_be_bytes()).to_vec()],
+        refs: vec![meshbus::contract::signing::sha256(&n.to_be_bytes()).to_vec()],
         proof_blob: vec![0xab; size],
         ..Default::default()
     }
@@ -64,8 +66,8 @@ pub fn commit(height: i64, size: usize) -> CommitEvent {
     let n = ids.len() as u32;
     CommitEvent {
         height,
-        block_hash: super::signing::sha256(&height.to_be_bytes()).to_vec(),
-        state_root: super::signing::sha256(b"state").to_vec(),
+        block_hash: meshbus::contract::signing::sha256(&height.to_be_bytes()).to_vec(),
+        state_root: meshbus::contract::signing::sha256(b"state").to_vec(),
         tx_count: n + 2,
         anomaly_count: n,
         evidence_count: 1,
