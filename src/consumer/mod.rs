@@ -1,12 +1,16 @@
 //! The verifying group consumer. Its stages, each in its own file:
-//! fetch (`kafka::GroupConsumer::poll`, the poll loop in [`Consumer::run`]) -> per-partition
-//! worker (`partition.rs`: verify -> handle with retries -> dead-letter) -> mark handled
-//! (`offsets.rs`, the one offset tracker, which alone commits) -> commit (on the interval,
-//! on revocation in `assignment.rs`, and on shutdown).
+//! - **fetch** (`poll.rs`): the poll loop hands each record to its partition's worker
+//!   (`assignment.rs` holds one worker per partition, pausing long queues);
+//! - **verify**, **handle**, **dead-letter** (`partition.rs`): the verifier, the handler with
+//!   retries, and the DLQ write awaited until acknowledged;
+//! - **mark** (`offsets.rs`): the one offset tracker owns "handled up to" and "committed up
+//!   to" per partition and is the only thing that commits: on the interval, on revocation
+//!   (`assignment.rs`) and on shutdown.
 
 mod assignment;
 mod offsets;
 mod partition;
+mod poll;
 
 pub use crate::kafka::Assignor;
 pub use offsets::{OffsetTracker, Progress, TopicPartition};
@@ -332,8 +336,52 @@ impl Consumer {
             .keys()
             .map(|k| (self.shared.config.topic(*k).to_string(), *k))
             .collect();
+        let spec = self.group_spec(&kinds);
+        let commit_interval = self.shared.options.commit_interval;
+        let owns_producer = self.owns_producer;
+        let shared = Arc::new(self.shared);
+        let assignment = Assignment::new(shared.clone(), kinds, self.tracker.clone());
+        let consumer = Arc::new(
+            shared
+                .client
+                .group_consumer(&spec, assignment.clone())
+                .await?,
+        );
+        assignment.set_consumer(consumer.clone());
+        let _watcher = AbortOnDrop(poll::watch_membership(&consumer, &assignment));
+        let mut fetch = poll::PollLoop::new(
+            spec.group.clone(),
+            shared.clone(),
+            consumer,
+            assignment,
+            self.tracker,
+            commit_interval,
+        );
+        tokio::pin!(shutdown);
+        loop {
+            // A poll is never cut short by anything but shutdown: dropping one mid-fetch wastes
+            // the broker's answer and desynchronises its fetch session (KIP-227).
+            let polled = tokio::select! {
+                _ = &mut shutdown => break,
+                polled = fetch.poll() => polled,
+            };
+            fetch.handle(polled).await?;
+            fetch.maintain().await?;
+        }
+        fetch.leave().await;
+        if owns_producer {
+            if let Err(e) = shared.producer.close().await {
+                tracing::warn!(error = %e, "closing the DLQ producer failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// How this consumer joins its group.
+    fn group_spec(&self, kinds: &BTreeMap<String, Kind>) -> GroupSpec {
         let o = &self.shared.options;
-        let spec = GroupSpec {
+        let c = &self.shared.config.consumer;
+        GroupSpec {
             group: o.group.clone(),
             topics: kinds.keys().cloned().collect(),
             assignors: o.assignors.clone(),
@@ -343,128 +391,8 @@ impl Consumer {
             start_earliest: o.start_from == StartFrom::Earliest,
             fetch_max_bytes: o.fetch_max_bytes,
             fetch_max_wait: Duration::from_millis(o.fetch_max_wait_ms.max(1) as u64),
-            instance_id: self.shared.config.consumer.group_instance_id.clone(),
-            protocol: self.shared.config.consumer.group_protocol,
-        };
-        let commit_interval = o.commit_interval;
-        let owns_producer = self.owns_producer;
-        let shared = Arc::new(self.shared);
-        let tracker = self.tracker;
-        let assignment = Assignment::new(shared.clone(), kinds, tracker.clone());
-        let consumer = Arc::new(
-            shared
-                .client
-                .group_consumer(&spec, assignment.clone())
-                .await?,
-        );
-        assignment.set_consumer(consumer.clone());
-        // Partitions stop the moment the membership is lost (a fence, or no heartbeat
-        // answered within the session), even while a poll is held up by a stalled fetch.
-        let mut lost = consumer.membership_lost();
-        let watcher = tokio::spawn({
-            let assignment = assignment.clone();
-            async move {
-                while lost.changed().await.is_ok() {
-                    let count = *lost.borrow_and_update();
-                    assignment.lose_before(count);
-                }
-            }
-        });
-        let _watcher = AbortOnDrop(watcher);
-        tokio::pin!(shutdown);
-        // A poll is never cut short by anything but shutdown: dropping one mid-fetch wastes
-        // the broker's answer and desynchronises its fetch session (KIP-227). Commits happen
-        // between polls, which return at least every `poll_timeout`.
-        let poll_timeout =
-            commit_interval.clamp(Duration::from_millis(10), Duration::from_millis(500));
-        let mut last_commit = std::time::Instant::now();
-        let mut errors =
-            partition::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        loop {
-            let polled = tokio::select! {
-                _ = &mut shutdown => break,
-                polled = consumer.poll(poll_timeout) => polled,
-            };
-            match polled {
-                Ok(records) => {
-                    errors.reset();
-                    shared.health.polling.store(true, Ordering::Relaxed);
-                    for (t, p) in assignment.dispatch(records) {
-                        consumer.pause(&t, p).await;
-                    }
-                }
-                Err(KafkaError::UndecodableBatch {
-                    topic,
-                    partition,
-                    offset,
-                    detail,
-                }) => {
-                    // Corrupt data would stall the partition forever: its place is
-                    // dead-lettered in order like a record (reason `malformed`), and the fetch
-                    // moves past it.
-                    tracing::error!(%topic, partition, offset, %detail, "undecodable record batch; dead-lettering its place and moving past it");
-                    let marker = crate::kafka::InRecord::undecodable(
-                        &topic,
-                        partition,
-                        offset,
-                        format!("undecodable record batch: {detail}"),
-                    );
-                    for (t, p) in assignment.dispatch(vec![marker]) {
-                        consumer.pause(&t, p).await;
-                    }
-                    if let Err(e) = consumer.seek(&topic, partition, offset + 1).await {
-                        tracing::warn!(%topic, partition, error = %e, "seeking past an undecodable batch failed; retrying");
-                        tokio::time::sleep(errors.next_delay()).await;
-                    }
-                }
-                Err(e) if e.is_retriable() => {
-                    shared.health.polling.store(false, Ordering::Relaxed);
-                    tracing::warn!(group = %spec.group, error = %e, "poll failed; retrying");
-                    tokio::time::sleep(errors.next_delay()).await;
-                }
-                Err(e) => {
-                    assignment.stop_all_and_commit().await;
-                    let _ = consumer.close().await;
-                    return Err(e.into());
-                }
-            }
-            if let Some((topic, partition)) = assignment.crashed() {
-                tracing::error!(%topic, partition, "a partition worker panicked; stopping the consumer");
-                assignment.stop_all_and_commit().await;
-                let _ = consumer.close().await;
-                return Err(ConsumeError::WorkerPanicked { topic, partition });
-            }
-            if last_commit.elapsed() >= commit_interval {
-                last_commit = std::time::Instant::now();
-                tracker.commit(&consumer, None, &shared.stats).await;
-                for (t, p) in assignment.drained() {
-                    consumer.resume(&t, p).await;
-                }
-                for ((topic, partition), lag) in consumer.lag().await {
-                    shared
-                        .metrics
-                        .consumer_lag
-                        .get_or_create(&crate::metrics::TopicPartition {
-                            topic,
-                            partition: partition.to_string(),
-                        })
-                        .set(lag);
-                }
-            }
+            instance_id: c.group_instance_id.clone(),
+            protocol: c.group_protocol,
         }
-        shared.health.holding.store(false, Ordering::Relaxed);
-        shared.health.polling.store(false, Ordering::Relaxed);
-        // Leaving runs the revocation callback: workers stop after the record in hand and
-        // the handled offsets are committed before the group hears we left.
-        if let Err(e) = consumer.close().await {
-            tracing::warn!(group = %spec.group, error = %e, "leaving the group failed");
-            assignment.stop_all_and_commit().await;
-        }
-        if owns_producer {
-            if let Err(e) = shared.producer.close().await {
-                tracing::warn!(error = %e, "closing the DLQ producer failed");
-            }
-        }
-        Ok(())
     }
 }
