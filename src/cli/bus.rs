@@ -54,13 +54,9 @@ fn sample_message(kind: Kind, n: u64, size: usize) -> Message {
     }
 }
 
-/// Signs and sends; exit 1 if any message was not delivered (failed, or left unsent by a
-/// SIGTERM/SIGINT stop).
-pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot>) -> CliResult {
-    let config = config()?;
-    let signer = Signer::new(signing_key(&a.key)?, config.node_id)
-        .with_domains(config.signing_domains.clone());
-    let messages: Vec<Message> = match (a.sample, &a.json) {
+/// The messages to send: generated samples, or proto3 JSON lines.
+fn messages(a: &ProduceArgs) -> Result<Vec<Message>, String> {
+    Ok(match (a.sample, &a.json) {
         (Some(n), _) => (0..n).map(|i| sample_message(a.kind, i, a.size)).collect(),
         (None, path) => {
             let input = super::read_input(path.as_deref())?;
@@ -76,7 +72,16 @@ pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot
             }
             out
         }
-    };
+    })
+}
+
+/// Signs and sends; exit 1 if any message was not delivered (failed, or left unsent by a
+/// SIGTERM/SIGINT stop).
+pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot>) -> CliResult {
+    let config = config()?;
+    let signer = Signer::new(signing_key(&a.key)?, config.node_id)
+        .with_domains(config.signing_domains.clone());
+    let messages = messages(&a)?;
     let timeout = config.shutdown_timeout;
     let verifier = Verifier::new(config.verifier_config(), Default::default());
     let mesh = Mesh::connect_with_metrics(config, Some(signer), verifier, metrics)
