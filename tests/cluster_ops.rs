@@ -713,3 +713,105 @@ fn the_static_binary_runs_from_an_empty_root_against_kafka() {
         text(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_roles_run_a_small_mesh() {
+    use meshbus::consumer::Consumed;
+    use meshbus::contract::{Signer, TrustStore, Verifier, VerifierConfig};
+    use meshbus::mesh::roles;
+    let b = broker();
+    let mut config = b.config();
+    for kind in Kind::ALL {
+        config
+            .topics
+            .insert(kind, format!("ops.roles.{}", kind.default_topic()));
+    }
+    config.dlq_topic = "ops.roles.dlq".into();
+    let topics: Vec<String> = config.topics.values().cloned().collect();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    b.create_topics(1, &[], &names);
+    b.create_topics(1, &[], &["ops.roles.dlq"]);
+    let key = |seed: u8| ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let (ai_key, backend_key, agent_key) = (key(1), key(2), key(3));
+    let verifier = |acks: Option<[u8; 32]>| {
+        Verifier::new(
+            VerifierConfig {
+                ack_keys: acks.map(|k| TrustStore::from_keys([k])),
+                ..config.verifier_config()
+            },
+            TrustStore::from_keys([backend_key.verifying_key().to_bytes()]),
+        )
+    };
+    let metrics = meshbus::metrics::Metrics::new();
+    let seen: mesh::Seen = Default::default();
+    let record = |seen: &mesh::Seen| {
+        let seen = seen.clone();
+        move |r: Consumed| {
+            seen.lock().unwrap().push((r.topic, r.partition, r.offset));
+            std::future::ready(Ok(()))
+        }
+    };
+    let mut c = config.clone();
+    c.consumer_group = "ops-roles".into();
+    let validator = roles::validator(c.clone(), verifier(None), metrics.clone(), record(&seen))
+        .await
+        .unwrap();
+    let applied = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    c.consumer_group = "ops-roles-agent".into();
+    let agent = roles::agent(
+        c.clone(),
+        Signer::new(agent_key.clone(), 9),
+        verifier(None),
+        metrics.clone(),
+        applied.clone(),
+    )
+    .await
+    .unwrap();
+    let feedback: mesh::Seen = Default::default();
+    c.consumer_group = "ops-roles-ai".into();
+    let acks = Some(agent_key.verifying_key().to_bytes());
+    let ai = roles::ai_service(
+        c.clone(),
+        Signer::new(ai_key, 7),
+        verifier(acks),
+        metrics.clone(),
+        record(&feedback),
+    )
+    .await
+    .unwrap();
+    let backend = roles::backend(config.clone(), Signer::new(backend_key, 1), metrics.clone())
+        .await
+        .unwrap();
+
+    ai.producer()
+        .send_anomaly(sample::anomaly(1, 100))
+        .await
+        .unwrap();
+    backend
+        .producer()
+        .send_policy_update(sample::policy_update(1, 100))
+        .await
+        .unwrap();
+    // The validator verifies the anomaly; the agent applies the update and acknowledges it;
+    // the AI service verifies the signed acknowledgement.
+    let done = wait_for(Duration::from_secs(60), || {
+        seen.lock().unwrap().len() == 1
+            && applied.load(Ordering::SeqCst) == 1
+            && feedback.lock().unwrap().len() == 1
+    })
+    .await;
+    for role in [validator, agent, ai, backend] {
+        assert!(role.stop(Duration::from_secs(20)).await.is_clean());
+    }
+    assert!(
+        done,
+        "validator {:?}, applied {}, feedback {:?}",
+        seen.lock().unwrap(),
+        applied.load(Ordering::SeqCst),
+        feedback.lock().unwrap()
+    );
+    assert_eq!(
+        feedback.lock().unwrap()[0].0,
+        "ops.roles.control.policy.ack.v1"
+    );
+}

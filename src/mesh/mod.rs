@@ -22,6 +22,7 @@
 //! ```
 
 mod reload;
+pub mod roles;
 
 pub use reload::CHECK_EVERY as TRUST_CHECK_EVERY;
 
