@@ -473,13 +473,17 @@ async fn the_producer_switches_its_signing_key_without_dropping_or_failing_a_sen
     )
     .await;
     let mut sends = tokio::task::JoinSet::new();
-    for i in 0..400u64 {
-        let q = p.clone();
-        sends.spawn(async move { q.send_anomaly(sample::anomaly(i, 100)).await });
-        if i == 200 {
-            p.set_signer(meshbus::contract::Signer::new(new.clone(), 0));
+    let spawn = |sends: &mut tokio::task::JoinSet<_>, range: std::ops::Range<u64>| {
+        for i in range {
+            let q = p.clone();
+            sends.spawn(async move { q.send_anomaly(sample::anomaly(i, 100)).await });
         }
-    }
+    };
+    // Half the sends go out, and the key changes while many of them are still in flight.
+    spawn(&mut sends, 0..200);
+    assert!(wait_for(Duration::from_secs(30), || p.counts().acknowledged >= 20).await);
+    p.set_signer(meshbus::contract::Signer::new(new.clone(), 0));
+    spawn(&mut sends, 200..400);
     let mut ok = 0;
     while let Some(r) = sends.join_next().await {
         r.unwrap().expect("a send failed across the key switch");
