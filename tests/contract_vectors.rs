@@ -146,10 +146,8 @@ fn policy_updates_signed_under_control_policy_v2_interoperate_when_configured() 
     use prost::Message as _;
     let v = vectors::load();
     let seed = vectors::seed(&v.keys.control_signer_seed_hex);
-    let v2 = SigningDomains {
-        policy_update: "control.policy.v2".into(),
-        ..SigningDomains::default()
-    };
+    let mut v2 = SigningDomains::default();
+    v2.set(Kind::PolicyUpdate, "control.policy.v2");
     let clock = || Arc::new(FixedClock::at_secs(v.now));
     let signer = Signer::with_clock(seed.clone(), 0, clock()).with_domains(v2.clone());
     let m = signer.sign_control(common::sample::policy_update(1, 100));

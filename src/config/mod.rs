@@ -177,17 +177,10 @@ impl Config {
     ) -> Result<(SigningDomains, VerificationSettings), ConfigError> {
         let mut domains = SigningDomains::default();
         let mut settings = VerificationSettings::default();
-        for (var, slot) in [
-            ("CONTROL_SIGNING_DOMAIN", &mut domains.commit),
-            ("CONTROL_POLICY_SIGNING_DOMAIN", &mut domains.policy_update),
-            ("CONTROL_REPUTATION_SIGNING_DOMAIN", &mut domains.reputation),
-            (
-                "CONTROL_EVIDENCE_SIGNING_DOMAIN",
-                &mut domains.evidence_request,
-            ),
-        ] {
-            if let Some(v) = get(var) {
-                *slot = v.trim().to_string();
+        // The per-kind table names each signed control kind's domain variable.
+        for spec in &crate::contract::kinds::KINDS {
+            if let Some(v) = spec.domain_env.and_then(get) {
+                domains.set(spec.kind, v.trim());
             }
         }
         if let Some(v) = get("KAFKA_MAX_TIMESTAMP_SKEW") {

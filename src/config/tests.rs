@@ -22,8 +22,14 @@ fn contract_settings_come_from_the_environment() {
     .into_iter()
     .collect();
     let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    assert_eq!(c.signing_domains.policy_update, "control.policy.v2");
-    assert_eq!(c.signing_domains.commit, "control.commits.v1");
+    assert_eq!(
+        c.signing_domains.for_kind(Kind::PolicyUpdate),
+        b"control.policy.v2"
+    );
+    assert_eq!(
+        c.signing_domains.for_kind(Kind::Commit),
+        b"control.commits.v1"
+    );
     let vc = c.verifier_config();
     assert_eq!(
         (vc.ai_skew_secs, vc.control_skew_secs, vc.replay_window_secs),

@@ -1,6 +1,7 @@
 //! The CyberMesh messages (SPEC.md section 2), their kinds and default topics, and the
 //! accessors the signer and verifier share.
 
+use super::kinds::{Family, KeyRule, KindSpec, KINDS};
 use super::proto::{ai, control};
 use std::fmt;
 use std::str::FromStr;
@@ -47,65 +48,34 @@ impl Kind {
         Kind::PolicyAck,
     ];
 
+    /// This kind's row of the per-kind table.
+    pub fn spec(self) -> &'static KindSpec {
+        &KINDS[self as usize]
+    }
+
     /// The short name used by the CLI, the vectors and the `type` metric label.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Kind::Anomaly => "anomaly",
-            Kind::Evidence => "evidence",
-            Kind::Policy => "policy",
-            Kind::Commit => "commit",
-            Kind::PolicyUpdate => "policy_update",
-            Kind::Reputation => "reputation",
-            Kind::EvidenceRequest => "evidence_request",
-            Kind::PolicyAck => "policy_ack",
-        }
+    pub fn name(self) -> &'static str {
+        self.spec().name
     }
 
     /// The protobuf message's full name.
-    pub const fn proto_name(self) -> &'static str {
-        match self {
-            Kind::Anomaly => "cybermesh.ai.v1.AnomalyEvent",
-            Kind::Evidence => "cybermesh.ai.v1.EvidenceEvent",
-            Kind::Policy => "cybermesh.ai.v1.PolicyEvent",
-            Kind::Commit => "cybermesh.control.v1.CommitEvent",
-            Kind::PolicyUpdate => "cybermesh.control.v1.PolicyUpdateEvent",
-            Kind::Reputation => "cybermesh.control.v1.ReputationEvent",
-            Kind::EvidenceRequest => "cybermesh.control.v1.EvidenceRequestEvent",
-            Kind::PolicyAck => "cybermesh.control.v1.PolicyAckEvent",
-        }
+    pub fn proto_name(self) -> &'static str {
+        self.spec().proto_name
     }
 
     /// The default topic of SPEC.md section 1.
-    pub const fn default_topic(self) -> &'static str {
-        match self {
-            Kind::Anomaly => "ai.anomalies.v1",
-            Kind::Evidence => "ai.evidence.v1",
-            Kind::Policy => "ai.policy.v1",
-            Kind::Commit => "control.commits.v1",
-            Kind::PolicyUpdate => "control.policy.v1",
-            Kind::Reputation => "control.reputation.v1",
-            Kind::EvidenceRequest => "control.evidence.v1",
-            Kind::PolicyAck => "control.policy.ack.v1",
-        }
+    pub fn default_topic(self) -> &'static str {
+        self.spec().default_topic
     }
 
     /// The environment variable overriding this kind's topic.
-    pub const fn topic_env(self) -> &'static str {
-        match self {
-            Kind::Anomaly => "KAFKA_TOPIC_ANOMALY",
-            Kind::Evidence => "KAFKA_TOPIC_EVIDENCE",
-            Kind::Policy => "KAFKA_TOPIC_POLICY",
-            Kind::Commit => "KAFKA_TOPIC_COMMITS",
-            Kind::PolicyUpdate => "KAFKA_TOPIC_POLICY_UPDATES",
-            Kind::Reputation => "KAFKA_TOPIC_REPUTATION",
-            Kind::EvidenceRequest => "KAFKA_TOPIC_EVIDENCE_REQUESTS",
-            Kind::PolicyAck => "KAFKA_TOPIC_POLICY_ACK",
-        }
+    pub fn topic_env(self) -> &'static str {
+        self.spec().topic_env
     }
 
     /// True for the AI-signed envelope kinds (SPEC 3a).
-    pub const fn is_ai(self) -> bool {
-        matches!(self, Kind::Anomaly | Kind::Evidence | Kind::Policy)
+    pub fn is_ai(self) -> bool {
+        self.spec().family == Family::Ai
     }
 
     /// The kind whose default topic is `topic`, if any.
@@ -207,10 +177,10 @@ impl Message {
     /// The Kafka record key of SPEC.md section 1: commit height as 8 bytes big-endian,
     /// `policy_id` for policy updates and acks, none otherwise.
     pub fn record_key(&self) -> Option<Vec<u8>> {
-        match self {
-            Message::Commit(m) => Some(m.height.to_be_bytes().to_vec()),
-            Message::PolicyUpdate(m) => Some(m.policy_id.as_bytes().to_vec()),
-            Message::PolicyAck(m) => Some(m.policy_id.as_bytes().to_vec()),
+        match (self.kind().spec().key, self) {
+            (KeyRule::Height, Message::Commit(m)) => Some(m.height.to_be_bytes().to_vec()),
+            (KeyRule::PolicyId, Message::PolicyUpdate(m)) => Some(m.policy_id.as_bytes().to_vec()),
+            (KeyRule::PolicyId, Message::PolicyAck(m)) => Some(m.policy_id.as_bytes().to_vec()),
             _ => None,
         }
     }

@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod json;
 pub mod keys;
+pub mod kinds;
 pub mod limits;
 pub mod messages;
 pub mod nonce;

@@ -7,12 +7,11 @@ use ed25519_dalek::{Signer as _, SigningKey};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-/// The domain prefix of an AI envelope, including the policy's 0x00 separator.
-pub const fn ai_domain(kind: Kind) -> &'static [u8] {
-    match kind {
-        Kind::Anomaly => b"ai.anomaly.v1",
-        Kind::Evidence => b"ai.evidence.v1",
-        Kind::Policy => b"ai.policy.v1\x00",
+/// The domain prefix of an AI envelope, including the policy's 0x00 separator (the per-kind
+/// table's).
+pub fn ai_domain(kind: Kind) -> &'static [u8] {
+    match kind.spec().family {
+        super::kinds::Family::Ai => kind.spec().domain,
         _ => b"",
     }
 }
@@ -55,36 +54,31 @@ pub fn ai_message_sign_bytes<M: AiEnvelope>(m: &M) -> Vec<u8> {
 /// policy updates with `control.policy.v2`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigningDomains {
-    /// `CommitEvent` (`CONTROL_SIGNING_DOMAIN`, default `control.commits.v1`).
-    pub commit: String,
-    /// `PolicyUpdateEvent` (`CONTROL_POLICY_SIGNING_DOMAIN`, default `control.policy.v1`).
-    pub policy_update: String,
-    /// `ReputationEvent` (`CONTROL_REPUTATION_SIGNING_DOMAIN`, default `control.reputation.v1`).
-    pub reputation: String,
-    /// `EvidenceRequestEvent` (`CONTROL_EVIDENCE_SIGNING_DOMAIN`, default `control.evidence.v1`).
-    pub evidence_request: String,
+    /// Domain per signed control kind (the per-kind table's defaults unless set).
+    domains: std::collections::BTreeMap<Kind, String>,
 }
 
 impl Default for SigningDomains {
     fn default() -> Self {
-        SigningDomains {
-            commit: "control.commits.v1".into(),
-            policy_update: "control.policy.v1".into(),
-            reputation: "control.reputation.v1".into(),
-            evidence_request: "control.evidence.v1".into(),
-        }
+        let domains = super::kinds::KINDS
+            .iter()
+            .filter(|s| s.domain_env.is_some())
+            .map(|s| (s.kind, String::from_utf8_lossy(s.domain).into_owned()))
+            .collect();
+        SigningDomains { domains }
     }
 }
 
 impl SigningDomains {
     /// The domain of a signed control kind (empty for the others).
     pub fn for_kind(&self, kind: Kind) -> &[u8] {
-        match kind {
-            Kind::Commit => self.commit.as_bytes(),
-            Kind::PolicyUpdate => self.policy_update.as_bytes(),
-            Kind::Reputation => self.reputation.as_bytes(),
-            Kind::EvidenceRequest => self.evidence_request.as_bytes(),
-            _ => b"",
+        self.domains.get(&kind).map_or(b"", |d| d.as_bytes())
+    }
+
+    /// Sets the domain of a signed control kind (ignored for the others).
+    pub fn set(&mut self, kind: Kind, domain: impl Into<String>) {
+        if let Some(d) = self.domains.get_mut(&kind) {
+            *d = domain.into();
         }
     }
 }
