@@ -117,77 +117,82 @@ impl Metrics {
             trust_keys: Gauge::default(),
             trust_reload_failures: Family::default(),
         };
+        m.register_all(&mut registry);
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Registers every metric under its SPEC 9 (or meshbus) name.
+    fn register_all(&self, registry: &mut Registry) {
         registry.register(
             "kafka_messages_sent",
             "Records acknowledged by the broker",
-            m.messages_sent.clone(),
+            self.messages_sent.clone(),
         );
         registry.register(
             "kafka_messages_failed",
             "Sends that failed after retries or were refused",
-            m.messages_failed.clone(),
+            self.messages_failed.clone(),
         );
         registry.register(
             "kafka_send_latency_seconds",
             "Send latency including retries",
-            m.send_latency.clone(),
+            self.send_latency.clone(),
         );
         registry.register(
             "kafka_bytes_sent",
             "Record value bytes acknowledged",
-            m.bytes_sent.clone(),
+            self.bytes_sent.clone(),
         );
         registry.register(
             "kafka_messages_received",
             "Records fetched",
-            m.messages_received.clone(),
+            self.messages_received.clone(),
         );
         registry.register(
             "kafka_messages_processed",
             "Records verified and handled",
-            m.messages_processed.clone(),
+            self.messages_processed.clone(),
         );
         registry.register(
             "kafka_processing_latency_seconds",
             "Verify plus handler time",
-            m.processing_latency.clone(),
+            self.processing_latency.clone(),
         );
         registry.register(
             "kafka_messages_rejected",
             "Records refused by the verifier, by reason",
-            m.messages_rejected.clone(),
+            self.messages_rejected.clone(),
         );
         registry.register(
             "kafka_dlq_messages",
             "Records written to the dead-letter topic, by reason",
-            m.dlq_messages.clone(),
+            self.dlq_messages.clone(),
         );
         registry.register(
             "kafka_circuit_breaker_state",
             "Producer circuit breaker: 0 closed, 1 open, 2 half-open",
-            m.circuit_breaker_state.clone(),
+            self.circuit_breaker_state.clone(),
         );
         registry.register(
             "kafka_consumer_lag",
             "High watermark minus next offset",
-            m.consumer_lag.clone(),
+            self.consumer_lag.clone(),
         );
         registry.register(
             "kafka_producer_throttled_seconds",
             "Time sends waited for the producer rate limit",
-            m.producer_throttled_seconds.clone(),
+            self.producer_throttled_seconds.clone(),
         );
         registry.register(
             "meshbus_trust_keys",
             "Keys in the control trust store in force",
-            m.trust_keys.clone(),
+            self.trust_keys.clone(),
         );
         registry.register(
             "meshbus_trust_reload_failures",
             "Trust store reloads refused (the last good store stays), by file at fault",
-            m.trust_reload_failures.clone(),
+            self.trust_reload_failures.clone(),
         );
-        Arc::new(Metrics { registry, ..m })
     }
 
     /// The registry, to merge into a host's own.
