@@ -31,41 +31,10 @@ fn verifier(s: &Signer) -> Verifier {
     )
 }
 
-/// An unsigned sample message of `kind`.
-fn unsigned(kind: Kind, n: u64, size: usize) -> meshbus::contract::Message {
-    use meshbus::contract::Message as M;
-    match kind {
-        Kind::Anomaly => M::Anomaly(sample::anomaly(n, size)),
-        Kind::Evidence => M::Evidence(sample::evidence(n, size)),
-        Kind::Policy => M::Policy(sample::policy(n, size)),
-        Kind::Commit => M::Commit(sample::commit(n as i64, size)),
-        Kind::PolicyUpdate => M::PolicyUpdate(sample::policy_update(n, size)),
-        Kind::Reputation => M::Reputation(sample::reputation(n, size)),
-        Kind::EvidenceRequest => M::EvidenceRequest(sample::evidence_request(n, size)),
-        Kind::PolicyAck => unreachable!(),
-    }
-}
-
-/// Signs and encodes a message (what a producer does per record).
-fn sign_encode(s: &Signer, m: meshbus::contract::Message) -> Vec<u8> {
-    use meshbus::contract::Message as M;
-    match m {
-        M::Anomaly(m) => s.sign_ai(m).encode_to_vec(),
-        M::Evidence(m) => s.sign_ai(m).encode_to_vec(),
-        M::Policy(m) => s.sign_ai(m).encode_to_vec(),
-        M::Commit(m) => s.sign_control(m).encode_to_vec(),
-        M::PolicyUpdate(m) => s.sign_control(m).encode_to_vec(),
-        M::Reputation(m) => s.sign_control(m).encode_to_vec(),
-        M::EvidenceRequest(m) => s.sign_control(m).encode_to_vec(),
-        M::PolicyAck(_) => unreachable!(),
-    }
-}
-
+/// A signed, encoded sample of `kind` (what a producer does per record).
 fn make(s: &Signer, kind: Kind, n: u64, size: usize) -> Vec<u8> {
-    sign_encode(s, unsigned(kind, n, size))
+    s.sign_message(sample::message(kind, n, size)).encode()
 }
-
-use prost::Message as _;
 
 fn bench(c: &mut Criterion) {
     let s = signer();
@@ -126,9 +95,9 @@ fn bench(c: &mut Criterion) {
                     start.elapsed()
                 })
             });
-            let template = unsigned(kind, 1, size);
+            let template = sample::message(kind, 1, size);
             g.bench_function(format!("sign/{kind}"), |b| {
-                b.iter(|| black_box(sign_encode(&s, template.clone())))
+                b.iter(|| black_box(s.sign_message(template.clone()).encode()))
             });
         }
         g.finish();

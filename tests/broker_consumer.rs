@@ -51,7 +51,7 @@ async fn mixed_stream_valid_handled_once_invalid_dead_lettered_and_committed() {
                 .unwrap(),
             ai.send_policy(sample::policy(200 + i, 200)).await.unwrap(),
             backend
-                .send_commit(sample::commit(300 + i as i64, 50))
+                .send_commit(sample::commit(300 + i, 50))
                 .await
                 .unwrap(),
             backend

@@ -372,7 +372,9 @@ fn the_trust_store_reloads_on_change_and_sighup_and_a_bad_file_keeps_the_last_go
                 ))),
             )
             .await;
-            p.send_commit(sample::commit(height, 0)).await.unwrap();
+            p.send_commit(sample::commit(height as u64, 0))
+                .await
+                .unwrap();
         })
     };
     let untrusted = |s: &str| {

@@ -3,7 +3,6 @@
 
 use meshbus::contract::messages::*;
 use meshbus::contract::replay::{ReplayGuard, ReplayLimits, ReplayVerdict};
-use meshbus::contract::signing::control_sign_bytes;
 use meshbus::contract::*;
 use std::sync::Arc;
 
@@ -41,25 +40,24 @@ pub fn canonical_control(data: &[u8]) {
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
-    match sel % 4 {
-        0 => canonical::<CommitEvent>(rest),
-        1 => canonical::<PolicyUpdateEvent>(rest),
-        2 => canonical::<ReputationEvent>(rest),
-        _ => canonical::<EvidenceRequestEvent>(rest),
-    }
-}
-
-fn canonical<M: ControlSigned + PartialEq + std::fmt::Debug>(data: &[u8]) {
-    let Ok(m) = M::decode(data) else { return };
-    let enc = m.encode_to_vec();
-    let m2 = M::decode(enc.as_slice()).expect("canonical encoding decodes");
+    let controls: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|k| k.spec().family == meshbus::contract::kinds::Family::Control)
+        .collect();
+    let kind = controls[sel as usize % controls.len()];
+    let Ok(m) = Message::decode(kind, rest) else {
+        return;
+    };
+    let enc = m.encode();
+    let m2 = Message::decode(kind, &enc).expect("canonical encoding decodes");
     assert_eq!(m2, m);
-    assert_eq!(m2.encode_to_vec(), enc, "re-encoding is stable");
-    let sb = control_sign_bytes(&m);
-    assert!(sb.starts_with(M::DOMAIN));
-    let mut cleared = m.clone();
-    cleared.set_signature_fields(Vec::new(), Vec::new(), String::new());
-    assert_eq!(&sb[M::DOMAIN.len()..], cleared.encode_to_vec().as_slice());
+    assert_eq!(m2.encode(), enc, "re-encoding is stable");
+    let domain = kind.spec().domain;
+    let sb = m
+        .sign_bytes(&SigningDomains::default())
+        .expect("a control kind has sign bytes");
+    assert!(sb.starts_with(domain));
+    assert_eq!(&sb[domain.len()..], m.unsigned().encode().as_slice());
 }
 
 /// One step of the replay-guard model.

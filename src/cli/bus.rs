@@ -36,28 +36,10 @@ pub struct ProduceArgs {
     pub json_output: bool,
 }
 
-fn sample_message(kind: Kind, n: u64, size: usize) -> Message {
-    match kind {
-        Kind::Anomaly => Message::Anomaly(sample::anomaly(n, size)),
-        Kind::Evidence => Message::Evidence(sample::evidence(n, size)),
-        Kind::Policy => Message::Policy(sample::policy(n, size)),
-        Kind::Commit => Message::Commit(sample::commit(n as i64 + 1, size)),
-        Kind::PolicyUpdate => Message::PolicyUpdate(sample::policy_update(n, size)),
-        Kind::Reputation => Message::Reputation(sample::reputation(n, size)),
-        Kind::EvidenceRequest => Message::EvidenceRequest(sample::evidence_request(n, size)),
-        Kind::PolicyAck => Message::PolicyAck(meshbus::contract::messages::PolicyAckEvent {
-            policy_id: format!("policy-{n}"),
-            result: "applied".into(),
-            acked_at: 1,
-            ..Default::default()
-        }),
-    }
-}
-
 /// The messages to send: generated samples, or proto3 JSON lines.
 fn messages(a: &ProduceArgs) -> Result<Vec<Message>, String> {
     Ok(match (a.sample, &a.json) {
-        (Some(n), _) => (0..n).map(|i| sample_message(a.kind, i, a.size)).collect(),
+        (Some(n), _) => (0..n).map(|i| sample::message(a.kind, i, a.size)).collect(),
         (None, path) => {
             let input = super::read_input(path.as_deref())?;
             let mut out = Vec::new();

@@ -303,7 +303,7 @@ async fn publish_backend(cast: &Cast, anomaly_ids: &[String], n: u64) -> Result<
     let e = |e: meshbus::producer::SendError| e.to_string();
     let blocks: Vec<_> = anomaly_ids.chunks(10).collect();
     for (h, ids) in blocks.iter().enumerate() {
-        let mut c = sample::commit(h as i64 + 1, 0);
+        let mut c = sample::commit(h as u64 + 1, 0);
         c.anomaly_ids = ids.to_vec();
         c.anomaly_count = ids.len() as u32;
         c.tx_count = c

@@ -1,9 +1,36 @@
-//! The per-kind table: everything about a CyberMesh message kind that is data rather than code,
-//! in one row per kind. [`Kind`]'s names, topics, variables, signing domains, record-key rule
-//! and verification family all read from it; the configuration reads the topic and domain
-//! variables it names.
+//! The per-kind table: everything about a CyberMesh message kind in one row per kind. A row
+//! names the kind (`Variant(ProtoType) short_name`) and gives, in this order:
+//!
+//! - `sample`: an example message of about `size` bytes numbered `n` (expanded only by the
+//!   command's sample module, which brings `uuid_v4`, `anomaly_payload`, `json_blob` and
+//!   `sha256`; samples are not library API);
+//! - `proto`: the protobuf message's full name (the proto3 JSON path reads it);
+//! - `topic`: the default topic `or` the variable overriding it (SPEC 1);
+//! - `key`: the Kafka record key (SPEC 1);
+//! - `structure`: the kind's structural checks (SPEC 4 step 2, `invalid_field`);
+//! - `family`: how it is signed and verified, with what that family needs:
+//!   - `ai { domain, content, max, after_signature }` (SPEC 3a; steps 7 and 8 after the
+//!     signature),
+//!   - `control { domain or VARIABLE, prepare, content_hash }` (SPEC 3b; `prepare` fills
+//!     derived fields before signing),
+//!   - `ack {}` (SPEC 3c, signed in record headers).
+//!
+//! `contract/table.rs` expands the rows into [`Kind`], [`Message`], [`KINDS`] and the family
+//! traits. Adding a kind is its proto message, one row here and one fuzz target.
 
-use super::messages::Kind;
+use super::limits::*;
+use super::messages::{AiEnvelope, ControlSigned, ALG_ED25519};
+use super::proto::{ai::*, control::*};
+use super::reason::{fail, Reason, VerifyError};
+use super::replay::Reservation;
+use super::signing::{
+    ai_message_sign_bytes, control_sign_bytes_in, sha256, Signer, SigningDomains,
+};
+use super::verify::{
+    check_len, check_payload_metadata, check_str, is_canonical_uuid_v4, truncate, AiChecks,
+    ControlChecks, Verifier,
+};
+use std::collections::BTreeMap;
 
 /// Which verification path a kind takes (SPEC 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,18 +43,7 @@ pub enum Family {
     Ack,
 }
 
-/// How a record's Kafka key is chosen (SPEC 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyRule {
-    /// No key: records are dealt round-robin.
-    None,
-    /// The block height, 8 bytes big-endian.
-    Height,
-    /// The policy id's UTF-8 bytes.
-    PolicyId,
-}
-
-/// One kind's row.
+/// One kind's row, as data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KindSpec {
     /// The kind.
@@ -44,103 +60,301 @@ pub struct KindSpec {
     pub domain: &'static [u8],
     /// The variable overriding a control kind's signing domain (SPEC 3b).
     pub domain_env: Option<&'static str>,
-    /// The record key.
-    pub key: KeyRule,
     /// The verification path.
     pub family: Family,
 }
 
-/// The table, in [`Kind::ALL`] order.
-pub static KINDS: [KindSpec; 8] = [
-    KindSpec {
-        kind: Kind::Anomaly,
-        name: "anomaly",
-        proto_name: "cybermesh.ai.v1.AnomalyEvent",
-        default_topic: "ai.anomalies.v1",
-        topic_env: "KAFKA_TOPIC_ANOMALY",
-        domain: b"ai.anomaly.v1",
-        domain_env: None,
-        key: KeyRule::None,
-        family: Family::Ai,
-    },
-    KindSpec {
-        kind: Kind::Evidence,
-        name: "evidence",
-        proto_name: "cybermesh.ai.v1.EvidenceEvent",
-        default_topic: "ai.evidence.v1",
-        topic_env: "KAFKA_TOPIC_EVIDENCE",
-        domain: b"ai.evidence.v1",
-        domain_env: None,
-        key: KeyRule::None,
-        family: Family::Ai,
-    },
-    KindSpec {
-        kind: Kind::Policy,
-        name: "policy",
-        proto_name: "cybermesh.ai.v1.PolicyEvent",
-        default_topic: "ai.policy.v1",
-        topic_env: "KAFKA_TOPIC_POLICY",
-        domain: b"ai.policy.v1\x00",
-        domain_env: None,
-        key: KeyRule::None,
-        family: Family::Ai,
-    },
-    KindSpec {
-        kind: Kind::Commit,
-        name: "commit",
-        proto_name: "cybermesh.control.v1.CommitEvent",
-        default_topic: "control.commits.v1",
-        topic_env: "KAFKA_TOPIC_COMMITS",
-        domain: b"control.commits.v1",
-        domain_env: Some("CONTROL_SIGNING_DOMAIN"),
-        key: KeyRule::Height,
-        family: Family::Control,
-    },
-    KindSpec {
-        kind: Kind::PolicyUpdate,
-        name: "policy_update",
-        proto_name: "cybermesh.control.v1.PolicyUpdateEvent",
-        default_topic: "control.policy.v1",
-        topic_env: "KAFKA_TOPIC_POLICY_UPDATES",
-        domain: b"control.policy.v1",
-        domain_env: Some("CONTROL_POLICY_SIGNING_DOMAIN"),
-        key: KeyRule::PolicyId,
-        family: Family::Control,
-    },
-    KindSpec {
-        kind: Kind::Reputation,
-        name: "reputation",
-        proto_name: "cybermesh.control.v1.ReputationEvent",
-        default_topic: "control.reputation.v1",
-        topic_env: "KAFKA_TOPIC_REPUTATION",
-        domain: b"control.reputation.v1",
-        domain_env: Some("CONTROL_REPUTATION_SIGNING_DOMAIN"),
-        key: KeyRule::None,
-        family: Family::Control,
-    },
-    KindSpec {
-        kind: Kind::EvidenceRequest,
-        name: "evidence_request",
-        proto_name: "cybermesh.control.v1.EvidenceRequestEvent",
-        default_topic: "control.evidence.v1",
-        topic_env: "KAFKA_TOPIC_EVIDENCE_REQUESTS",
-        domain: b"control.evidence.v1",
-        domain_env: Some("CONTROL_EVIDENCE_SIGNING_DOMAIN"),
-        key: KeyRule::None,
-        family: Family::Control,
-    },
-    KindSpec {
-        kind: Kind::PolicyAck,
-        name: "policy_ack",
-        proto_name: "cybermesh.control.v1.PolicyAckEvent",
-        default_topic: "control.policy.ack.v1",
-        topic_env: "KAFKA_TOPIC_POLICY_ACK",
-        domain: b"",
-        domain_env: None,
-        key: KeyRule::PolicyId,
-        family: Family::Ack,
-    },
-];
+crate::kind_rows!(expand_kinds);
+
+/// The rows of the per-kind table, handed to the macro `$then` (the library's expansion in
+/// this module, the command's samples).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! kind_rows {
+    ($then:ident) => {
+        $then! {
+            /// `cybermesh.ai.v1.AnomalyEvent` on `ai.anomalies.v1`.
+            Anomaly(AnomalyEvent) anomaly {
+                sample: |n, size| {
+                    let severity = (n % 10) as u32 + 1;
+                    AnomalyEvent {
+                        id: uuid_v4(n),
+                        r#type: "ddos".into(),
+                        source: "10.0.0.8".into(),
+                        severity,
+                        confidence: 0.9,
+                        payload: anomaly_payload(severity, 0.9, size),
+                        model_version: "ddos-v1.2.0".into(),
+                        ..Default::default()
+                    }
+                },
+                proto: "cybermesh.ai.v1.AnomalyEvent",
+                topic: "ai.anomalies.v1" or "KAFKA_TOPIC_ANOMALY",
+                key: |_m| None,
+                structure: |m| {
+                    check_str("id", &m.id, MAX_ID_BYTES)?;
+                    check_str("type", &m.r#type, MAX_STRING_BYTES)?;
+                    check_str("source", &m.source, MAX_STRING_BYTES)?;
+                    check_str("model_version", &m.model_version, MAX_STRING_BYTES)?;
+                    if !(1..=10).contains(&m.severity) {
+                        return fail(Reason::InvalidField, format!("severity {} outside 1..10", m.severity));
+                    }
+                    if !(0.0..=1.0).contains(&m.confidence) {
+                        return fail(Reason::InvalidField, format!("confidence {} outside 0..1", m.confidence));
+                    }
+                    if m.payload.is_empty() {
+                        return fail(Reason::InvalidField, "payload is empty");
+                    }
+                    Ok(())
+                },
+                family: ai {
+                    domain: b"ai.anomaly.v1",
+                    content: payload,
+                    max: MAX_PAYLOAD_BYTES,
+                    after_signature: |m, _v| { check_payload_metadata(&m.payload, m.severity, m.confidence) },
+                },
+            },
+            /// `cybermesh.ai.v1.EvidenceEvent` on `ai.evidence.v1`.
+            Evidence(EvidenceEvent) evidence {
+                sample: |n, size| {
+                    EvidenceEvent {
+                        id: uuid_v4(n),
+                        evidence_type: "pcap".into(),
+                        refs: vec![sha256(&n.to_be_bytes()).to_vec()],
+                        proof_blob: vec![0xab; size],
+                        ..Default::default()
+                    }
+                },
+                proto: "cybermesh.ai.v1.EvidenceEvent",
+                topic: "ai.evidence.v1" or "KAFKA_TOPIC_EVIDENCE",
+                key: |_m| None,
+                structure: |m| {
+                    check_str("id", &m.id, MAX_ID_BYTES)?;
+                    check_str("evidence_type", &m.evidence_type, MAX_STRING_BYTES)?;
+                    if m.refs.len() > MAX_REFS {
+                        return fail(Reason::InvalidField, format!("{} refs, over {MAX_REFS}", m.refs.len()));
+                    }
+                    for r in &m.refs {
+                        check_len("ref", r, 32)?;
+                    }
+                    if m.coc.len() > MAX_COC {
+                        return fail(Reason::InvalidField, format!("{} chain-of-custody entries, over {MAX_COC}", m.coc.len()));
+                    }
+                    for c in &m.coc {
+                        check_len("coc.ref_hash", &c.ref_hash, 32)?;
+                        check_len("coc.actor_id", &c.actor_id, 32)?;
+                        check_len("coc.signature", &c.signature, 64)?;
+                    }
+                    Ok(())
+                },
+                family: ai {
+                    domain: b"ai.evidence.v1",
+                    content: proof_blob,
+                    max: MAX_PROOF_BYTES,
+                    after_signature: |_m, _v| { Ok(()) },
+                },
+            },
+            /// `cybermesh.ai.v1.PolicyEvent` on `ai.policy.v1`.
+            Policy(PolicyEvent) policy {
+                sample: |n, size| {
+                    PolicyEvent {
+                        id: uuid_v4(n),
+                        action: "block".into(),
+                        rule: "ip_deny".into(),
+                        params: json_blob(size),
+                        ..Default::default()
+                    }
+                },
+                proto: "cybermesh.ai.v1.PolicyEvent",
+                topic: "ai.policy.v1" or "KAFKA_TOPIC_POLICY",
+                key: |_m| None,
+                structure: |m| {
+                    check_str("id", &m.id, MAX_ID_BYTES)?;
+                    check_str("action", &m.action, MAX_STRING_BYTES)?;
+                    check_str("rule", &m.rule, MAX_STRING_BYTES)
+                },
+                family: ai {
+                    domain: b"ai.policy.v1\x00",
+                    content: params,
+                    max: MAX_PAYLOAD_BYTES,
+                    after_signature: |m, v| { v.check_policy_allowlist(&m.pubkey) },
+                },
+            },
+            /// `cybermesh.control.v1.CommitEvent` on `control.commits.v1`.
+            Commit(CommitEvent) commit {
+                sample: |n, size| {
+                    let height = n as i64;
+                    let ids: Vec<String> = (0..(size / 38).max(1) as u64).map(uuid_v4).collect();
+                    let count = ids.len() as u32;
+                    CommitEvent {
+                        height,
+                        block_hash: sha256(&height.to_be_bytes()).to_vec(),
+                        state_root: sha256(b"state").to_vec(),
+                        tx_count: count + 2,
+                        anomaly_count: count,
+                        evidence_count: 1,
+                        policy_count: 1,
+                        anomaly_ids: ids,
+                        ..Default::default()
+                    }
+                },
+                proto: "cybermesh.control.v1.CommitEvent",
+                topic: "control.commits.v1" or "KAFKA_TOPIC_COMMITS",
+                key: |m| Some(m.height.to_be_bytes().to_vec()),
+                structure: |m| {
+                    if m.height < 0 {
+                        return fail(Reason::InvalidField, format!("height {} < 0", m.height));
+                    }
+                    check_len("block_hash", &m.block_hash, 32)?;
+                    check_len("state_root", &m.state_root, 32)?;
+                    if m.anomaly_ids.len() > MAX_ANOMALY_IDS {
+                        return fail(Reason::InvalidField, format!("{} anomaly_ids, over {MAX_ANOMALY_IDS}", m.anomaly_ids.len()));
+                    }
+                    if let Some(bad) = m.anomaly_ids.iter().find(|id| !is_canonical_uuid_v4(id)) {
+                        return fail(Reason::InvalidField, format!("anomaly id {:?} is not a lowercase UUIDv4", truncate(bad)));
+                    }
+                    let counts = u64::from(m.anomaly_count) + u64::from(m.evidence_count) + u64::from(m.policy_count);
+                    if counts > u64::from(m.tx_count) {
+                        return fail(Reason::InvalidField, format!("counts sum {counts} exceeds tx_count {}", m.tx_count));
+                    }
+                    Ok(())
+                },
+                family: control {
+                    domain: b"control.commits.v1" or "CONTROL_SIGNING_DOMAIN",
+                    prepare: |_m| {},
+                    content_hash: |_m| { Ok(()) },
+                },
+            },
+            /// `cybermesh.control.v1.PolicyUpdateEvent` on `control.policy.v1`.
+            PolicyUpdate(PolicyUpdateEvent) policy_update {
+                sample: |n, size| {
+                    PolicyUpdateEvent {
+                        policy_id: format!("policy-{n}"),
+                        action: "add".into(),
+                        rule_type: "ip_deny".into(),
+                        rule_data: json_blob(size),
+                        requires_ack: true,
+                        effective_height: n as i64,
+                        ..Default::default()
+                    }
+                },
+                proto: "cybermesh.control.v1.PolicyUpdateEvent",
+                topic: "control.policy.v1" or "KAFKA_TOPIC_POLICY_UPDATES",
+                key: |m| Some(m.policy_id.as_bytes().to_vec()),
+                structure: |m| {
+                    check_str("policy_id", &m.policy_id, MAX_ID_BYTES)?;
+                    check_str("action", &m.action, MAX_STRING_BYTES)?;
+                    check_str("rule_type", &m.rule_type, MAX_STRING_BYTES)?;
+                    if m.rule_data.is_empty() || m.rule_data.len() > MAX_PAYLOAD_BYTES {
+                        return fail(Reason::InvalidField, format!("rule_data must be 1..{MAX_PAYLOAD_BYTES} bytes, got {}", m.rule_data.len()));
+                    }
+                    check_len("rule_hash", &m.rule_hash, 32)?;
+                    if m.effective_height < 0 || m.expiration_height < 0 {
+                        return fail(Reason::InvalidField, "negative effective or expiration height");
+                    }
+                    if m.expiration_height != 0 && m.expiration_height <= m.effective_height {
+                        return fail(Reason::InvalidField, format!(
+                            "expiration_height {} not after effective_height {}",
+                            m.expiration_height, m.effective_height
+                        ));
+                    }
+                    Ok(())
+                },
+                family: control {
+                    domain: b"control.policy.v1" or "CONTROL_POLICY_SIGNING_DOMAIN",
+                    prepare: |m| {
+                        if m.rule_hash.is_empty() {
+                            m.rule_hash = sha256(&m.rule_data).to_vec();
+                        }
+                    },
+                    content_hash: |m| {
+                        if sha256(&m.rule_data).as_slice() != m.rule_hash.as_slice() {
+                            return fail(Reason::ContentHashMismatch, "rule_hash differs from SHA-256(rule_data)");
+                        }
+                        Ok(())
+                    },
+                },
+            },
+            /// `cybermesh.control.v1.ReputationEvent` on `control.reputation.v1`.
+            Reputation(ReputationEvent) reputation {
+                sample: |n, size| {
+                    ReputationEvent {
+                        ai_message_id: uuid_v4(n),
+                        ai_producer_id: vec![7; 32],
+                        message_type: "anomaly".into(),
+                        score: 10,
+                        reason: "confirmed".into(),
+                        confirmed: true,
+                        analyst_notes: "n".repeat(size),
+                        block_height: n as i64,
+                        ..Default::default()
+                    }
+                },
+                proto: "cybermesh.control.v1.ReputationEvent",
+                topic: "control.reputation.v1" or "KAFKA_TOPIC_REPUTATION",
+                key: |_m| None,
+                structure: |m| {
+                    check_len("ai_producer_id", &m.ai_producer_id, 32)?;
+                    if !(-100..=100).contains(&m.score) {
+                        return fail(Reason::InvalidField, format!("score {} outside -100..100", m.score));
+                    }
+                    Ok(())
+                },
+                family: control {
+                    domain: b"control.reputation.v1" or "CONTROL_REPUTATION_SIGNING_DOMAIN",
+                    prepare: |_m| {},
+                    content_hash: |_m| { Ok(()) },
+                },
+            },
+            /// `cybermesh.control.v1.EvidenceRequestEvent` on `control.evidence.v1`.
+            EvidenceRequest(EvidenceRequestEvent) evidence_request {
+                sample: |n, size| {
+                    EvidenceRequestEvent {
+                        request_id: format!("req-{n}"),
+                        anomaly_id: uuid_v4(n),
+                        request_type: "more_evidence".into(),
+                        requested_types: vec!["pcap".into()],
+                        evidence_quality_score: 5,
+                        challenge_data: vec![1; size],
+                        block_height: n as i64,
+                        ..Default::default()
+                    }
+                },
+                proto: "cybermesh.control.v1.EvidenceRequestEvent",
+                topic: "control.evidence.v1" or "KAFKA_TOPIC_EVIDENCE_REQUESTS",
+                key: |_m| None,
+                structure: |m| {
+                    check_str("request_id", &m.request_id, MAX_ID_BYTES)?;
+                    if m.evidence_quality_score > 10 {
+                        return fail(Reason::InvalidField, format!("evidence_quality_score {} over 10", m.evidence_quality_score));
+                    }
+                    Ok(())
+                },
+                family: control {
+                    domain: b"control.evidence.v1" or "CONTROL_EVIDENCE_SIGNING_DOMAIN",
+                    prepare: |_m| {},
+                    content_hash: |_m| { Ok(()) },
+                },
+            },
+            /// `cybermesh.control.v1.PolicyAckEvent` on `control.policy.ack.v1`.
+            PolicyAck(PolicyAckEvent) policy_ack {
+                sample: |n, _size| {
+                    PolicyAckEvent {
+                        policy_id: format!("policy-{n}"),
+                        result: "applied".into(),
+                        acked_at: 1,
+                        ..Default::default()
+                    }
+                },
+                proto: "cybermesh.control.v1.PolicyAckEvent",
+                topic: "control.policy.ack.v1" or "KAFKA_TOPIC_POLICY_ACK",
+                key: |m| Some(m.policy_id.as_bytes().to_vec()),
+                structure: |_m| { Ok::<(), VerifyError>(()) },
+                family: ack {},
+            },
+        }
+    };
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,9 @@
 //! The signed wire contract: messages (SPEC 2), signing (SPEC 3) and verification (SPEC 4).
 //! No Kafka here: this is the part every other piece calls.
 
+#[macro_use]
+mod table;
+
 pub mod clock;
 pub mod json;
 pub mod keys;

@@ -194,16 +194,13 @@ impl Signer {
     /// signature for `control.*`. A policy ack is returned as is (its signature travels in
     /// record headers: see [`Signer::sign_raw`]).
     pub fn sign_message(&self, m: Message) -> Message {
-        match m {
-            Message::Anomaly(x) => Message::Anomaly(self.sign_ai(x)),
-            Message::Evidence(x) => Message::Evidence(self.sign_ai(x)),
-            Message::Policy(x) => Message::Policy(self.sign_ai(x)),
-            Message::Commit(x) => Message::Commit(self.sign_control(x)),
-            Message::PolicyUpdate(x) => Message::PolicyUpdate(self.sign_control(x)),
-            Message::Reputation(x) => Message::Reputation(self.sign_control(x)),
-            Message::EvidenceRequest(x) => Message::EvidenceRequest(self.sign_control(x)),
-            Message::PolicyAck(x) => Message::PolicyAck(x),
-        }
+        super::kinds::sign_message(self, m, true)
+    }
+
+    /// Signs any message as it stands, its envelope fields already set (deterministic): what
+    /// [`Signer::resign_ai`] and [`Signer::resign_control`] do, chosen by kind.
+    pub fn resign_message(&self, m: Message) -> Message {
+        super::kinds::sign_message(self, m, false)
     }
 
     /// Signs a control message as it stands (deterministic).

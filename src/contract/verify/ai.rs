@@ -1,5 +1,5 @@
-//! The `ai.*` family (SPEC 4 steps 2, 7 and 8): per-kind structure, the policy allowlist and
-//! the anomaly payload's metadata.
+//! The `ai.*` family (SPEC 4 steps 2, 7 and 8): the trait each AI kind's table row fills, and
+//! the anomaly payload's metadata check its row names.
 
 use super::*;
 
@@ -17,99 +17,9 @@ pub trait AiChecks: AiEnvelope {
     }
 }
 
-impl AiChecks for AnomalyEvent {
-    const CONTENT_NAME: &'static str = "payload";
-    const MAX_CONTENT: usize = MAX_PAYLOAD_BYTES;
-    fn check_structure(&self) -> Result<(), VerifyError> {
-        check_str("id", &self.id, MAX_ID_BYTES)?;
-        check_str("type", &self.r#type, MAX_STRING_BYTES)?;
-        check_str("source", &self.source, MAX_STRING_BYTES)?;
-        check_str("model_version", &self.model_version, MAX_STRING_BYTES)?;
-        if !(1..=10).contains(&self.severity) {
-            return fail(
-                Reason::InvalidField,
-                format!("severity {} outside 1..10", self.severity),
-            );
-        }
-        if !(0.0..=1.0).contains(&self.confidence) {
-            return fail(
-                Reason::InvalidField,
-                format!("confidence {} outside 0..1", self.confidence),
-            );
-        }
-        if self.payload.is_empty() {
-            return fail(Reason::InvalidField, "payload is empty");
-        }
-        Ok(())
-    }
-    fn check_after_signature(&self, _v: &Verifier) -> Result<(), VerifyError> {
-        check_payload_metadata(&self.payload, self.severity, self.confidence)
-    }
-}
-
-impl AiChecks for EvidenceEvent {
-    const CONTENT_NAME: &'static str = "proof_blob";
-    const MAX_CONTENT: usize = MAX_PROOF_BYTES;
-    fn check_structure(&self) -> Result<(), VerifyError> {
-        check_str("id", &self.id, MAX_ID_BYTES)?;
-        check_str("evidence_type", &self.evidence_type, MAX_STRING_BYTES)?;
-        if self.refs.len() > MAX_REFS {
-            return fail(
-                Reason::InvalidField,
-                format!("{} refs, over {MAX_REFS}", self.refs.len()),
-            );
-        }
-        for r in &self.refs {
-            check_len("ref", r, 32)?;
-        }
-        if self.coc.len() > MAX_COC {
-            return fail(
-                Reason::InvalidField,
-                format!(
-                    "{} chain-of-custody entries, over {MAX_COC}",
-                    self.coc.len()
-                ),
-            );
-        }
-        for c in &self.coc {
-            check_len("coc.ref_hash", &c.ref_hash, 32)?;
-            check_len("coc.actor_id", &c.actor_id, 32)?;
-            check_len("coc.signature", &c.signature, 64)?;
-        }
-        Ok(())
-    }
-}
-
-impl AiChecks for PolicyEvent {
-    const CONTENT_NAME: &'static str = "params";
-    const MAX_CONTENT: usize = MAX_PAYLOAD_BYTES;
-    fn check_structure(&self) -> Result<(), VerifyError> {
-        check_str("id", &self.id, MAX_ID_BYTES)?;
-        check_str("action", &self.action, MAX_STRING_BYTES)?;
-        check_str("rule", &self.rule, MAX_STRING_BYTES)
-    }
-    fn check_after_signature(&self, v: &Verifier) -> Result<(), VerifyError> {
-        match &v.config.policy_allowlist {
-            Some(allow)
-                if !<[u8; 32]>::try_from(self.pubkey.as_slice())
-                    .is_ok_and(|k| allow.contains(&k)) =>
-            {
-                fail(
-                    Reason::UntrustedKey,
-                    format!(
-                        "policy signer {} is not in AI_POLICY_ALLOWED_PUBKEYS",
-                        short_hex(&self.pubkey)
-                    ),
-                )
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
 /// Step 8: the anomaly payload must be JSON whose numeric `severity` equals the field and
 /// whose numeric `confidence` is within 1e-6 of it.
-fn check_payload_metadata(
+pub(crate) fn check_payload_metadata(
     payload: &[u8],
     severity: u32,
     confidence: f64,

@@ -1,5 +1,5 @@
-//! The `control.*` family (SPEC 4, control order): per-kind structure and the policy update's
-//! rule hash.
+//! The `control.*` family (SPEC 4, control order): the trait each control kind's table row
+//! fills, and the UUID rule commits use.
 
 use super::*;
 
@@ -9,113 +9,6 @@ pub trait ControlChecks: ControlSigned {
     fn check_structure(&self) -> Result<(), VerifyError>;
     /// Policy update: `rule_hash` must be SHA-256(rule_data).
     fn check_content_hash(&self) -> Result<(), VerifyError> {
-        Ok(())
-    }
-}
-
-impl ControlChecks for CommitEvent {
-    fn check_structure(&self) -> Result<(), VerifyError> {
-        if self.height < 0 {
-            return fail(Reason::InvalidField, format!("height {} < 0", self.height));
-        }
-        check_len("block_hash", &self.block_hash, 32)?;
-        check_len("state_root", &self.state_root, 32)?;
-        if self.anomaly_ids.len() > MAX_ANOMALY_IDS {
-            return fail(
-                Reason::InvalidField,
-                format!(
-                    "{} anomaly_ids, over {MAX_ANOMALY_IDS}",
-                    self.anomaly_ids.len()
-                ),
-            );
-        }
-        if let Some(bad) = self.anomaly_ids.iter().find(|id| !is_canonical_uuid_v4(id)) {
-            return fail(
-                Reason::InvalidField,
-                format!("anomaly id {:?} is not a lowercase UUIDv4", truncate(bad)),
-            );
-        }
-        let counts = u64::from(self.anomaly_count)
-            + u64::from(self.evidence_count)
-            + u64::from(self.policy_count);
-        if counts > u64::from(self.tx_count) {
-            return fail(
-                Reason::InvalidField,
-                format!("counts sum {counts} exceeds tx_count {}", self.tx_count),
-            );
-        }
-        Ok(())
-    }
-}
-
-impl ControlChecks for PolicyUpdateEvent {
-    fn check_structure(&self) -> Result<(), VerifyError> {
-        check_str("policy_id", &self.policy_id, MAX_ID_BYTES)?;
-        check_str("action", &self.action, MAX_STRING_BYTES)?;
-        check_str("rule_type", &self.rule_type, MAX_STRING_BYTES)?;
-        if self.rule_data.is_empty() || self.rule_data.len() > MAX_PAYLOAD_BYTES {
-            return fail(
-                Reason::InvalidField,
-                format!(
-                    "rule_data must be 1..{MAX_PAYLOAD_BYTES} bytes, got {}",
-                    self.rule_data.len()
-                ),
-            );
-        }
-        check_len("rule_hash", &self.rule_hash, 32)?;
-        if self.effective_height < 0 || self.expiration_height < 0 {
-            return fail(
-                Reason::InvalidField,
-                "negative effective or expiration height",
-            );
-        }
-        if self.expiration_height != 0 && self.expiration_height <= self.effective_height {
-            return fail(
-                Reason::InvalidField,
-                format!(
-                    "expiration_height {} not after effective_height {}",
-                    self.expiration_height, self.effective_height
-                ),
-            );
-        }
-        Ok(())
-    }
-    fn check_content_hash(&self) -> Result<(), VerifyError> {
-        if sha256(&self.rule_data).as_slice() != self.rule_hash.as_slice() {
-            return fail(
-                Reason::ContentHashMismatch,
-                "rule_hash differs from SHA-256(rule_data)",
-            );
-        }
-        Ok(())
-    }
-}
-
-impl ControlChecks for ReputationEvent {
-    fn check_structure(&self) -> Result<(), VerifyError> {
-        check_len("ai_producer_id", &self.ai_producer_id, 32)?;
-        if !(-100..=100).contains(&self.score) {
-            return fail(
-                Reason::InvalidField,
-                format!("score {} outside -100..100", self.score),
-            );
-        }
-        Ok(())
-    }
-}
-
-impl ControlChecks for EvidenceRequestEvent {
-    fn check_structure(&self) -> Result<(), VerifyError> {
-        check_str("request_id", &self.request_id, MAX_ID_BYTES)?;
-        if self.evidence_quality_score > 10 {
-            return fail(
-                Reason::InvalidField,
-                format!(
-                    "evidence_quality_score {} over 10",
-                    self.evidence_quality_score
-                ),
-            );
-        }
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 mod ai;
 mod control;
 
+pub(crate) use ai::check_payload_metadata;
 pub use ai::AiChecks;
 pub use control::{is_canonical_uuid_v4, ControlChecks};
 
@@ -126,39 +127,7 @@ impl Verifier {
         value: &[u8],
         headers: &BTreeMap<String, Vec<u8>>,
     ) -> Result<(Message, Option<Reservation>), VerifyError> {
-        Ok(match kind {
-            Kind::Anomaly => self.ai::<AnomalyEvent>(value)?,
-            Kind::Evidence => self.ai::<EvidenceEvent>(value)?,
-            Kind::Policy => self.ai::<PolicyEvent>(value)?,
-            Kind::Commit => (
-                self.verify_control::<CommitEvent>(value)?.into_message(),
-                None,
-            ),
-            Kind::PolicyUpdate => (
-                self.verify_control::<PolicyUpdateEvent>(value)?
-                    .into_message(),
-                None,
-            ),
-            Kind::Reputation => (
-                self.verify_control::<ReputationEvent>(value)?
-                    .into_message(),
-                None,
-            ),
-            Kind::EvidenceRequest => (
-                self.verify_control::<EvidenceRequestEvent>(value)?
-                    .into_message(),
-                None,
-            ),
-            Kind::PolicyAck => (
-                Message::PolicyAck(self.verify_policy_ack(value, headers)?),
-                None,
-            ),
-        })
-    }
-
-    fn ai<M: AiChecks>(&self, value: &[u8]) -> Result<(Message, Option<Reservation>), VerifyError> {
-        let (m, r) = self.verify_ai_reserving::<M>(value)?;
-        Ok((m.into_message(), Some(r)))
+        super::kinds::verify_kind(self, kind, value, headers)
     }
 
     /// Verifies an `ai.*` record (SPEC 4 steps 1-9), remembers it, and returns the typed message.
@@ -262,14 +231,38 @@ impl Verifier {
         Ok(m)
     }
 
-    /// Verifies a policy ack: decodes it and, when ack keys are configured, checks the
-    /// `ack-signature` header over the record value (SPEC 3c).
+    /// Verifies a policy ack: see [`Verifier::verify_ack`].
     pub fn verify_policy_ack(
         &self,
         value: &[u8],
         headers: &BTreeMap<String, Vec<u8>>,
     ) -> Result<PolicyAckEvent, VerifyError> {
-        let m: PolicyAckEvent = decode(value)?;
+        self.verify_ack(value, headers)
+    }
+
+    /// SPEC 4 step 7 for `ai.policy.v1`: with `AI_POLICY_ALLOWED_PUBKEYS` set, the signer must
+    /// be listed (`untrusted_key`).
+    pub fn check_policy_allowlist(&self, pubkey: &[u8]) -> Result<(), VerifyError> {
+        match &self.config.policy_allowlist {
+            Some(allow) if !<[u8; 32]>::try_from(pubkey).is_ok_and(|k| allow.contains(&k)) => fail(
+                Reason::UntrustedKey,
+                format!(
+                    "policy signer {} is not in AI_POLICY_ALLOWED_PUBKEYS",
+                    short_hex(pubkey)
+                ),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Verifies a header-signed record (a policy ack): decodes it and, when ack keys are
+    /// configured, checks the `ack-signature` header over the record value (SPEC 3c).
+    pub fn verify_ack<M: prost::Message + Default>(
+        &self,
+        value: &[u8],
+        headers: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<M, VerifyError> {
+        let m: M = decode(value)?;
         let Some(keys) = &self.config.ack_keys else {
             return Ok(m);
         };
@@ -350,7 +343,7 @@ fn short_hex(b: &[u8]) -> String {
     hex::encode(&b[..b.len().min(8)])
 }
 
-fn truncate(s: &str) -> &str {
+pub(crate) fn truncate(s: &str) -> &str {
     match s.char_indices().nth(32) {
         Some((i, _)) => &s[..i],
         None => s,
