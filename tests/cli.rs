@@ -364,3 +364,31 @@ fn verification_settings_from_the_environment_reach_the_command() {
         "bad_signature"
     );
 }
+
+/// `meshbus topics` lists the per-kind table's topics (with their overrides) and the DLQ
+/// topic: the list the broker harness creates, so neither keeps one of its own.
+#[test]
+fn topics_lists_every_kind_from_the_table_with_overrides_then_the_dlq() {
+    use meshbus::contract::Kind;
+    let out = run(meshbus()
+        .arg("topics")
+        .env_remove("KAFKA_DLQ_TOPIC")
+        .env_remove("KAFKA_TOPIC_COMMITS"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut want: Vec<String> = Kind::ALL
+        .iter()
+        .map(|k| k.default_topic().to_string())
+        .collect();
+    want.push("ai.dlq.v1".into());
+    assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), want);
+    assert_eq!(want.len(), 9);
+
+    let out = run(meshbus()
+        .arg("topics")
+        .env("KAFKA_TOPIC_COMMITS", "blocks.v9")
+        .env("KAFKA_DLQ_TOPIC", "ops.dlq"));
+    let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    let commit = Kind::ALL.iter().position(|k| *k == Kind::Commit).unwrap();
+    assert_eq!(lines[commit], "blocks.v9");
+    assert_eq!(lines.last().unwrap(), "ops.dlq");
+}

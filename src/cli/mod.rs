@@ -86,6 +86,10 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Serve an empty metrics registry (to check scraping); stops on SIGTERM or Ctrl-C.
     ServeMetrics,
+    /// Print the CyberMesh topics, one per line: each kind's topic from the per-kind table
+    /// (with its KAFKA_TOPIC_* override), then the DLQ topic (KAFKA_DLQ_TOPIC). The broker
+    /// harness creates these.
+    Topics,
 }
 
 /// How log lines are written.
@@ -150,6 +154,13 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Consume(a) => bus::consume(a, metrics, ready).await,
         Command::Dlq(c) => dlq::run(c, metrics).await,
         Command::Demo(a) => demo::run(a, metrics, cli.metrics_addr).await,
+        Command::Topics => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (`meshbus topics | head -1`) ends the listing, not the process.
+            let _ = topics().iter().try_for_each(|t| writeln!(out, "{t}"));
+            Ok(Exit::Ok)
+        }
         Command::ServeMetrics => {
             if cli.metrics_addr.is_none() {
                 eprintln!("meshbus: serve-metrics needs --metrics-addr");
@@ -166,6 +177,17 @@ pub async fn run(cli: Cli) -> Exit {
             Exit::Failure
         }
     }
+}
+
+/// The topics of every kind and the DLQ topic, with the environment's overrides (and nothing
+/// else of the configuration, so it needs no broker settings).
+fn topics() -> Vec<String> {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    Kind::ALL
+        .into_iter()
+        .map(|k| get(k.topic_env()).unwrap_or_else(|| k.default_topic().into()))
+        .chain([get("KAFKA_DLQ_TOPIC").unwrap_or_else(|| Config::default().dlq_topic)])
+        .collect()
 }
 
 /// A failure with a message for the operator (exit 3).
