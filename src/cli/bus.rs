@@ -168,20 +168,7 @@ pub struct ConsumeArgs {
 }
 
 fn summary_line(r: &Consumed) -> String {
-    use meshbus::contract::Message as M;
-    let what = match &r.message {
-        M::Anomaly(m) => format!(
-            "anomaly id={} type={} severity={}",
-            m.id, m.r#type, m.severity
-        ),
-        M::Evidence(m) => format!("evidence id={} type={}", m.id, m.evidence_type),
-        M::Policy(m) => format!("policy id={} action={}", m.id, m.action),
-        M::Commit(m) => format!("commit height={}", m.height),
-        M::PolicyUpdate(m) => format!("policy_update policy_id={}", m.policy_id),
-        M::Reputation(m) => format!("reputation message={} score={}", m.ai_message_id, m.score),
-        M::EvidenceRequest(m) => format!("evidence_request id={}", m.request_id),
-        M::PolicyAck(m) => format!("policy_ack policy_id={} result={}", m.policy_id, m.result),
-    };
+    let what = sample::summary(&r.message);
     format!("{}/{}@{} ok {what}", r.topic, r.partition, r.offset)
 }
 

@@ -2,7 +2,8 @@
 //! --sample`, the demo, the benchmarks and the tests (which include this file; it is not
 //! library API). Unsigned: pass them through a `Signer`. The messages themselves are the
 //! `sample` entries of the per-kind table (`contract/kinds.rs`): this module expands them into
-//! one function per kind (`anomaly(n, size)`, `commit(n, size)`, ...) and [`message`].
+//! one function per kind (`anomaly(n, size)`, `commit(n, size)`, ...) and [`message`], and the
+//! rows' `summary` entries into [`summary`], the line `meshbus consume` prints.
 #![allow(dead_code)]
 
 use meshbus::contract::messages::*;
@@ -13,6 +14,7 @@ macro_rules! samples {
         $(#[$doc:meta])*
         $variant:ident($ty:ident) $snake:ident {
             sample: |$n:ident, $size:ident| $body:block,
+            summary: |$m:ident| $summary:expr,
             $($rest:tt)*
         }
     ),* $(,)? ) => {
@@ -20,6 +22,14 @@ macro_rules! samples {
             #[doc = concat!("A sample `", stringify!($ty), "` numbered `n`, about `size` bytes.")]
             pub fn $snake($n: u64, $size: usize) -> $ty $body
         )*
+
+        /// The one-line view of a verified message that `meshbus consume` prints: its kind's
+        /// name and the fields the table's `summary` names.
+        pub fn summary(message: &Message) -> String {
+            match message {
+                $( Message::$variant($m) => format!("{} {}", stringify!($snake), $summary), )*
+            }
+        }
 
         /// A sample message of `kind`.
         pub fn message(kind: Kind, n: u64, size: usize) -> Message {

@@ -4,6 +4,8 @@
 //! - `sample`: an example message of about `size` bytes numbered `n` (expanded only by the
 //!   command's sample module, which brings `uuid_v4`, `anomaly_payload`, `json_blob` and
 //!   `sha256`; samples are not library API);
+//! - `summary`: the one-line view `meshbus consume` prints of a verified message (expanded
+//!   only by the command, like `sample`);
 //! - `proto`: the protobuf message's full name (the proto3 JSON path reads it);
 //! - `topic`: the default topic `or` the variable overriding it (SPEC 1);
 //! - `key`: the Kafka record key (SPEC 1);
@@ -88,6 +90,7 @@ macro_rules! kind_rows {
                         ..Default::default()
                     }
                 },
+                summary: |m| format!("id={} type={} severity={}", m.id, m.r#type, m.severity),
                 proto: "cybermesh.ai.v1.AnomalyEvent",
                 topic: "ai.anomalies.v1" or "KAFKA_TOPIC_ANOMALY",
                 key: |_m| None,
@@ -125,6 +128,7 @@ macro_rules! kind_rows {
                         ..Default::default()
                     }
                 },
+                summary: |m| format!("id={} type={}", m.id, m.evidence_type),
                 proto: "cybermesh.ai.v1.EvidenceEvent",
                 topic: "ai.evidence.v1" or "KAFKA_TOPIC_EVIDENCE",
                 key: |_m| None,
@@ -165,6 +169,7 @@ macro_rules! kind_rows {
                         ..Default::default()
                     }
                 },
+                summary: |m| format!("id={} action={}", m.id, m.action),
                 proto: "cybermesh.ai.v1.PolicyEvent",
                 topic: "ai.policy.v1" or "KAFKA_TOPIC_POLICY",
                 key: |_m| None,
@@ -198,6 +203,7 @@ macro_rules! kind_rows {
                         ..Default::default()
                     }
                 },
+                summary: |m| format!("height={}", m.height),
                 proto: "cybermesh.control.v1.CommitEvent",
                 topic: "control.commits.v1" or "KAFKA_TOPIC_COMMITS",
                 key: |m| Some(m.height.to_be_bytes().to_vec()),
@@ -238,6 +244,7 @@ macro_rules! kind_rows {
                         ..Default::default()
                     }
                 },
+                summary: |m| format!("policy_id={}", m.policy_id),
                 proto: "cybermesh.control.v1.PolicyUpdateEvent",
                 topic: "control.policy.v1" or "KAFKA_TOPIC_POLICY_UPDATES",
                 key: |m| Some(m.policy_id.as_bytes().to_vec()),
@@ -290,6 +297,7 @@ macro_rules! kind_rows {
                         ..Default::default()
                     }
                 },
+                summary: |m| format!("message={} score={}", m.ai_message_id, m.score),
                 proto: "cybermesh.control.v1.ReputationEvent",
                 topic: "control.reputation.v1" or "KAFKA_TOPIC_REPUTATION",
                 key: |_m| None,
@@ -320,6 +328,7 @@ macro_rules! kind_rows {
                         ..Default::default()
                     }
                 },
+                summary: |m| format!("id={}", m.request_id),
                 proto: "cybermesh.control.v1.EvidenceRequestEvent",
                 topic: "control.evidence.v1" or "KAFKA_TOPIC_EVIDENCE_REQUESTS",
                 key: |_m| None,
@@ -346,6 +355,7 @@ macro_rules! kind_rows {
                         ..Default::default()
                     }
                 },
+                summary: |m| format!("policy_id={} result={}", m.policy_id, m.result),
                 proto: "cybermesh.control.v1.PolicyAckEvent",
                 topic: "control.policy.ack.v1" or "KAFKA_TOPIC_POLICY_ACK",
                 key: |m| Some(m.policy_id.as_bytes().to_vec()),

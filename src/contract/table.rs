@@ -17,6 +17,7 @@ macro_rules! expand_kinds {
         $(#[$doc:meta])*
         $variant:ident($ty:ident) $snake:ident {
             sample: |$sn:ident, $ss:ident| $sample:block,
+            summary: |$summ:ident| $summary:expr,
             proto: $proto:literal,
             topic: $topic:literal or $topic_env:literal,
             key: |$km:ident| $key:expr,
