@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-const ALL: [Kind; 8] = Kind::ALL;
+const ALL: [Kind; Kind::ALL.len()] = Kind::ALL;
 
 /// Sends `n` signed anomalies; returns their (partition, offset).
 async fn send_anomalies(
