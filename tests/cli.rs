@@ -263,6 +263,60 @@ fn produce_consume_and_dlq_replay_against_the_broker() {
         .count();
     assert_eq!(copies, 2, "the original and its replay");
 
+    // A reader that quits (`consume | head -1`): the command stops at the next record it
+    // cannot print, exits 1 (records left undelivered, uncommitted), and dead-letters nothing
+    // (before, `println!` panicked in the handler: handler_failed dead letters, or an abort in
+    // the release build).
+    let mut child = meshbus()
+        .envs(b.env())
+        .args([
+            "consume",
+            "--kind",
+            "anomaly",
+            "--group",
+            "cli-pipe",
+            "--seconds",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead as _;
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.contains(" ok anomaly id="), "{first}");
+    } // the read end closes here
+    let out = run(meshbus()
+        .envs(b.env())
+        .args(["produce", "--kind", "anomaly", "--sample", "3", "--key"])
+        .arg(&key));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(40),
+            "consume did not stop after its stdout closed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("standard output closed"), "{stderr}");
+    let out = run(meshbus().envs(b.env()).args(["dlq", "list", "--json"]));
+    assert!(
+        !text(&out.stdout).contains("handler_failed"),
+        "{}",
+        text(&out.stdout)
+    );
+
     // metrics endpoint while consuming
     let out = run(meshbus().envs(b.env()).args([
         "--metrics-addr",

@@ -90,12 +90,17 @@ pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot
         );
         tasks.spawn(async move {
             let _permit = permit;
+            // A closed stdout loses the listing, never the sends.
             match p.sign_and_send(m).await {
-                Ok(d) if json_out => println!(
-                    "{}",
-                    serde_json::json!({"topic": d.topic, "partition": d.partition, "offset": d.offset})
-                ),
-                Ok(d) => println!("{}/{}@{}", d.topic, d.partition, d.offset),
+                Ok(d) if json_out => {
+                    super::emit(
+                        &serde_json::json!({"topic": d.topic, "partition": d.partition, "offset": d.offset})
+                            .to_string(),
+                    );
+                }
+                Ok(d) => {
+                    super::emit(&format!("{}/{}@{}", d.topic, d.partition, d.offset));
+                }
                 Err(e) => {
                     failed.fetch_add(1, Ordering::Relaxed);
                     eprintln!("not delivered: {e}");
@@ -174,7 +179,8 @@ fn summary_line(r: &Consumed) -> String {
 
 /// Runs a verifying consumer until `--max`, `--seconds`, SIGTERM or SIGINT, then stops
 /// gracefully: exit 0 when everything handled was committed, 1 when a partition ended stalled
-/// on an unwritten dead letter, 3 when the consumer failed.
+/// on an unwritten dead letter or standard output closed (the records not yet printed stay
+/// uncommitted), 3 when the consumer failed.
 pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot>) -> CliResult {
     let config = config()?;
     let mut vconfig = config.verifier_config();
@@ -201,20 +207,31 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot
     }
     let mut consumer = mesh.consumer(options).map_err(|e| e.to_string())?;
     let json_out = a.json;
+    // Set when stdout is gone (the reader of a pipe quit): the command stops, and the record
+    // in hand, not delivered to anyone, stays uncommitted.
+    let output_closed = Arc::new(tokio::sync::Notify::new());
+    let mut stdout_lost = false;
     for kind in &a.kind {
-        consumer = consumer.handle(*kind, move |r: Consumed| async move {
-            if json_out {
-                println!(
-                    "{}",
+        let closed = output_closed.clone();
+        consumer = consumer.handle(*kind, move |r: Consumed| {
+            let closed = closed.clone();
+            async move {
+                let line = if json_out {
                     serde_json::json!({
                         "topic": r.topic, "partition": r.partition, "offset": r.offset,
                         "kind": r.message.kind().name(), "message": json::to_json(&r.message),
                     })
-                );
-            } else {
-                println!("{}", summary_line(&r));
+                    .to_string()
+                } else {
+                    summary_line(&r)
+                };
+                if super::emit(&line) {
+                    Ok(())
+                } else {
+                    closed.notify_one();
+                    Err("standard output is closed".to_string())
+                }
             }
-            Ok(())
         });
     }
     let stats = mesh.register(consumer);
@@ -242,6 +259,10 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot
         _ = timer => {}
         _ = signals::stop_requested() => {}
         _ = mesh.consumer_ended() => {}
+        _ = output_closed.notified() => {
+            eprintln!("meshbus: standard output closed: stopping");
+            stdout_lost = true;
+        }
     }
     let report = mesh.shutdown(timeout).await;
     let (received, handled, rejected, handler_failed, dead) = stats.snapshot();
@@ -253,5 +274,6 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot
         eprintln!("meshbus: stop was not clean: {report}");
         return Ok(Exit::Refused);
     }
-    Ok(Exit::Ok)
+    // Records were left undelivered (uncommitted, for the next member).
+    Ok(if stdout_lost { Exit::Refused } else { Exit::Ok })
 }

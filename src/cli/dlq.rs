@@ -71,10 +71,9 @@ fn print(f: &Filter, e: &Entry) {
         .as_ref()
         .map(|v| v.len() as u64)
         .or(l.omitted.as_ref().map(|o| o.size));
-    if f.json {
-        println!(
-            "{}",
-            serde_json::json!({
+    // `emit`, not `println!`: a closed pipe (`dlq list | head`) must not abort the process.
+    let line = if f.json {
+        serde_json::json!({
                 "dlq_partition": e.partition, "dlq_offset": e.offset,
                 "original_topic": l.original_topic, "original_partition": l.original_partition,
                 "original_offset": l.original_offset, "reason": l.reason, "error": l.error,
@@ -82,10 +81,10 @@ fn print(f: &Filter, e: &Entry) {
                 "value_null": l.value.is_none(),
                 "value_omitted": l.omitted.is_some(),
                 "original_sha256": l.omitted.as_ref().map(|o| o.sha256.clone()),
-            })
-        );
+        })
+        .to_string()
     } else {
-        println!(
+        format!(
             "{}:{}  {}/{}@{}  {}  node={}  {}{}",
             e.partition,
             e.offset,
@@ -99,8 +98,9 @@ fn print(f: &Filter, e: &Entry) {
                 Some(o) => format!("  [value omitted: {} bytes, sha256 {}]", o.size, o.sha256),
                 None => String::new(),
             }
-        );
-    }
+        )
+    };
+    super::emit(&line);
 }
 
 /// What one pass over the DLQ did.

@@ -155,10 +155,8 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Dlq(c) => dlq::run(c, metrics).await,
         Command::Demo(a) => demo::run(a, metrics, cli.metrics_addr).await,
         Command::Topics => {
-            use std::io::Write as _;
-            let mut out = std::io::stdout().lock();
             // A closed pipe (`meshbus topics | head -1`) ends the listing, not the process.
-            let _ = topics().iter().try_for_each(|t| writeln!(out, "{t}"));
+            let _ = topics().iter().all(|t| emit(t));
             Ok(Exit::Ok)
         }
         Command::ServeMetrics => {
@@ -188,6 +186,15 @@ fn topics() -> Vec<String> {
         .map(|k| get(k.topic_env()).unwrap_or_else(|| k.default_topic().into()))
         .chain([get("KAFKA_DLQ_TOPIC").unwrap_or_else(|| Config::default().dlq_topic)])
         .collect()
+}
+
+/// Writes one line to stdout; false once stdout is gone (the reader of a pipe quit). Unlike
+/// `println!`, which panics there (and the release build aborts on a panic), the command
+/// decides what a lost reader means.
+pub fn emit(line: &str) -> bool {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
 }
 
 /// A failure with a message for the operator (exit 3).
