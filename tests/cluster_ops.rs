@@ -457,6 +457,137 @@ fn the_trust_store_reloads_on_change_and_sighup_and_a_bad_file_keeps_the_last_go
     );
 }
 
+/// The `ai.policy.v1` allowlist from a file (`AI_POLICY_ALLOWED_PUBKEYS_FILE`) reloads like the
+/// trust store: a key added to the file is allowed without a restart, a key removed is refused
+/// (on change and on SIGHUP), and a bad file keeps the last good list, counted and named.
+#[test]
+fn the_policy_allowlist_file_reloads_on_change_and_sighup_and_a_bad_file_keeps_the_last_good_one() {
+    use common::cli::{meshbus, probe, signal, spawn_collecting, wait_exit};
+    let b = broker();
+    let topic = "ops.allow.policy";
+    b.create_topics(1, &[], &[topic, "ops.allow.dlq"]);
+    let v = vectors::load();
+    let dir = tempfile::tempdir().unwrap();
+    let allow = dir.path().join("allowed.txt");
+    let key_a = vectors::seed(&v.keys.ai_producer_seed_hex);
+    let key_b = vectors::seed(&v.keys.other_seed_hex);
+    let hex_of = |k: &ed25519_dalek::SigningKey| hex::encode(k.verifying_key().to_bytes());
+    std::fs::write(&allow, format!("# AI service keys\n{}\n", hex_of(&key_a))).unwrap();
+
+    let port = common::broker::free_port();
+    let mut c = meshbus();
+    c.envs(b.env())
+        .env("KAFKA_TOPIC_POLICY", topic)
+        .env("KAFKA_DLQ_TOPIC", "ops.allow.dlq")
+        .env("AI_POLICY_ALLOWED_PUBKEYS_FILE", &allow)
+        .env("MESHBUS_LOG", "warn")
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "consume",
+            "--kind",
+            "policy",
+            "--group",
+            "ops-allow",
+            "--json",
+        ]);
+    let (mut consumer, lines) = spawn_collecting(&mut c);
+    let scrape = || probe(port, "/metrics").1;
+    let wait = |what: &str, f: &dyn Fn(&str) -> bool| {
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = scrape();
+            if f(&s) {
+                return;
+            }
+            assert!(std::time::Instant::now() < end, "{what}: {s}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("ready", &|_| probe(port, "/readyz").0 == 200);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut config = b.config();
+    config.topics.insert(Kind::Policy, topic.into());
+    let send = |key: &ed25519_dalek::SigningKey, n: u64| {
+        rt.block_on(async {
+            let signer = meshbus::contract::Signer::new(key.clone(), 0);
+            let p = mesh::producer(&config, Some(std::sync::Arc::new(signer))).await;
+            p.send_policy(sample::policy(n, 64)).await.unwrap();
+        })
+    };
+    let untrusted = |s: &str| {
+        metric(
+            s,
+            "kafka_messages_rejected_total{topic=\"ops.allow.policy\",reason=\"untrusted_key\"}",
+        )
+    };
+    let handled = || -> BTreeSet<String> {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["message"]["id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let keys = |s: &str| metric(s, "meshbus_policy_allowlist_keys");
+    assert_eq!(keys(&scrape()), 1.0);
+
+    // A allowed, B not.
+    send(&key_a, 1);
+    send(&key_b, 2);
+    wait("B refused", &|s| untrusted(s) == 1.0);
+    // B is added to the file: allowed without a restart.
+    std::fs::write(&allow, format!("{}, {}\n", hex_of(&key_a), hex_of(&key_b))).unwrap();
+    wait("B loaded", &|s| keys(s) == 2.0);
+    send(&key_b, 3);
+    // A is removed, the file keeping its size and modification time: only SIGHUP sees it.
+    let mtime = std::fs::metadata(&allow).unwrap().modified().unwrap();
+    std::fs::write(&allow, format!("{}, {}\n", hex_of(&key_b), hex_of(&key_b))).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&allow)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::thread::sleep(meshbus::mesh::TRUST_CHECK_EVERY * 3);
+    assert_eq!(keys(&scrape()), 2.0, "reloaded without SIGHUP?");
+    signal(consumer.id(), "HUP");
+    wait("A gone", &|s| keys(s) == 1.0);
+    send(&key_a, 4);
+    wait("A refused", &|s| untrusted(s) == 2.0);
+    // A bad file (a weak key): refused, counted and named; the last good list (B) stays.
+    std::fs::write(&allow, format!("01{}\n", "00".repeat(31))).unwrap();
+    wait("bad file counted", &|s| {
+        s.lines().any(|l| {
+            l.starts_with("meshbus_trust_reload_failures_total{file=\"")
+                && l.contains("allowed.txt")
+                && !l.ends_with(" 0")
+        })
+    });
+    send(&key_b, 5);
+    let want: BTreeSet<String> = [1, 3, 5].into_iter().map(sample::uuid_v4).collect();
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while handled() != want && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        untrusted(&scrape()),
+        2.0,
+        "only B's first and A's last record refused"
+    );
+    signal(consumer.id(), "TERM");
+    let (code, err, _) = wait_exit(&mut consumer, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(handled(), want, "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("policy allowlist reload refused") && l.contains("allowed.txt")),
+        "no log line naming the file: {err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_producer_switches_its_signing_key_without_dropping_or_failing_a_send() {
     let b = broker();

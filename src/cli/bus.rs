@@ -198,11 +198,16 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot
         options.start_from = StartFrom::Latest;
     }
     let timeout = config.shutdown_timeout;
+    let allowlist_file = config.verification.policy_allowlist_file.clone();
     let mut mesh = Mesh::connect_with_metrics(config, None, verifier, metrics)
         .await
         .map_err(|e| e.to_string())?;
     if !a.trust.is_empty() {
         mesh.watch_trust(a.trust.clone(), signals::reload_requests())
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(path) = allowlist_file {
+        mesh.watch_policy_allowlist(path, signals::reload_requests())
             .map_err(|e| e.to_string())?;
     }
     let mut consumer = mesh.consumer(options).map_err(|e| e.to_string())?;

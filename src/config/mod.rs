@@ -189,20 +189,35 @@ impl Config {
         if let Some(v) = get("CONTROL_TIMESTAMP_SKEW") {
             settings.control_skew_secs = parse_num("CONTROL_TIMESTAMP_SKEW", &v, 1)? as i64;
         }
-        if let Some(v) = get("AI_POLICY_ALLOWED_PUBKEYS") {
-            let keys = v
-                .split(',')
-                .map(str::trim)
-                .filter(|k| !k.is_empty())
-                .map(|k| {
-                    crate::contract::keys::decode_hex32(k)
-                        .map_err(|e| e.to_string())
-                        .and_then(crate::contract::keys::check_trusted_key)
-                        .map_err(|d| err("AI_POLICY_ALLOWED_PUBKEYS", format!("{k}: {d}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            settings.policy_allowlist = Some(keys);
-        }
+        let (list, file) = (
+            get("AI_POLICY_ALLOWED_PUBKEYS"),
+            get("AI_POLICY_ALLOWED_PUBKEYS_FILE"),
+        );
+        let keys = match (list, file) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "AI_POLICY_ALLOWED_PUBKEYS_FILE",
+                    "set either it or AI_POLICY_ALLOWED_PUBKEYS, not both",
+                ))
+            }
+            (Some(v), None) => Some(
+                crate::contract::trust::parse_allowlist(&v, "AI_POLICY_ALLOWED_PUBKEYS")
+                    .map_err(|e| err("AI_POLICY_ALLOWED_PUBKEYS", e.to_string()))?,
+            ),
+            (None, Some(f)) => {
+                let path = std::path::PathBuf::from(f.trim());
+                let keys = crate::contract::trust::load_allowlist(&path)
+                    .map_err(|e| err("AI_POLICY_ALLOWED_PUBKEYS_FILE", e.to_string()))?;
+                settings.policy_allowlist_file = Some(path);
+                Some(keys)
+            }
+            (None, None) => None,
+        };
+        settings.policy_allowlist = keys.map(|k| {
+            let mut v: Vec<[u8; 32]> = k.into_iter().collect();
+            v.sort();
+            v
+        });
         Ok((domains, settings))
     }
 

@@ -128,6 +128,10 @@ pub struct VerificationSettings {
     /// `AI_POLICY_ALLOWED_PUBKEYS` (comma-separated hex): when set, `ai.policy.v1` signers
     /// must be listed. Weak (small-order) keys are refused at start-up.
     pub policy_allowlist: Option<Vec<[u8; 32]>>,
+    /// `AI_POLICY_ALLOWED_PUBKEYS_FILE`: the allowlist read from this file instead (the same
+    /// format, also one key per line, `#` comments), reloaded while running when it changes
+    /// and on SIGHUP ([`crate::mesh::Mesh::watch_policy_allowlist`]).
+    pub policy_allowlist_file: Option<std::path::PathBuf>,
 }
 
 impl Default for VerificationSettings {
@@ -136,6 +140,7 @@ impl Default for VerificationSettings {
             ai_skew_secs: 300,
             control_skew_secs: 60,
             policy_allowlist: None,
+            policy_allowlist_file: None,
         }
     }
 }

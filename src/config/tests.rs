@@ -155,3 +155,35 @@ fn bad_values_name_their_variable() {
         "KAFKA_SASL_PASSWORD"
     );
 }
+
+#[test]
+fn the_policy_allowlist_can_come_from_a_file_but_not_from_both_places() {
+    let key = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&[6; 32])
+            .verifying_key()
+            .to_bytes(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("allowed.txt");
+    std::fs::write(&file, format!("# the AI service\n{key}\n")).unwrap();
+    let path = file.to_str().unwrap();
+    let c = from(&[("AI_POLICY_ALLOWED_PUBKEYS_FILE", path)]).unwrap();
+    assert_eq!(c.verification.policy_allowlist.as_ref().unwrap().len(), 1);
+    assert_eq!(
+        c.verification.policy_allowlist_file.as_deref(),
+        Some(file.as_path())
+    );
+    let e = from(&[
+        ("AI_POLICY_ALLOWED_PUBKEYS_FILE", path),
+        ("AI_POLICY_ALLOWED_PUBKEYS", &key),
+    ])
+    .unwrap_err();
+    assert_eq!(e.var, "AI_POLICY_ALLOWED_PUBKEYS_FILE");
+    // A weak key in the file: refused at start-up, naming the variable and the file.
+    std::fs::write(&file, format!("01{}\n", "00".repeat(31))).unwrap();
+    let e = from(&[("AI_POLICY_ALLOWED_PUBKEYS_FILE", path)]).unwrap_err();
+    assert_eq!(e.var, "AI_POLICY_ALLOWED_PUBKEYS_FILE");
+    assert!(e.detail.contains("allowed.txt"), "{e}");
+    let e = from(&[("AI_POLICY_ALLOWED_PUBKEYS_FILE", "/nonexistent/allowed")]).unwrap_err();
+    assert_eq!(e.var, "AI_POLICY_ALLOWED_PUBKEYS_FILE");
+}

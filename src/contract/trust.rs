@@ -256,8 +256,76 @@ impl TrustStore {
     }
 }
 
+/// Parses a policy allowlist (SPEC 3d, `AI_POLICY_ALLOWED_PUBKEYS`): 64-hex-character keys
+/// separated by commas, spaces or newlines, `#` starting a comment. `what` names the source
+/// (the variable or the file) in errors; weak (small-order) keys are refused.
+pub fn parse_allowlist(text: &str, what: &str) -> Result<HashSet<[u8; 32]>, KeyError> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(|l| l.split(|c: char| c == ',' || c.is_whitespace()))
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            let bad = |detail: String| KeyError::Invalid {
+                what: what.to_string(),
+                detail: format!("{k}: {detail}"),
+            };
+            let raw = super::keys::decode_hex32(k).map_err(|e| bad(e.to_string()))?;
+            super::keys::check_trusted_key(raw).map_err(bad)
+        })
+        .collect()
+}
+
+/// The largest allowlist file read (about 7,000 keys).
+pub const MAX_ALLOWLIST_BYTES: u64 = 512 * 1024;
+
+/// Loads a policy allowlist file (`AI_POLICY_ALLOWED_PUBKEYS_FILE`, at most
+/// [`MAX_ALLOWLIST_BYTES`]): see [`parse_allowlist`].
+pub fn load_allowlist(path: &Path) -> Result<HashSet<[u8; 32]>, TrustError> {
+    use std::io::Read as _;
+    let io = |source| TrustError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_ALLOWLIST_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    if text.len() as u64 > MAX_ALLOWLIST_BYTES {
+        return Err(TrustError::Registry {
+            path: path.to_path_buf(),
+            detail: format!("over {MAX_ALLOWLIST_BYTES} bytes"),
+        });
+    }
+    Ok(parse_allowlist(&text, &path.display().to_string())?)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_allowlist_takes_commas_spaces_newlines_and_comments_and_refuses_weak_keys() {
+        let k1 = hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                .verifying_key()
+                .to_bytes(),
+        );
+        let k2 = hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[2; 32])
+                .verifying_key()
+                .to_bytes(),
+        );
+        let got = parse_allowlist(&format!("# keys\n{k1}, {k2}\n\n{k1} # again\n"), "f").unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(parse_allowlist("", "f").unwrap().is_empty());
+        // The identity point is small-order: refused, naming the source.
+        let weak = format!("01{}", "00".repeat(31));
+        let e = parse_allowlist(&format!("{k1},{weak}"), "allow.txt").unwrap_err();
+        assert!(e.to_string().contains("allow.txt"), "{e}");
+        assert!(parse_allowlist(&format!("{k1} zz"), "f").is_err());
+    }
+
     use super::*;
     use ed25519_dalek::SigningKey;
 

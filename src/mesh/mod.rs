@@ -259,12 +259,32 @@ impl Mesh {
         let store = crate::contract::TrustStore::load(&sources)?;
         self.metrics.trust_keys.set(store.len() as i64);
         self.verifier.replace_trust(store);
-        self.helpers.push(reload::spawn(
-            self.verifier.clone(),
-            sources,
-            self.metrics.clone(),
-            trigger,
-        ));
+        let (verifier, metrics) = (self.verifier.clone(), self.metrics.clone());
+        let watched = sources.clone();
+        self.helpers.push(reload::spawn(watched, trigger, move || {
+            reload::reload(&verifier, &sources, &metrics);
+        }));
+        Ok(())
+    }
+
+    /// Loads the `ai.policy.v1` allowlist from `path` (`AI_POLICY_ALLOWED_PUBKEYS_FILE`: hex
+    /// keys separated by commas, spaces or newlines) into the verifier, then reloads it when the
+    /// file changes and when `trigger` fires (SIGHUP in the command). A file that does not load
+    /// keeps the last good list, is logged and counted in
+    /// `meshbus_trust_reload_failures_total{file}`.
+    pub fn watch_policy_allowlist(
+        &mut self,
+        path: std::path::PathBuf,
+        trigger: Option<watch::Receiver<u64>>,
+    ) -> Result<(), crate::contract::trust::TrustError> {
+        let keys = crate::contract::trust::load_allowlist(&path)?;
+        self.metrics.policy_allowlist_keys.set(keys.len() as i64);
+        self.verifier.replace_policy_allowlist(Some(keys));
+        let (verifier, metrics) = (self.verifier.clone(), self.metrics.clone());
+        let watched = vec![path.display().to_string()];
+        self.helpers.push(reload::spawn(watched, trigger, move || {
+            reload::reload_allowlist(&verifier, &path, &metrics);
+        }));
         Ok(())
     }
 

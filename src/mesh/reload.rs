@@ -1,14 +1,14 @@
-//! Reloading the control trust store while running (key rotation without a restart): the
-//! sources (`--trust` items: directories with an optional `validator_registry.json`, key
-//! files, hex keys) are loaded again when their files change (checked every
-//! [`CHECK_EVERY`]) and whenever the trigger fires (SIGHUP in the command). A source that does
-//! not load keeps the last good store in force, logs the file at fault and counts it in
+//! Reloading trust material while running (key rotation without a restart): the control trust
+//! store's sources (`--trust` items: directories with an optional `validator_registry.json`,
+//! key files, hex keys) and the `ai.policy.v1` allowlist file (`AI_POLICY_ALLOWED_PUBKEYS_FILE`)
+//! are loaded again when their files change (checked every [`CHECK_EVERY`]) and whenever the
+//! trigger fires (SIGHUP in the command). A source that does not load keeps the last good
+//! store or list in force, logs the file at fault and counts it in
 //! `meshbus_trust_reload_failures_total{file}`.
 
 use crate::contract::{TrustStore, Verifier};
 use crate::metrics::{FileLabel, Metrics};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
@@ -46,6 +46,34 @@ fn fingerprint(sources: &[String]) -> Fingerprint {
     out
 }
 
+fn refused(metrics: &Metrics, file: String, error: &dyn std::fmt::Display, what: &str) {
+    metrics
+        .trust_reload_failures
+        .get_or_create(&FileLabel { file: file.clone() })
+        .inc();
+    tracing::error!(%file, error = %error, "{what} reload refused; the last good one stays in force");
+}
+
+/// Loads the allowlist file into the verifier now; false (the last good list kept) on failure.
+pub(crate) fn reload_allowlist(
+    verifier: &Verifier,
+    path: &std::path::Path,
+    metrics: &Metrics,
+) -> bool {
+    match crate::contract::trust::load_allowlist(path) {
+        Ok(keys) => {
+            tracing::info!(keys = keys.len(), file = %path.display(), "policy allowlist loaded");
+            metrics.policy_allowlist_keys.set(keys.len() as i64);
+            verifier.replace_policy_allowlist(Some(keys));
+            true
+        }
+        Err(e) => {
+            refused(metrics, e.culprit(), &e, "policy allowlist");
+            false
+        }
+    }
+}
+
 /// Loads the sources into the verifier now; false (and the last good store kept) on failure.
 pub(crate) fn reload(verifier: &Verifier, sources: &[String], metrics: &Metrics) -> bool {
     match TrustStore::load(sources) {
@@ -57,23 +85,17 @@ pub(crate) fn reload(verifier: &Verifier, sources: &[String], metrics: &Metrics)
             true
         }
         Err(e) => {
-            let file = e.culprit();
-            metrics
-                .trust_reload_failures
-                .get_or_create(&FileLabel { file: file.clone() })
-                .inc();
-            tracing::error!(%file, error = %e, "trust store reload refused; the last good store stays in force");
+            refused(metrics, e.culprit(), &e, "trust store");
             false
         }
     }
 }
 
-/// Watches `sources` and reloads them into `verifier` on change or on `trigger`.
+/// Watches the files of `sources` and runs `reload` when they change or on `trigger`.
 pub(crate) fn spawn(
-    verifier: Arc<Verifier>,
     sources: Vec<String>,
-    metrics: Arc<Metrics>,
     mut trigger: Option<watch::Receiver<u64>>,
+    reload: impl Fn() + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = fingerprint(&sources);
@@ -97,7 +119,7 @@ pub(crate) fn spawn(
                 continue;
             }
             last = now;
-            reload(&verifier, &sources, &metrics);
+            reload();
         }
     })
 }

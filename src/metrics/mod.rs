@@ -79,6 +79,8 @@ pub struct Metrics {
     pub producer_throttled_seconds: Family<TopicLabel, Counter<f64, AtomicU64>>,
     /// `meshbus_trust_keys`: keys in the control trust store in force.
     pub trust_keys: Gauge,
+    /// `meshbus_policy_allowlist_keys`: keys in the `ai.policy.v1` allowlist file in force.
+    pub policy_allowlist_keys: Gauge,
     /// `meshbus_trust_reload_failures_total{file}`: reloads refused (the last good store stays).
     pub trust_reload_failures: Family<FileLabel, Counter>,
 }
@@ -115,6 +117,7 @@ impl Metrics {
             consumer_lag: Family::default(),
             producer_throttled_seconds: Family::default(),
             trust_keys: Gauge::default(),
+            policy_allowlist_keys: Gauge::default(),
             trust_reload_failures: Family::default(),
         };
         m.register_all(&mut registry);
@@ -189,8 +192,13 @@ impl Metrics {
             self.trust_keys.clone(),
         );
         registry.register(
+            "meshbus_policy_allowlist_keys",
+            "Keys in the ai.policy.v1 allowlist file in force",
+            self.policy_allowlist_keys.clone(),
+        );
+        registry.register(
             "meshbus_trust_reload_failures",
-            "Trust store reloads refused (the last good store stays), by file at fault",
+            "Trust store and allowlist reloads refused (the last good one stays), by file at fault",
             self.trust_reload_failures.clone(),
         );
     }

@@ -64,6 +64,8 @@ impl Default for VerifierConfig {
 pub struct Verifier {
     config: VerifierConfig,
     trust: std::sync::RwLock<Arc<TrustStore>>,
+    /// The policy allowlist in force (starts as `config.policy_allowlist`; reloadable).
+    allowlist: std::sync::RwLock<Option<Arc<HashSet<[u8; 32]>>>>,
     clock: Arc<dyn Clock>,
     replay: Arc<ReplayGuard>,
 }
@@ -81,6 +83,7 @@ impl Verifier {
             .max(config.ai_skew_secs.saturating_mul(2));
         let replay = Arc::new(ReplayGuard::new(window, config.replay_limits));
         Verifier {
+            allowlist: std::sync::RwLock::new(config.policy_allowlist.clone().map(Arc::new)),
             config,
             trust: std::sync::RwLock::new(Arc::new(trust)),
             clock,
@@ -96,6 +99,19 @@ impl Verifier {
     /// Replaces the control trust store (a reload): records verified from now on use it.
     pub fn replace_trust(&self, trust: TrustStore) {
         *self.trust.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(trust);
+    }
+
+    /// Replaces the `ai.policy.v1` allowlist (a reload; `None` accepts any signer).
+    pub fn replace_policy_allowlist(&self, allowlist: Option<HashSet<[u8; 32]>>) {
+        *self.allowlist.write().unwrap_or_else(|p| p.into_inner()) = allowlist.map(Arc::new);
+    }
+
+    /// The `ai.policy.v1` allowlist in force now.
+    pub fn policy_allowlist(&self) -> Option<Arc<HashSet<[u8; 32]>>> {
+        self.allowlist
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Verifies a record of `kind` without headers.
@@ -243,7 +259,7 @@ impl Verifier {
     /// SPEC 4 step 7 for `ai.policy.v1`: with `AI_POLICY_ALLOWED_PUBKEYS` set, the signer must
     /// be listed (`untrusted_key`).
     pub fn check_policy_allowlist(&self, pubkey: &[u8]) -> Result<(), VerifyError> {
-        match &self.config.policy_allowlist {
+        match self.policy_allowlist() {
             Some(allow) if !<[u8; 32]>::try_from(pubkey).is_ok_and(|k| allow.contains(&k)) => fail(
                 Reason::UntrustedKey,
                 format!(
