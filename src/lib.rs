@@ -2,8 +2,9 @@
 //!
 //! # Modules
 //!
-//! - [`contract`]: the wire contract, without I/O: the messages and their kinds
-//!   ([`contract::Kind`], [`contract::Message`]), signing ([`contract::Signer`]), keys and the
+//! - [`contract`]: the wire contract, without I/O: the per-kind table ([`contract::kinds`], one
+//!   row per message kind, from which [`contract::Kind`] and [`contract::Message`] and their
+//!   signing and verification dispatch are generated), signing ([`contract::Signer`]), keys and the
 //!   trust store, nonces, the replay guard, reason codes, and the one verification path
 //!   ([`contract::Verifier`]) that the library, the command and the fuzz targets share.
 //! - [`config`]: the SPEC 8 configuration from the environment or a typed builder, with the

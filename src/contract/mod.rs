@@ -1,5 +1,6 @@
 //! The signed wire contract: messages (SPEC 2), signing (SPEC 3) and verification (SPEC 4).
-//! No Kafka here: this is the part every other piece calls.
+//! No Kafka here: this is the part every other piece calls. Everything particular to one
+//! message kind is its row in [`kinds`]; the rest is written once for all kinds.
 
 #[macro_use]
 mod table;
