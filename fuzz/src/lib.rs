@@ -112,7 +112,11 @@ pub fn nonce_replay(ops: Vec<ReplayOp>, clock_steps: Vec<i16>) {
                 "replay within skew not refused: {verdict:?}"
             ),
             None if op.handled => {
-                assert_eq!(verdict, ReplayVerdict::Fresh, "an honest fresh message refused");
+                assert_eq!(
+                    verdict,
+                    ReplayVerdict::Fresh,
+                    "an honest fresh message refused"
+                );
                 accepted.insert(key, ts);
             }
             None => {}
@@ -178,11 +182,22 @@ pub fn record_batch(
     match decode_batches(&bytes) {
         Ok(out) => {
             if pristine {
-                assert_eq!(out.len(), records.len(), "records lost in a {} batch", meshbus::kafka::fuzzing::codec(codec));
+                assert_eq!(
+                    out.len(),
+                    records.len(),
+                    "records lost in a {} batch",
+                    meshbus::kafka::fuzzing::codec(codec)
+                );
                 for (got, (k, v, h)) in out.iter().zip(&records) {
                     assert_eq!(&got.key, k);
                     assert_eq!(&got.value, v);
-                    assert_eq!(got.headers.len(), h.iter().map(|(k, _)| k).collect::<std::collections::BTreeSet<_>>().len());
+                    assert_eq!(
+                        got.headers.len(),
+                        h.iter()
+                            .map(|(k, _)| k)
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .len()
+                    );
                 }
             }
             let v = verifier();
@@ -192,7 +207,11 @@ pub fn record_batch(
                 let _ = meshbus::dlq::DeadLetter::from_record(r.key, r.value, &r.headers);
             }
         }
-        Err(e) => assert!(!pristine, "a {} batch meshbus encoded did not decode: {e}", meshbus::kafka::fuzzing::codec(codec)),
+        Err(e) => assert!(
+            !pristine,
+            "a {} batch meshbus encoded did not decode: {e}",
+            meshbus::kafka::fuzzing::codec(codec)
+        ),
     }
 }
 
@@ -272,8 +291,8 @@ pub fn env_config(vars: Vec<(u8, String)>) {
 }
 
 /// Trust material: a `validator_registry.json`, a public key text and private key bytes.
-/// Parsers never panic; a public key accepted for a trust store is never small-order; a
-/// parsed private key round-trips through its PEM.
+/// Parsers never panic; a public key accepted for a trust store or an allowlist is never
+/// small-order; a parsed private key round-trips through its PEM.
 pub fn trust_material(registry: &str, public: &str, private: &[u8]) {
     let dir = std::path::Path::new("/nonexistent-meshbus-fuzz");
     if let Ok(store) = TrustStore::from_registry_json(registry, dir) {
@@ -284,7 +303,9 @@ pub fn trust_material(registry: &str, public: &str, private: &[u8]) {
     }
     if let Ok(raw) = keys::parse_public_key_bytes(public) {
         if let Ok(k) = keys::check_trusted_key(raw) {
-            assert!(!ed25519_dalek::VerifyingKey::from_bytes(&k).unwrap().is_weak());
+            assert!(!ed25519_dalek::VerifyingKey::from_bytes(&k)
+                .unwrap()
+                .is_weak());
         }
     }
     let _ = keys::parse_public_key(public);
@@ -296,5 +317,13 @@ pub fn trust_material(registry: &str, public: &str, private: &[u8]) {
     let items = [public.to_string()];
     if let Ok(store) = TrustStore::load(&items) {
         assert!(store.len() <= 1);
+    }
+    // The policy allowlist (AI_POLICY_ALLOWED_PUBKEYS and its file): no weak key gets in.
+    if let Ok(list) = meshbus::contract::trust::parse_allowlist(public, "fuzz") {
+        for k in list {
+            let vk =
+                ed25519_dalek::VerifyingKey::from_bytes(&k).expect("an allowed key is a point");
+            assert!(!vk.is_weak(), "a weak key entered the allowlist");
+        }
     }
 }
