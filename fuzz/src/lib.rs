@@ -267,15 +267,20 @@ pub fn env_config(vars: Vec<(u8, String)>) {
     match meshbus::config::Config::from_lookup(|k| env.get(k).cloned()) {
         Ok(c) => {
             c.validate().expect("an accepted configuration validates");
-            if let Some(s) = &c.sasl {
-                let password = s.password.expose();
-                let others_contain = env
-                    .iter()
-                    .filter(|(k, _)| **k != "KAFKA_SASL_PASSWORD")
-                    .any(|(_, v)| v.contains(password));
-                if password.len() >= 6 && !others_contain && !"Secret(***)".contains(password) {
-                    assert!(
-                        !format!("{c:?}").contains(password),
+            // The Debug output must not depend on the password: the same environment with
+            // another password of the same length prints the same. (Searching the output for
+            // the password text gave false alarms: `\0` escapes of other values can spell it.)
+            if let Some(password) = env.get("KAFKA_SASL_PASSWORD") {
+                let other: String = password
+                    .chars()
+                    .map(|ch| if ch == 'q' { 'z' } else { 'q' })
+                    .collect();
+                let mut env2 = env.clone();
+                env2.insert("KAFKA_SASL_PASSWORD", other);
+                if let Ok(c2) = meshbus::config::Config::from_lookup(|k| env2.get(k).cloned()) {
+                    assert_eq!(
+                        format!("{c:?}"),
+                        format!("{c2:?}"),
                         "the password shows in Debug output"
                     );
                 }
