@@ -311,6 +311,19 @@ fn metric(scrape: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Scrapes `/metrics` on `port` until `f` holds, for at most 30 s (the assertion names `what`).
+fn wait_for_metrics(port: u16, what: &str, f: &dyn Fn(&str) -> bool) {
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = common::cli::probe(port, "/metrics").1;
+        if f(&s) {
+            return;
+        }
+        assert!(std::time::Instant::now() < end, "{what}: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn the_trust_store_reloads_on_change_and_sighup_and_a_bad_file_keeps_the_last_good_one() {
     use common::cli::{meshbus, probe, signal, spawn_collecting, wait_exit};
@@ -347,17 +360,7 @@ fn the_trust_store_reloads_on_change_and_sighup_and_a_bad_file_keeps_the_last_go
         .arg(&trust);
     let (mut consumer, lines) = spawn_collecting(&mut c);
     let scrape = || probe(port, "/metrics").1;
-    let wait = |what: &str, f: &dyn Fn(&str) -> bool| {
-        let end = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let s = scrape();
-            if f(&s) {
-                return;
-            }
-            assert!(std::time::Instant::now() < end, "{what}: {s}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let wait = |what: &str, f: &dyn Fn(&str) -> bool| wait_for_metrics(port, what, f);
     wait("ready", &|_| probe(port, "/readyz").0 == 200);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut config = b.config();
@@ -492,17 +495,7 @@ fn the_policy_allowlist_file_reloads_on_change_and_sighup_and_a_bad_file_keeps_t
         ]);
     let (mut consumer, lines) = spawn_collecting(&mut c);
     let scrape = || probe(port, "/metrics").1;
-    let wait = |what: &str, f: &dyn Fn(&str) -> bool| {
-        let end = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let s = scrape();
-            if f(&s) {
-                return;
-            }
-            assert!(std::time::Instant::now() < end, "{what}: {s}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let wait = |what: &str, f: &dyn Fn(&str) -> bool| wait_for_metrics(port, what, f);
     wait("ready", &|_| probe(port, "/readyz").0 == 200);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut config = b.config();
