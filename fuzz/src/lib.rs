@@ -2,7 +2,7 @@
 //! path ([`meshbus::contract::Verifier`]) and checks invariants that must always hold.
 
 use meshbus::contract::messages::*;
-use meshbus::contract::replay::{ReplayGuard, ReplayLimits, ReplayVerdict};
+use meshbus::contract::replay::{Place, ReplayGuard, ReplayLimits, ReplayVerdict};
 use meshbus::contract::*;
 use std::sync::Arc;
 
@@ -88,7 +88,9 @@ pub fn nonce_replay(ops: Vec<ReplayOp>, clock_steps: Vec<i16>) {
     const SKEW: i64 = WINDOW / 2;
     // (producer, nonce) -> signed ts: a replay carries the same signed ts.
     let mut accepted: std::collections::HashMap<(u8, u8), i64> = Default::default();
-    for op in ops.iter().take(512) {
+    for (offset, op) in ops.iter().take(512).enumerate() {
+        // Every operation is a record at a new offset: a repeat is a replay, never a redelivery.
+        let place = Place::new("ai.anomalies.v1", 0, offset as i64);
         now += i64::from(op.advance);
         let key = (op.producer, op.nonce);
         let ts = match accepted.get(&key) {
@@ -98,7 +100,7 @@ pub fn nonce_replay(ops: Vec<ReplayOp>, clock_steps: Vec<i16>) {
         if (ts - now).abs() > SKEW {
             continue; // the verifier refuses it as timestamp_skew before the guard
         }
-        let verdict = match guard.reserve(&[op.producer; 32], &[op.nonce; 16], now) {
+        let verdict = match guard.reserve(&[op.producer; 32], &[op.nonce; 16], now, Some(place)) {
             Ok(r) if op.handled => {
                 r.confirm();
                 ReplayVerdict::Fresh

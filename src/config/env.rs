@@ -164,5 +164,15 @@ pub(super) fn consumer(
     if let Some(v) = get("KAFKA_CONSUMER_RETRY_MAX") {
         c.consumer.retry_max = parse_num("KAFKA_CONSUMER_RETRY_MAX", &v, 0)? as usize;
     }
+    let warmup = &mut c.consumer.warmup;
+    if let Some(v) = get("KAFKA_REPLAY_WARMUP_MAX_RECORDS") {
+        warmup.max_records = parse_num("KAFKA_REPLAY_WARMUP_MAX_RECORDS", &v, 0)?;
+    }
+    if let Some(v) = get("KAFKA_REPLAY_WARMUP_MAX_MS") {
+        warmup.max_time = Duration::from_millis(parse_num("KAFKA_REPLAY_WARMUP_MAX_MS", &v, 1)?);
+    }
+    if let Some(v) = get("KAFKA_REPLAY_WARMUP_THREADS") {
+        warmup.threads = parse_num("KAFKA_REPLAY_WARMUP_THREADS", &v, 0)?.min(1024) as usize;
+    }
     Ok(())
 }

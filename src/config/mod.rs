@@ -10,6 +10,7 @@ pub use environment::Environment;
 pub use secret::Secret;
 pub use settings::{
     Compression, ConsumerSettings, GroupProtocol, ProducerSettings, VerificationSettings,
+    WarmupSettings,
 };
 
 use crate::contract::{Kind, SigningDomains, VerifierConfig};

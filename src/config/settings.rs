@@ -104,6 +104,8 @@ pub struct ConsumerSettings {
     pub retry_backoff: Duration,
     /// Longest handler retry delay (5 s).
     pub retry_backoff_max: Duration,
+    /// The replay guard's read-back of newly assigned `ai.*` partitions (SPEC 3e).
+    pub warmup: WarmupSettings,
 }
 
 impl Default for ConsumerSettings {
@@ -114,6 +116,49 @@ impl Default for ConsumerSettings {
             group_protocol: GroupProtocol::Classic,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(5),
+            warmup: WarmupSettings::default(),
+        }
+    }
+}
+
+/// Bounds of the read-back (SPEC 3e): before records of a newly assigned `ai.*` partition
+/// reach handlers, the consumer reads it from the offset of `now - 2 x skew` up to where it
+/// starts consuming, verifies those records and lets the replay guard remember the accepted
+/// ones. A read-back cut short by a bound is reported (log, `meshbus_replay_warmup_cut_total`):
+/// replays of the records it did not read are not refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmupSettings {
+    /// `KAFKA_REPLAY_WARMUP_MAX_RECORDS` (default 1,000,000): most records read back per
+    /// partition (the newest ones, when there are more in the window; 0 turns the read-back
+    /// off, which the log reports at every assignment).
+    pub max_records: u64,
+    /// `KAFKA_REPLAY_WARMUP_MAX_MS` (default 120,000): longest read-back of one partition.
+    pub max_time: Duration,
+    /// `KAFKA_REPLAY_WARMUP_THREADS` (default 0: every core the process may use): threads
+    /// verifying read-back records in parallel.
+    pub threads: usize,
+}
+
+impl Default for WarmupSettings {
+    /// A million records per partition and two minutes: at the read-back rate measured on a
+    /// 2-core machine (README, "Replay protection across restarts") a full window of a million
+    /// records takes well under the time bound, and a partition busier than that over ten
+    /// minutes is reported rather than held back for long.
+    fn default() -> Self {
+        WarmupSettings {
+            max_records: 1_000_000,
+            max_time: Duration::from_secs(120),
+            threads: 0,
+        }
+    }
+}
+
+impl WarmupSettings {
+    /// Verifying threads to use: `threads`, or every core the process may use.
+    pub fn thread_count(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 }

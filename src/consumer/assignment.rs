@@ -5,11 +5,12 @@
 
 use super::offsets::{OffsetTracker, TopicPartition};
 use super::partition::PartitionWorker;
+use super::warmup::Warming;
 use super::Shared;
 use crate::contract::Kind;
 use crate::kafka::{EventFuture, GroupConsumer, InRecord, RebalanceEvents};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{mpsc, watch};
 
@@ -38,6 +39,9 @@ pub(crate) struct Assignment {
     lost: Mutex<std::collections::BTreeSet<TopicPartition>>,
     consumer: OnceLock<Arc<GroupConsumer>>,
     lost_count: OnceLock<watch::Receiver<u64>>,
+    /// Per partition, the offset after the last record this process finished there, kept
+    /// for the process's life (offsets below a partition's high watermark never change).
+    finished: Mutex<BTreeMap<TopicPartition, Arc<AtomicI64>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -58,6 +62,7 @@ impl Assignment {
             lost: Mutex::default(),
             consumer: OnceLock::new(),
             lost_count: OnceLock::new(),
+            finished: Mutex::default(),
         })
     }
 
@@ -105,6 +110,7 @@ impl Assignment {
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
         let queued = Arc::new(AtomicUsize::new(0));
+        let finished = lock(&self.finished).entry(tp.clone()).or_default().clone();
         let task = tokio::spawn(
             PartitionWorker {
                 shared: self.shared.clone(),
@@ -114,6 +120,8 @@ impl Assignment {
                 queued: queued.clone(),
                 stop: stop_rx,
                 tracker: self.tracker.clone(),
+                finished,
+                warmup: self.warmup_for(kind),
             }
             .run(),
         );
@@ -125,6 +133,20 @@ impl Assignment {
             stop: stop_tx,
             task,
         })
+    }
+
+    /// What an `ai.*` partition's worker needs to read it back into the replay guard before
+    /// handling (SPEC 3e); `None` for other kinds, or with the read-back turned off.
+    fn warmup_for(&self, kind: Kind) -> Option<(Arc<GroupConsumer>, Warming)> {
+        if !kind.is_ai() {
+            return None;
+        }
+        if self.shared.config.consumer.warmup.max_records == 0 {
+            tracing::warn!("KAFKA_REPLAY_WARMUP_MAX_RECORDS is 0: no read-back; replays of records handled before this assignment are not refused");
+            return None;
+        }
+        let consumer = self.consumer.get()?.clone();
+        Some((consumer, Warming::start(&self.shared)))
     }
 
     /// Hands each record of one poll to its partition's worker (one lock per poll). Returns

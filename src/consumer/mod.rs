@@ -11,6 +11,7 @@ mod assignment;
 mod offsets;
 mod partition;
 mod poll;
+mod warmup;
 
 pub use crate::kafka::Assignor;
 pub use offsets::{OffsetTracker, Progress, TopicPartition};
@@ -165,6 +166,13 @@ pub struct Stats {
     /// unacknowledged: the record stays uncommitted for the next owner, and a graceful stop
     /// reports it (the CLI exits non-zero).
     pub stalled_partitions: AtomicU64,
+    /// Records handed out again at a place already handled or dead-lettered: skipped and
+    /// committed, neither handled nor dead-lettered again (SPEC 3e).
+    pub redelivered: AtomicU64,
+    /// Records read back into the replay guard at assignment (SPEC 3e).
+    pub read_back: AtomicU64,
+    /// Read-backs cut short by a bound (logged as errors).
+    pub read_back_cut: AtomicU64,
 }
 
 impl Stats {
@@ -194,6 +202,8 @@ pub struct ConsumerHealth {
     pub holding: std::sync::atomic::AtomicBool,
     /// Its last poll succeeded (cleared by a failing poll, set by the next good one).
     pub polling: std::sync::atomic::AtomicBool,
+    /// Partitions whose replay read-back (SPEC 3e) has not finished: not ready until 0.
+    pub warming: std::sync::atomic::AtomicUsize,
 }
 
 /// Why the consumer stopped with an error (retriable broker trouble is retried, not returned).

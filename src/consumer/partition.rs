@@ -4,12 +4,13 @@
 //! retry pause), never in the middle of one.
 
 use super::offsets::{OffsetTracker, TopicPartition};
+use super::warmup::{self, Warming};
 use super::{Consumed, Shared};
-use crate::contract::{Clock as _, Kind, SystemClock};
+use crate::contract::{Admitted, Clock as _, Kind, Place, SystemClock};
 use crate::dlq::DeadLetter;
-use crate::kafka::InRecord;
+use crate::kafka::{GroupConsumer, InRecord};
 use crate::metrics::Metrics;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -69,11 +70,27 @@ pub(crate) struct PartitionWorker {
     pub(crate) queued: Arc<AtomicUsize>,
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) tracker: Arc<OffsetTracker>,
+    /// The offset after the last record this process finished on the partition (kept across
+    /// assignments): a record below it is a redelivery.
+    pub(crate) finished: Arc<AtomicI64>,
+    /// For an `ai.*` partition: the group consumer to read the committed offset from, and the
+    /// readiness mark held until the replay guard has read the partition back.
+    pub(crate) warmup: Option<(Arc<GroupConsumer>, Warming)>,
 }
 
 impl PartitionWorker {
-    /// Runs until stopped or until the record channel closes.
+    /// Runs until stopped or until the record channel closes; an `ai.*` partition is read
+    /// back into the replay guard first.
     pub(crate) async fn run(mut self) {
+        if let Some((consumer, warming)) = self.warmup.take() {
+            let read =
+                warmup::read_back(&self.shared, &consumer, &self.tp, self.kind, &mut self.stop)
+                    .await;
+            drop(warming);
+            if read.is_none() {
+                return; // stopped while reading back
+            }
+        }
         loop {
             let r = tokio::select! {
                 r = self.records.recv() => match r {
@@ -88,6 +105,7 @@ impl PartitionWorker {
             match self.process(&r).await {
                 Outcome::Done => {
                     self.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.finished.fetch_max(r.offset + 1, Ordering::Relaxed);
                     self.tracker.handled(&self.tp, r.offset + 1);
                 }
                 Outcome::Stopped => return,
@@ -102,6 +120,9 @@ impl PartitionWorker {
         shared.metrics.messages_received.get_or_create(&label).inc();
         shared.stats.received.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
+        if r.offset < self.finished.load(Ordering::Relaxed) {
+            return self.redelivered(r);
+        }
         if let Some(why) = &r.undecodable {
             shared
                 .metrics
@@ -113,13 +134,15 @@ impl PartitionWorker {
             return self.dead_letter(r, "malformed", &why).await;
         }
         let value = r.value.as_deref().unwrap_or_default();
+        let place = Place::new(topic, self.tp.1, r.offset);
         let verified = shared
             .verifier
-            .verify_reserving(self.kind, value, &r.headers);
+            .verify_reserving(self.kind, value, &r.headers, Some(place));
         // The replay entry is remembered only once the record was handled or dead-lettered:
         // if the partition stops first, the next owner's redelivery is handled, not refused.
         let (message, reservation) = match verified {
-            Ok(m) => m,
+            Ok(Admitted::Fresh(m, reservation)) => (m, reservation),
+            Ok(Admitted::Redelivered(_)) => return self.redelivered(r),
             Err(e) => {
                 let code = e.reason.code();
                 shared
@@ -151,6 +174,28 @@ impl PartitionWorker {
             reservation.confirm();
         }
         outcome
+    }
+
+    /// A record handed out again at a place already handled or dead-lettered (a lost commit,
+    /// a rebalance): not handled again, not dead-lettered, committed (SPEC 3e).
+    fn redelivered(&self, r: &InRecord) -> Outcome {
+        let topic = self.tp.0.as_str();
+        self.shared
+            .metrics
+            .messages_redelivered
+            .get_or_create(&Metrics::topic(topic))
+            .inc();
+        self.shared
+            .stats
+            .redelivered
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            topic,
+            partition = self.tp.1,
+            offset = r.offset,
+            "record redelivered; already handled or dead-lettered here, skipped"
+        );
+        Outcome::Done
     }
 
     /// Runs the handler with retries; dead-letters the record when they run out.

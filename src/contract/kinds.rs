@@ -24,7 +24,6 @@ use super::limits::*;
 use super::messages::{AiEnvelope, ControlSigned, ALG_ED25519};
 use super::proto::{ai::*, control::*};
 use super::reason::{fail, Reason, VerifyError};
-use super::replay::Reservation;
 use super::signing::{
     ai_message_sign_bytes, control_sign_bytes_in, sha256, Signer, SigningDomains,
 };

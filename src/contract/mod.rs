@@ -34,6 +34,7 @@ pub mod proto {
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use messages::{AiEnvelope, ControlSigned, Kind, Message};
 pub use reason::{Reason, VerifyError};
+pub use replay::Place;
 pub use signing::{Signer, SigningDomains};
 pub use trust::TrustStore;
-pub use verify::{Verifier, VerifierConfig};
+pub use verify::{Admitted, Verifier, VerifierConfig};

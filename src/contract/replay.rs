@@ -14,6 +14,14 @@
 //! Entries are reserved while their record is being handled and remembered only once it was
 //! handled or dead-lettered ([`Reservation::confirm`]); a reservation dropped unconfirmed (the
 //! partition stopped, the handler panicked) is released, so a redelivery is handled again.
+//!
+//! Each exact entry keeps the [`Place`] of its first sighting (topic, partition, offset): a
+//! repeat at the same place is the log handing the same record out again (a lost commit, a
+//! rebalance), [`ReplayVerdict::Redelivered`]; at any other place it is
+//! [`ReplayVerdict::Replayed`] (SPEC 3e). The overflow tier keeps no places: a repeat of an
+//! overflowed entry is `Replayed` wherever it sits (the consumer tells redeliveries of the
+//! records it finished itself apart before it asks, so only a record known from the log read
+//! back at start-up can meet this).
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -23,7 +31,7 @@ use std::sync::{Arc, Mutex};
 /// Bounds of the guard's memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayLimits {
-    /// Most entries held exactly (about 70 bytes each).
+    /// Most entries held exactly (about 90 bytes each, the place of first sighting included).
     pub total: usize,
     /// Most exact entries one producer may hold; its further entries go to the overflow tier.
     pub per_producer: usize,
@@ -33,7 +41,7 @@ pub struct ReplayLimits {
 }
 
 impl Default for ReplayLimits {
-    /// 262,144 exact entries (about 18 MB at most), 65,536 per producer, and two 8 MiB
+    /// 262,144 exact entries (about 24 MB at most), 65,536 per producer, and two 8 MiB
     /// overflow generations.
     fn default() -> Self {
         ReplayLimits {
@@ -49,10 +57,33 @@ impl Default for ReplayLimits {
 pub enum ReplayVerdict {
     /// First sighting.
     Fresh,
-    /// Remembered as accepted before (exactly, or by the overflow filter).
+    /// Remembered as accepted before at another place (or by the overflow filter).
     Replayed,
+    /// Remembered as accepted before at this very place: the same record handed out again.
+    Redelivered,
     /// The same message is being handled right now.
     InFlight,
+}
+
+/// Where a record sits: its topic and partition (as a 64-bit digest) and its offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Place {
+    stream: u64,
+    offset: i64,
+}
+
+impl Place {
+    /// The place of the record at `offset` of `partition` of `topic`.
+    pub fn new(topic: &str, partition: i32, offset: i64) -> Place {
+        // FNV-1a: stable across processes and cheap; a collision would need two of a
+        // deployment's few partitions to share a 64-bit digest.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in topic.bytes().chain([0xff]).chain(partition.to_be_bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Place { stream: h, offset }
+    }
 }
 
 /// Hash functions of the overflow filter.
@@ -97,8 +128,8 @@ impl Generation {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Exact tier: entry -> expiry.
-    exact: HashMap<u128, i64>,
+    /// Exact tier: entry -> the place of its first sighting (expiries are in `order`).
+    exact: HashMap<u128, Option<Place>>,
     /// Exact entries in acceptance order: (entry, expiry, producer).
     order: VecDeque<(u128, i64, u64)>,
     /// Exact entries held per producer.
@@ -128,6 +159,7 @@ pub struct Reservation {
     guard: Arc<ReplayGuard>,
     key: u128,
     producer: u64,
+    place: Option<Place>,
     done: bool,
 }
 
@@ -135,7 +167,7 @@ impl Reservation {
     /// Remembers the entry: its record was handled or dead-lettered.
     pub fn confirm(mut self) {
         self.done = true;
-        self.guard.remember(self.key, self.producer);
+        self.guard.remember(self.key, self.producer, self.place);
     }
 }
 
@@ -201,18 +233,25 @@ impl ReplayGuard {
         )
     }
 
-    /// Checks a message and, if fresh, reserves it until the returned reservation is
-    /// confirmed or dropped.
+    /// Checks a message found at `place` (if known) and, if fresh, reserves it until the
+    /// returned reservation is confirmed or dropped.
     pub fn reserve(
         self: &Arc<Self>,
         producer_id: &[u8],
         nonce: &[u8],
         now_secs: i64,
+        place: Option<Place>,
     ) -> Result<Reservation, ReplayVerdict> {
         let (key, producer) = self.key(producer_id, nonce);
         let mut inner = self.lock();
         self.advance(&mut inner, now_secs);
-        if inner.exact.contains_key(&key) || overflow_contains(&inner, key) {
+        if let Some(seen) = inner.exact.get(&key) {
+            return Err(match (*seen, place) {
+                (Some(a), Some(b)) if a == b => ReplayVerdict::Redelivered,
+                _ => ReplayVerdict::Replayed,
+            });
+        }
+        if overflow_contains(&inner, key) {
             return Err(ReplayVerdict::Replayed);
         }
         if !inner.pending.insert(key) {
@@ -222,8 +261,27 @@ impl ReplayGuard {
             guard: self.clone(),
             key,
             producer,
+            place,
             done: false,
         })
+    }
+
+    /// Remembers a message accepted at `place` if it is not known yet (the read-back of a
+    /// partition at assignment); returns whether it was new.
+    pub fn learn(
+        self: &Arc<Self>,
+        producer_id: &[u8],
+        nonce: &[u8],
+        now_secs: i64,
+        place: Place,
+    ) -> bool {
+        match self.reserve(producer_id, nonce, now_secs, Some(place)) {
+            Ok(r) => {
+                r.confirm();
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Checks a message and, if fresh, remembers it at once (offline verification).
@@ -233,7 +291,7 @@ impl ReplayGuard {
         nonce: &[u8],
         now_secs: i64,
     ) -> ReplayVerdict {
-        match self.reserve(producer_id, nonce, now_secs) {
+        match self.reserve(producer_id, nonce, now_secs, None) {
             Ok(r) => {
                 r.confirm();
                 ReplayVerdict::Fresh
@@ -272,9 +330,13 @@ impl ReplayGuard {
         }
     }
 
-    fn remember(&self, key: u128, producer: u64) {
+    fn remember(&self, key: u128, producer: u64, place: Option<Place>) {
         let mut inner = self.lock();
         inner.pending.remove(&key);
+        if inner.exact.contains_key(&key) {
+            // Learnt from the log while this record was in hand: the first sighting stays.
+            return;
+        }
         let now = inner.now;
         let share = inner.per_producer.get(&producer).copied().unwrap_or(0);
         if share >= self.limits.per_producer {
@@ -290,7 +352,7 @@ impl ReplayGuard {
             self.overflow(&mut inner, old);
         }
         let expires = now.saturating_add(self.window_secs);
-        inner.exact.insert(key, expires);
+        inner.exact.insert(key, place);
         inner.order.push_back((key, expires, producer));
         *inner.per_producer.entry(producer).or_default() += 1;
     }
@@ -361,6 +423,37 @@ mod tests {
     }
 
     #[test]
+    fn a_repeat_at_the_first_place_is_a_redelivery_and_anywhere_else_a_replay() {
+        let g = guard(600, 100, 100);
+        let (pid, n) = ([1u8; 32], [2u8; 16]);
+        let here = Place::new("ai.anomalies.v1", 0, 41);
+        g.reserve(&pid, &n, 100, Some(here)).unwrap().confirm();
+        let again = |place| g.reserve(&pid, &n, 100, place).unwrap_err();
+        assert_eq!(again(Some(here)), ReplayVerdict::Redelivered);
+        assert_eq!(
+            again(Some(Place::new("ai.anomalies.v1", 0, 42))),
+            ReplayVerdict::Replayed
+        );
+        assert_eq!(
+            again(Some(Place::new("ai.anomalies.v1", 1, 41))),
+            ReplayVerdict::Replayed
+        );
+        assert_eq!(
+            again(Some(Place::new("ai.evidence.v1", 0, 41))),
+            ReplayVerdict::Replayed
+        );
+        assert_eq!(again(None), ReplayVerdict::Replayed);
+        // What the read-back learns keeps its first place; a later sighting does not move it.
+        let (m, first) = ([3u8; 16], Place::new("ai.anomalies.v1", 2, 7));
+        assert!(g.learn(&pid, &m, 100, first));
+        assert!(!g.learn(&pid, &m, 100, Place::new("ai.anomalies.v1", 2, 9)));
+        assert_eq!(
+            g.reserve(&pid, &m, 100, Some(first)).unwrap_err(),
+            ReplayVerdict::Redelivered
+        );
+    }
+
+    #[test]
     fn overflow_never_lets_a_replay_through() {
         let g = guard(600, 3, 2);
         let pid = [1u8; 32];
@@ -390,16 +483,16 @@ mod tests {
     fn a_reservation_is_remembered_only_when_confirmed() {
         let g = guard(600, 100, 100);
         let (pid, n) = ([1u8; 32], [2u8; 16]);
-        let r = g.reserve(&pid, &n, 100).unwrap();
+        let r = g.reserve(&pid, &n, 100, None).unwrap();
         assert_eq!(
-            g.reserve(&pid, &n, 100).unwrap_err(),
+            g.reserve(&pid, &n, 100, None).unwrap_err(),
             ReplayVerdict::InFlight
         );
         drop(r); // handler never finished: released
-        let r = g.reserve(&pid, &n, 100).unwrap();
+        let r = g.reserve(&pid, &n, 100, None).unwrap();
         r.confirm();
         assert_eq!(
-            g.reserve(&pid, &n, 100).unwrap_err(),
+            g.reserve(&pid, &n, 100, None).unwrap_err(),
             ReplayVerdict::Replayed
         );
     }

@@ -89,6 +89,14 @@ macro_rules! expand_kinds {
                 }
             }
 
+            /// `(producer_id, nonce)` of an `ai.*` message, what the replay guard remembers
+            /// (SPEC 3e); `None` for the other families.
+            pub fn replay_key(&self) -> Option<(&[u8], &[u8])> {
+                match self {
+                    $( Message::$variant(m) => expand_kinds!(@replay_key $family m), )*
+                }
+            }
+
             /// The bytes its signature covers as it stands (SPEC 3a, or 3b under `domains`);
             /// `None` for a kind signed in record headers (policy acks, SPEC 3c).
             pub fn sign_bytes(&self, domains: &SigningDomains) -> Option<Vec<u8>> {
@@ -121,13 +129,14 @@ macro_rules! expand_kinds {
             }
         }
 
-        /// Verifies a record of `kind` by its family's path.
+        /// Verifies a record of `kind` by its family's path, up to (not including) the replay
+        /// check of `ai.*` (SPEC 4 step 9), which the verifier applies to every family alike.
         pub(crate) fn verify_kind(
             v: &Verifier,
             kind: Kind,
             value: &[u8],
             headers: &BTreeMap<String, Vec<u8>>,
-        ) -> Result<(Message, Option<Reservation>), VerifyError> {
+        ) -> Result<Message, VerifyError> {
             Ok(match kind {
                 $( Kind::$variant => expand_kinds!(
                     @verify $family $variant $ty v value headers |$sm| $structure
@@ -158,6 +167,16 @@ macro_rules! expand_kinds {
         None
     }};
 
+    (@replay_key ai $m:ident) => { Some((AiEnvelope::producer_id($m), AiEnvelope::nonce($m))) };
+    (@replay_key control $m:ident) => {{
+        let _ = $m;
+        None
+    }};
+    (@replay_key ack $m:ident) => {{
+        let _ = $m;
+        None
+    }};
+
     (@clear ai $m:ident) => { $m.set_signature(Vec::new()) };
     (@clear control $m:ident) => { $m.set_signature_fields(Vec::new(), Vec::new(), String::new()) };
     (@clear ack $m:ident) => {};
@@ -172,19 +191,18 @@ macro_rules! expand_kinds {
 
     (@verify ai $variant:ident $ty:ident $v:ident $value:ident $h:ident
         |$sm:ident| $structure:block) => {{
-        let (m, r) = $v.verify_ai_reserving::<$ty>($value)?;
-        (Message::$variant(m), Some(r))
+        Message::$variant($v.verify_ai_unguarded::<$ty>($value)?)
     }};
     (@verify control $variant:ident $ty:ident $v:ident $value:ident $h:ident
         |$sm:ident| $structure:block) => {
-        (Message::$variant($v.verify_control::<$ty>($value)?), None)
+        Message::$variant($v.verify_control::<$ty>($value)?)
     };
     (@verify ack $variant:ident $ty:ident $v:ident $value:ident $h:ident
         |$sm:ident| $structure:block) => {{
         let m = $v.verify_ack::<$ty>($value, $h)?;
         let $sm = &m;
         let () = $structure?;
-        (Message::$variant(m), None)
+        Message::$variant(m)
     }};
 
     (@impl ai $variant:ident $ty:ident |$sm:ident| $structure:block {

@@ -182,6 +182,16 @@ impl GroupConsumer {
         Ok(self.consumer.commit_offsets(o).await?)
     }
 
+    /// The group's committed offset of `partition` of `topic`, read from the coordinator;
+    /// `None` when the group never committed one there.
+    pub async fn committed(&self, topic: &str, partition: i32) -> Result<Option<i64>, KafkaError> {
+        let found = self.consumer.committed(&[(topic, partition)]).await?;
+        Ok(found
+            .get(&(topic.to_string(), partition))
+            .map(|c| c.offset)
+            .filter(|o| *o >= 0))
+    }
+
     /// Moves the fetch position of `partition` of `topic` to `offset`.
     pub async fn seek(&self, topic: &str, partition: i32, offset: i64) -> Result<(), KafkaError> {
         Ok(self.consumer.seek(topic, partition, offset).await?)

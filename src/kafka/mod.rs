@@ -274,6 +274,30 @@ impl Reader {
         Ok(self.consumer.fetch_watermarks(topic, partition).await?)
     }
 
+    /// The first offset of `topic`/`partition` whose record timestamp is at or after
+    /// `timestamp_ms` (ListOffsets by time), or `None` when no record is that new.
+    pub async fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp_ms: i64,
+    ) -> Result<Option<i64>, KafkaError> {
+        let mut found = self
+            .consumer
+            .offsets_for_times(&[(topic, partition)], timestamp_ms)
+            .await;
+        match found.remove(&(topic.to_string(), partition)) {
+            Some(Ok(o)) if o >= 0 => Ok(Some(o)),
+            Some(Ok(_)) => Ok(None),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(KafkaError::Broker {
+                detail: format!("no offset looked up for {topic}/{partition}"),
+                code: None,
+                retriable: true,
+            }),
+        }
+    }
+
     /// Calls `each` for every record of `topic`/`partition` from `from` up to (not including)
     /// `to`, in offset order, without holding more than one fetch in memory.
     pub async fn scan(

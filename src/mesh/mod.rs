@@ -220,6 +220,8 @@ impl Mesh {
     /// - `assignment_held`: none has lost its assignment since (fenced, or no heartbeat
     ///   answered within two thirds of the session: a cluster that went away shows here
     ///   first, since a poll against it waits rather than fails);
+    /// - `replay_guard_warm`: every assigned `ai.*` partition was read back into the replay
+    ///   guard (SPEC 3e);
     /// - `breaker_closed`: the producer's circuit breaker is closed;
     /// - `accepting_sends`: no shutdown has begun.
     pub fn readiness(&self) -> Arc<dyn Readiness> {
@@ -234,6 +236,10 @@ impl Mesh {
                 (
                     "assignment_held",
                     all(|h| h.holding.load(Ordering::Relaxed)),
+                ),
+                (
+                    "replay_guard_warm",
+                    all(|h| h.warming.load(Ordering::Relaxed) == 0),
                 ),
                 (
                     "breaker_closed",

@@ -83,6 +83,32 @@ pub struct Metrics {
     pub policy_allowlist_keys: Gauge,
     /// `meshbus_trust_reload_failures_total{file}`: reloads refused (the last good store stays).
     pub trust_reload_failures: Family<FileLabel, Counter>,
+    /// `kafka_messages_redelivered_total{topic}`: records handed out again at a place already
+    /// handled or dead-lettered (a lost commit, a rebalance): skipped and committed (SPEC 3e).
+    pub messages_redelivered: Family<TopicLabel, Counter>,
+    /// `meshbus_replay_warmup_records_total{topic}`: records read back into the replay guard
+    /// at assignment.
+    pub warmup_records: Family<TopicLabel, Counter>,
+    /// `meshbus_replay_warmup_seconds{topic}`: how long each partition's read-back took.
+    pub warmup_seconds: Family<TopicLabel, Histogram, fn() -> Histogram>,
+    /// `meshbus_replay_warmup_cut_total{topic,bound}`: read-backs cut short (`records`,
+    /// `time`): replays of what was not read are not refused.
+    pub warmup_cut: Family<TopicBound, Counter>,
+    /// `meshbus_replay_warmup_partitions`: partitions reading back now (not ready until 0).
+    pub warmup_partitions: Gauge,
+}
+
+/// `{topic, bound}` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicBound {
+    /// Topic.
+    pub topic: String,
+    /// Which bound cut the read-back short: `records` or `time`.
+    pub bound: String,
+}
+
+fn warmup_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
 }
 
 /// `{file}` label.
@@ -119,8 +145,14 @@ impl Metrics {
             trust_keys: Gauge::default(),
             policy_allowlist_keys: Gauge::default(),
             trust_reload_failures: Family::default(),
+            messages_redelivered: Family::default(),
+            warmup_records: Family::default(),
+            warmup_seconds: Family::new_with_constructor(warmup_buckets),
+            warmup_cut: Family::default(),
+            warmup_partitions: Gauge::default(),
         };
         m.register_all(&mut registry);
+        m.register_replay(&mut registry);
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -200,6 +232,35 @@ impl Metrics {
             "meshbus_trust_reload_failures",
             "Trust store and allowlist reloads refused (the last good one stays), by file at fault",
             self.trust_reload_failures.clone(),
+        );
+    }
+
+    /// Registers the replay guard's metrics (SPEC 3e).
+    fn register_replay(&self, registry: &mut Registry) {
+        registry.register(
+            "kafka_messages_redelivered",
+            "Records handed out again at a place already handled or dead-lettered, skipped",
+            self.messages_redelivered.clone(),
+        );
+        registry.register(
+            "meshbus_replay_warmup_records",
+            "Records read back into the replay guard at assignment",
+            self.warmup_records.clone(),
+        );
+        registry.register(
+            "meshbus_replay_warmup_seconds",
+            "Duration of each partition's read-back into the replay guard",
+            self.warmup_seconds.clone(),
+        );
+        registry.register(
+            "meshbus_replay_warmup_cut",
+            "Read-backs cut short by a bound (replays of what was not read are not refused)",
+            self.warmup_cut.clone(),
+        );
+        registry.register(
+            "meshbus_replay_warmup_partitions",
+            "Partitions reading back into the replay guard now",
+            self.warmup_partitions.clone(),
         );
     }
 

@@ -6,7 +6,7 @@ use super::clock::{Clock, SystemClock};
 use super::limits::*;
 use super::messages::*;
 use super::reason::{fail, Reason, VerifyError};
-use super::replay::{ReplayGuard, ReplayLimits, ReplayVerdict, Reservation};
+use super::replay::{Place, ReplayGuard, ReplayLimits, ReplayVerdict, Reservation};
 use super::signing::{ai_message_sign_bytes, control_sign_bytes_in, sha256, SigningDomains};
 use super::trust::TrustStore;
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
@@ -56,6 +56,17 @@ impl Default for VerifierConfig {
             domains: SigningDomains::default(),
         }
     }
+}
+
+/// A record that passed verification up to and including the replay guard.
+#[derive(Debug)]
+pub enum Admitted {
+    /// First sighting: handle it, then confirm the reservation (`ai.*` only) once it was
+    /// handled or dead-lettered.
+    Fresh(Message, Option<Reservation>),
+    /// The guard first saw this message at this very place: the log handed the same record
+    /// out again (a lost commit, a rebalance). Skip it and commit it; it is not a replay.
+    Redelivered(Message),
 }
 
 /// Verifies records of every CyberMesh kind. Share it behind an `Arc`: the replay guard is
@@ -127,23 +138,82 @@ impl Verifier {
         value: &[u8],
         headers: &BTreeMap<String, Vec<u8>>,
     ) -> Result<Message, VerifyError> {
-        let (m, reservation) = self.verify_reserving(kind, value, headers)?;
-        if let Some(r) = reservation {
-            r.confirm();
+        match self.verify_reserving(kind, value, headers, None)? {
+            Admitted::Fresh(m, reservation) => {
+                if let Some(r) = reservation {
+                    r.confirm();
+                }
+                Ok(m)
+            }
+            // Without a place nothing is a redelivery.
+            Admitted::Redelivered(_) => fail(Reason::Replayed, "(producer_id, nonce) seen before"),
         }
-        Ok(m)
     }
 
-    /// Like [`Verifier::verify_record`], but an accepted `ai.*` message is only *reserved* in
-    /// the replay guard: confirm the reservation once the record was handled or dead-lettered;
-    /// dropping it (the partition stopped first) lets a redelivery through again.
+    /// Like [`Verifier::verify_record`] for a record found at `place`, but an accepted
+    /// `ai.*` message is only *reserved* in the replay guard: confirm the reservation once the
+    /// record was handled or dead-lettered; dropping it (the partition stopped first) lets a
+    /// redelivery through again. A message the guard first saw at this very place is
+    /// [`Admitted::Redelivered`], not `replayed` (SPEC 3e).
     pub fn verify_reserving(
         &self,
         kind: Kind,
         value: &[u8],
         headers: &BTreeMap<String, Vec<u8>>,
-    ) -> Result<(Message, Option<Reservation>), VerifyError> {
+        place: Option<Place>,
+    ) -> Result<Admitted, VerifyError> {
+        let m = self.verify_unguarded(kind, value, headers)?;
+        let Some((producer_id, nonce)) = m.replay_key() else {
+            return Ok(Admitted::Fresh(m, None));
+        };
+        // 9. replay
+        let now = self.clock.now_secs();
+        match self.replay.reserve(producer_id, nonce, now, place) {
+            Ok(r) => Ok(Admitted::Fresh(m, Some(r))),
+            Err(ReplayVerdict::Redelivered) => Ok(Admitted::Redelivered(m)),
+            Err(ReplayVerdict::InFlight) => fail(
+                Reason::Replayed,
+                "(producer_id, nonce) is being handled from another record",
+            ),
+            Err(_) => fail(Reason::Replayed, "(producer_id, nonce) seen before"),
+        }
+    }
+
+    /// Every check of SPEC 4 but the replay guard's (step 9): what the read-back of a
+    /// partition runs in parallel before it remembers the accepted messages in log order.
+    pub fn verify_unguarded(
+        &self,
+        kind: Kind,
+        value: &[u8],
+        headers: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Message, VerifyError> {
         super::kinds::verify_kind(self, kind, value, headers)
+    }
+
+    /// Remembers a verified `ai.*` message found at `place` in the log, unless the guard knows
+    /// it already (its first sighting stays); returns whether it was new. Other families are
+    /// not guarded: `false`.
+    pub fn learn(&self, message: &Message, place: Place) -> bool {
+        match message.replay_key() {
+            Some((producer_id, nonce)) => {
+                self.replay
+                    .learn(producer_id, nonce, self.clock.now_secs(), place)
+            }
+            None => false,
+        }
+    }
+
+    /// The clock's now, in seconds.
+    pub fn now_secs(&self) -> i64 {
+        self.clock.now_secs()
+    }
+
+    /// How long accepted nonces are remembered: the read-back at assignment covers this much
+    /// of the log (SPEC 3e: twice the skew, or `replay_window_secs` when longer).
+    pub fn replay_window_secs(&self) -> i64 {
+        self.config
+            .replay_window_secs
+            .max(self.config.ai_skew_secs.saturating_mul(2))
     }
 
     /// Verifies an `ai.*` record (SPEC 4 steps 1-9), remembers it, and returns the typed message.
@@ -159,6 +229,18 @@ impl Verifier {
         &self,
         value: &[u8],
     ) -> Result<(M, Reservation), VerifyError> {
+        let m: M = self.verify_ai_unguarded(value)?;
+        match self
+            .replay
+            .reserve(m.producer_id(), m.nonce(), self.clock.now_secs(), None)
+        {
+            Ok(r) => Ok((m, r)),
+            Err(_) => fail(Reason::Replayed, "(producer_id, nonce) seen before"),
+        }
+    }
+
+    /// Verifies an `ai.*` record by SPEC 4 steps 1-8 (everything but the replay guard).
+    pub fn verify_ai_unguarded<M: AiChecks>(&self, value: &[u8]) -> Result<M, VerifyError> {
         let m: M = decode(value)?;
         // 2. structure, sizes, alg
         m.check_structure()?;
@@ -200,15 +282,7 @@ impl Verifier {
         }
         // 7, 8. kind-specific checks
         m.check_after_signature(self)?;
-        // 9. replay
-        match self.replay.reserve(m.producer_id(), m.nonce(), now) {
-            Ok(r) => Ok((m, r)),
-            Err(ReplayVerdict::InFlight) => fail(
-                Reason::Replayed,
-                "(producer_id, nonce) is being handled from another record",
-            ),
-            Err(_) => fail(Reason::Replayed, "(producer_id, nonce) seen before"),
-        }
+        Ok(m)
     }
 
     /// Verifies a `control.*` record (SPEC 4, control order) and returns the typed message.
