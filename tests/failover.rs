@@ -1,7 +1,8 @@
 //! Broker faults on a three-node Apache Kafka cluster (each node broker + controller,
 //! replication 3, min.insync.replicas 2), each with a checker that counts every record:
 //! kill -9 of the partition leader while producing, kill -9 of the group coordinator while
-//! consuming, a leader moved by restart and preferred-leader election, and a whole-cluster
+//! consuming, the group coordinator frozen (SIGSTOP) while consuming (redeliveries are not
+//! replays), a leader moved by restart and preferred-leader election, and a whole-cluster
 //! restart. One cluster serves the tests one after another (each on its own topic and group);
 //! a test that stops nodes starts them again before it ends.
 
@@ -21,7 +22,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-const TOPICS: [&str; 4] = ["fo.leader", "fo.coordinator", "fo.moved", "fo.restart"];
+const TOPICS: [&str; 5] = [
+    "fo.leader",
+    "fo.coordinator",
+    "fo.paused",
+    "fo.moved",
+    "fo.restart",
+];
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// The shared cluster, and the lock that makes its tests take turns.
@@ -289,6 +296,152 @@ async fn killing_the_group_coordinator_loses_nothing() {
     let handled = seen.lock().unwrap().len();
     eprintln!("coordinator kill: {} sent, {handled} handled (redeliveries {}), coordinator {coordinator} -> {new_coordinator}", sent.len(), handled - sent.len());
     b.restart_node(coordinator);
+}
+
+/// Sends `range` signed anomalies, 64 in flight at a time; returns where each landed.
+async fn send_anomalies(ai: &Arc<Producer>, range: std::ops::Range<u64>) -> BTreeSet<(i32, i64)> {
+    let mut landed = BTreeSet::new();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in range {
+        if sends.len() >= 64 {
+            landed.insert(sends.join_next().await.unwrap().unwrap());
+        }
+        let ai = ai.clone();
+        sends.spawn(async move {
+            let d = ai.send_anomaly(sample::anomaly(i, 200)).await.unwrap();
+            (d.partition, d.offset)
+        });
+    }
+    while let Some(r) = sends.join_next().await {
+        landed.insert(r.unwrap());
+    }
+    landed
+}
+
+/// SPEC 3e: the coordinator frozen for 20 s (longer than the commit interval and the session)
+/// while a group consumes. Commits are lost and the member loses its partitions, so records
+/// it already handled come again at the same partition and offset: each is a redelivery,
+/// skipped and counted, never handled twice and never dead-lettered as `replayed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_replay() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let (_turn, b) = cluster();
+    all_up(b);
+    let v = vectors::load();
+    let mut config = config(b, 5);
+    config.topics.insert(Kind::Anomaly, "fo.paused".into());
+    let group = "fo-paused";
+    let metrics = meshbus::metrics::Metrics::new();
+    let handled: mesh::Seen = Arc::default();
+    let recorded = handled.clone();
+    let consumer = meshbus::consumer::Consumer::connect(
+        config.clone(),
+        mesh::verifier(&v),
+        metrics.clone(),
+        mesh::options(group),
+    )
+    .await
+    .unwrap()
+    .handle(Kind::Anomaly, move |r: meshbus::consumer::Consumed| {
+        let recorded = recorded.clone();
+        async move {
+            // Slow enough that the freeze lands while records flow.
+            tokio::time::sleep(Duration::from_millis(4)).await;
+            recorded
+                .lock()
+                .unwrap()
+                .push((r.topic, r.partition, r.offset));
+            Ok(())
+        }
+    });
+    let stats = consumer.stats();
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    let mut sent = send_anomalies(&ai, 0..3000).await;
+    let (stop, task) = mesh::spawn(consumer);
+    assert!(
+        mesh::wait_for(Duration::from_secs(90), || handled.lock().unwrap().len()
+            >= 300)
+        .await,
+        "the consumer did not start"
+    );
+    let coordinator = b.coordinator(group);
+    let frozen = b.pause_node(coordinator);
+    let paused_at = Instant::now();
+    eprintln!("coordinator {coordinator} frozen");
+    // Longer than the 200 ms commit interval and the 6 s session: commits are lost.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    frozen.resume();
+    eprintln!(
+        "coordinator {coordinator} resumed after {:?}",
+        paused_at.elapsed()
+    );
+    sent.extend(send_anomalies(&ai, 3000..3300).await);
+    let got = |h: &mesh::Seen| -> BTreeSet<(i32, i64)> {
+        h.lock().unwrap().iter().map(|(_, p, o)| (*p, *o)).collect()
+    };
+    let all = mesh::wait_for(Duration::from_secs(240), || sent.is_subset(&got(&handled))).await;
+    let (committed, ends) =
+        mesh::commits_reach_end(b, group, "fo.paused", Duration::from_secs(60)).await;
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    let handled = handled.lock().unwrap().clone();
+    let received = stats.received.load(std::sync::atomic::Ordering::Relaxed);
+    let redelivered = stats.redelivered.load(std::sync::atomic::Ordering::Relaxed);
+    let (_, handled_count, rejected, _, dead) = stats.snapshot();
+    let scrape = metrics.encode();
+    eprintln!(
+        "coordinator freeze: {} sent, {} handled, {received} received, {redelivered} redelivered, {rejected} rejected, {dead} dead-lettered",
+        sent.len(),
+        handled.len()
+    );
+    assert!(
+        all,
+        "records were not handled after the freeze: {} of {}",
+        got_len(&handled, &sent),
+        sent.len()
+    );
+    let distinct: BTreeSet<_> = handled.iter().collect();
+    assert_eq!(distinct.len(), handled.len(), "a record was handled twice");
+    assert_eq!(
+        handled.len(),
+        sent.len(),
+        "handled records that were not sent"
+    );
+    assert_eq!(
+        (rejected, dead),
+        (0, 0),
+        "redeliveries were refused or dead-lettered"
+    );
+    assert!(!scrape.contains("reason=\"replayed\""), "{scrape}");
+    // Every record fetched was handled once or skipped as a redelivery, and the metric says so.
+    assert_eq!(received, handled_count + redelivered);
+    assert!(
+        redelivered > 0,
+        "the freeze lost no commit: the test did not exercise redelivery"
+    );
+    assert!(
+        scrape.contains(&format!(
+            "kafka_messages_redelivered_total{{topic=\"fo.paused\"}} {redelivered}"
+        )),
+        "{scrape}"
+    );
+    assert!(
+        committed,
+        "commits stopped short: {:?} vs {ends:?}",
+        b.committed(group)
+    );
+}
+
+fn got_len(handled: &[(String, i32, i64)], sent: &BTreeSet<(i32, i64)>) -> usize {
+    handled
+        .iter()
+        .filter(|(_, p, o)| sent.contains(&(*p, *o)))
+        .map(|(_, p, o)| (*p, *o))
+        .collect::<BTreeSet<_>>()
+        .len()
 }
 
 /// Sends one record with task 0's key, so connections and metadata exist before the clock

@@ -30,6 +30,38 @@ pub struct Node {
     pub internal: u16,
 }
 
+/// A node frozen by [`Broker::pause_node`]; resumed when dropped, even by a failing test.
+pub struct Paused<'a> {
+    broker: &'a Broker,
+    id: i32,
+    resumed: bool,
+}
+
+impl Paused<'_> {
+    /// Resumes the node (SIGCONT).
+    pub fn resume(mut self) {
+        self.cont();
+    }
+
+    fn cont(&mut self) {
+        if !self.resumed {
+            self.resumed = true;
+            let d = self.broker.dir.path().to_str().unwrap();
+            // No panic here: this also runs while a failing test unwinds.
+            match script(&["resume", d, &self.id.to_string()]).status() {
+                Ok(s) if s.success() => {}
+                other => eprintln!("scripts/kafka resume {}: {other:?}", self.id),
+            }
+        }
+    }
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.cont();
+    }
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -215,6 +247,21 @@ impl Broker {
             script(&["restart", d, &id.to_string()]),
             "scripts/kafka restart",
         );
+    }
+
+    /// Freezes node `id` with SIGSTOP (a GC pause, a frozen VM) until the returned guard is
+    /// dropped or [`Paused::resume`]d: it keeps its sockets and answers nothing meanwhile.
+    pub fn pause_node(&self, id: i32) -> Paused<'_> {
+        let d = self.dir.path().to_str().unwrap();
+        run_ok(
+            script(&["pause", d, &id.to_string()]),
+            "scripts/kafka pause",
+        );
+        Paused {
+            broker: self,
+            id,
+            resumed: false,
+        }
     }
 
     /// Kills every node by pid (storage is kept).
@@ -496,8 +543,25 @@ impl Broker {
         ))
     }
 
+    /// Produces `records` (partition, value) to `topic` with librdkafka, each on its given
+    /// partition (acks=all, idempotent): a raw replay where the test chooses.
+    pub fn py_produce_at(&self, topic: &str, records: &[(i32, Vec<u8>)]) {
+        let lines = records
+            .iter()
+            .map(|(p, v)| serde_json::json!({"partition": p, "value": hex::encode(v)}));
+        self.feed_producer(Peer::Librdkafka, topic, lines.collect());
+    }
+
     /// Produces `records` (key, value) to `topic` with peer `client` (acks=all, idempotent).
     pub fn peer_produce(&self, client: Peer, topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)]) {
+        let lines = records.iter().map(|(k, v)| {
+            serde_json::json!({"key": k.as_ref().map(hex::encode), "value": hex::encode(v)})
+        });
+        self.feed_producer(client, topic, lines.collect());
+    }
+
+    /// Runs peer `client`'s producer on `topic`, one JSON line of `lines` per record.
+    fn feed_producer(&self, client: Peer, topic: &str, lines: Vec<serde_json::Value>) {
         use std::io::Write;
         let mut child = self
             .peer_command(client, &["produce", "--topic", topic])
@@ -508,8 +572,7 @@ impl Broker {
             .unwrap();
         {
             let mut stdin = child.stdin.take().unwrap();
-            for (k, v) in records {
-                let line = serde_json::json!({"key": k.as_ref().map(hex::encode), "value": hex::encode(v)});
+            for line in lines {
                 writeln!(stdin, "{line}").unwrap();
             }
         }

@@ -84,7 +84,9 @@ def produce(conf, topic):
     n = 0
     for line in sys.stdin:
         r = json.loads(line)
-        p.produce(topic, value=bytes.fromhex(r["value"]), key=bytes.fromhex(r["key"]) if r.get("key") else None)
+        # An explicit "partition" places the record there (a raw replay onto a chosen partition).
+        at = {"partition": r["partition"]} if r.get("partition") is not None else {}
+        p.produce(topic, value=bytes.fromhex(r["value"]), key=bytes.fromhex(r["key"]) if r.get("key") else None, **at)
         n += 1
         p.poll(0)
     left = p.flush(30)
