@@ -1,10 +1,14 @@
-//! A hostile broker: a small TCP server in the test suite that speaks just enough of the
-//! Kafka protocol (non-flexible versions) to lead meshbus into each trap, then answers with a
-//! crafted reply: arrays declared 2^31 long in ApiVersions, Metadata and Produce replies, a
-//! gzip bomb and a snappy bomb in a fetch, a topic with zero partitions, SCRAM challenges with
+//! A hostile broker: a small TCP server in the test suite (`common/fake_broker.rs`) that
+//! speaks just enough of the Kafka protocol (non-flexible versions) to lead meshbus into each
+//! trap, then answers with a crafted reply: arrays declared 2^31 long in ApiVersions, Metadata
+//! and Produce replies, a gzip bomb and a snappy bomb in a fetch, a topic with zero partitions, SCRAM challenges with
 //! 1 and 2^31 iterations, and a reply that never comes. meshbus must return a typed error each
 //! time, quickly, without aborting, and the process's peak memory must stay under a bound.
 
+mod common;
+use common::fake_broker::{
+    api_versions, s, serve, standard, Reply, API_VERSIONS, SASL_AUTHENTICATE, SASL_HANDSHAKE,
+};
 use meshbus::config::{Config, ProducerSettings, SaslMechanism};
 use meshbus::kafka::{Client, KafkaError};
 use meshbus::metrics::Metrics;
@@ -13,138 +17,13 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 /// Peak resident memory allowed for this whole test binary.
 const PEAK_RSS_BOUND_MIB: u64 = 400;
 const HUGE: i32 = i32::MAX;
 
-/// One request as the server sees it.
-struct Request {
-    api_key: i16,
-    version: i16,
-    correlation: i32,
-    /// The body after the v1 request header (client id).
-    body: Vec<u8>,
-}
-
-/// What the server answers to a request: a body (after the correlation id), or nothing.
-enum Reply {
-    Body(Vec<u8>),
-    Silence,
-}
-
-type Behaviour = Arc<dyn Fn(&Request, u16) -> Reply + Send + Sync>;
-
-/// Runs a hostile broker on a free port; returns the port.
-async fn serve(behaviour: Behaviour) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let behaviour = behaviour.clone();
-            tokio::spawn(async move {
-                loop {
-                    let mut len = [0u8; 4];
-                    if sock.read_exact(&mut len).await.is_err() {
-                        return;
-                    }
-                    let n = i32::from_be_bytes(len).clamp(0, 1 << 20) as usize;
-                    let mut frame = vec![0u8; n];
-                    if sock.read_exact(&mut frame).await.is_err() || n < 10 {
-                        return;
-                    }
-                    let client_id_len = i16::from_be_bytes([frame[8], frame[9]]).max(0) as usize;
-                    let req = Request {
-                        api_key: i16::from_be_bytes([frame[0], frame[1]]),
-                        version: i16::from_be_bytes([frame[2], frame[3]]),
-                        correlation: i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]),
-                        body: frame.get(10 + client_id_len..).unwrap_or_default().to_vec(),
-                    };
-                    match behaviour(&req, port) {
-                        Reply::Body(b) => {
-                            let mut out = Vec::with_capacity(b.len() + 8);
-                            out.extend(((b.len() + 4) as i32).to_be_bytes());
-                            out.extend(req.correlation.to_be_bytes());
-                            out.extend(b);
-                            if sock.write_all(&out).await.is_err() {
-                                return;
-                            }
-                        }
-                        Reply::Silence => {}
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
-// ---- encoders (non-flexible versions) -----------------------------------------------------
-
-fn s(out: &mut Vec<u8>, v: &str) {
-    out.extend((v.len() as i16).to_be_bytes());
-    out.extend(v.as_bytes());
-}
-
-const API_VERSIONS: i16 = 18;
-const METADATA: i16 = 3;
-const PRODUCE: i16 = 0;
-const FETCH: i16 = 1;
-const SASL_HANDSHAKE: i16 = 17;
-const SASL_AUTHENTICATE: i16 = 36;
-
-/// ApiVersions: anything above v0 is refused as UNSUPPORTED_VERSION (the client then asks v0),
-/// and v0 lists the versions below.
-fn api_versions(req: &Request) -> Vec<u8> {
-    let apis: [(i16, i16, i16); 6] = [
-        (PRODUCE, 3, 3),
-        (FETCH, 4, 4),
-        (METADATA, 1, 1),
-        (SASL_HANDSHAKE, 1, 1),
-        (API_VERSIONS, 0, 0),
-        (SASL_AUTHENTICATE, 1, 1),
-    ];
-    let mut b = Vec::new();
-    b.extend((if req.version > 0 { 35i16 } else { 0 }).to_be_bytes());
-    b.extend((apis.len() as i32).to_be_bytes());
-    for (k, lo, hi) in apis {
-        b.extend(k.to_be_bytes());
-        b.extend(lo.to_be_bytes());
-        b.extend(hi.to_be_bytes());
-    }
-    b
-}
-
-/// Metadata v1: this server as node 0 and `topics` (name, partition count) led by it.
-fn metadata(port: u16, topics: &[(&str, i32)]) -> Vec<u8> {
-    let mut b = Vec::new();
-    b.extend(1i32.to_be_bytes());
-    b.extend(0i32.to_be_bytes());
-    s(&mut b, "127.0.0.1");
-    b.extend((port as i32).to_be_bytes());
-    b.extend((-1i16).to_be_bytes()); // rack: null
-    b.extend(0i32.to_be_bytes()); // controller
-    b.extend((topics.len() as i32).to_be_bytes());
-    for (name, partitions) in topics {
-        b.extend(0i16.to_be_bytes());
-        s(&mut b, name);
-        b.push(0); // not internal
-        b.extend(partitions.to_be_bytes());
-        for p in 0..*partitions {
-            b.extend(0i16.to_be_bytes());
-            b.extend(p.to_be_bytes());
-            b.extend(0i32.to_be_bytes()); // leader
-            b.extend(1i32.to_be_bytes());
-            b.extend(0i32.to_be_bytes()); // replicas [0]
-            b.extend(1i32.to_be_bytes());
-            b.extend(0i32.to_be_bytes()); // isr [0]
-        }
-    }
-    b
-}
+// ---- encoders of the traps (non-flexible versions) ---------------------------------------
 
 /// A v2 record batch claiming `records` records, compressed with `codec` (1 gzip, 2 snappy)
 /// over `payload` (already compressed), with a valid CRC so decompression is reached.
@@ -247,14 +126,6 @@ fn peak_rss_mib() -> u64 {
         .parse::<u64>()
         .unwrap()
         / 1024
-}
-
-fn standard(req: &Request, port: u16, topics: &[(&str, i32)]) -> Option<Reply> {
-    match req.api_key {
-        API_VERSIONS => Some(Reply::Body(api_versions(req))),
-        METADATA => Some(Reply::Body(metadata(port, topics))),
-        _ => None,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,10 @@ pub enum KafkaError {
     /// SASL authentication failed (wrong user or password, mechanism not enabled).
     #[error("SASL authentication failed: {0}")]
     Auth(String),
-    /// No answer within the request timeout.
+    /// No answer in time, whichever step ran out of it: the TCP connect, the TLS handshake,
+    /// the SASL exchange or a request (krafka's own timeouts, and "could not connect to any
+    /// of ..." when the failure it reports was one). `after` is the bound when meshbus knows
+    /// it, else zero.
     #[error("{op} timed out after {after:?}")]
     Timeout {
         /// The operation.
@@ -112,6 +115,16 @@ impl KafkaError {
         }
     }
 
+    /// A timeout whose bound krafka did not say gets `after`, the bound the caller set.
+    pub(crate) fn timed_out_after(self, after: Duration) -> Self {
+        match self {
+            KafkaError::Timeout { op, after: zero } if zero.is_zero() => {
+                KafkaError::Timeout { op, after }
+            }
+            other => other,
+        }
+    }
+
     pub(crate) fn config(var: &'static str, detail: impl Into<String>) -> Self {
         KafkaError::Config(crate::config::ConfigError {
             var,
@@ -145,6 +158,19 @@ impl From<krafka::KrafkaError> for KafkaError {
         if let Some(t) = tls_cause(&e) {
             return KafkaError::Tls(t);
         }
+        // A timeout by kind, not by text: krafka's Timeout (aggregates such as "could not
+        // connect to any of ..." are one when the failure they report was one) and a network
+        // error of I/O kind TimedOut.
+        if e.is_timeout() {
+            let op = match e {
+                K::Timeout { operation } => operation,
+                other => other.to_string(),
+            };
+            return KafkaError::Timeout {
+                op,
+                after: Duration::ZERO,
+            };
+        }
         let retriable = e.is_retriable();
         match e {
             K::Auth { message, .. } => KafkaError::Auth(message),
@@ -152,10 +178,6 @@ impl From<krafka::KrafkaError> for KafkaError {
                 var: "kafka client",
                 detail: message,
             }),
-            K::Timeout { operation } => KafkaError::Timeout {
-                op: operation,
-                after: Duration::ZERO,
-            },
             K::DeliveryTimeout {
                 possibly_written,
                 message,
@@ -222,5 +244,37 @@ mod tests {
         .into();
         assert!(matches!(e, KafkaError::Auth(_)));
         assert_eq!(e.code(), "auth");
+    }
+
+    #[test]
+    fn timeouts_are_typed_by_kind_not_text() {
+        let e: KafkaError = krafka::KrafkaError::timeout("TLS handshake with b1:9093").into();
+        assert!(matches!(e, KafkaError::Timeout { .. }), "{e:?}");
+        assert!(e.is_retriable());
+        assert_eq!(e.code(), "timeout");
+        // The OS gave up (ETIMEDOUT), or a connection closed because a request timed out.
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect");
+        let e: KafkaError = krafka::KrafkaError::network(io).into();
+        assert!(matches!(e, KafkaError::Timeout { .. }), "{e:?}");
+        // Text saying "timed out" on another kind is not a timeout.
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "timed out");
+        let e: KafkaError = krafka::KrafkaError::network(io).into();
+        assert!(
+            matches!(
+                e,
+                KafkaError::Broker {
+                    retriable: true,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // The bound is filled in only where krafka did not give one.
+        let e = KafkaError::Timeout {
+            op: "x".into(),
+            after: Duration::ZERO,
+        }
+        .timed_out_after(Duration::from_secs(3));
+        assert!(matches!(e, KafkaError::Timeout { after, .. } if after == Duration::from_secs(3)));
     }
 }

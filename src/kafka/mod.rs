@@ -156,8 +156,10 @@ fn security(config: &Config) -> Result<krafka::auth::AuthConfig, KafkaError> {
 
 impl Client {
     /// Connects to the bootstrap brokers with TLS and SASL as configured and reads the
-    /// cluster's metadata. TLS and credential problems fail at once with a typed error; an
-    /// unreachable broker fails after the request timeout.
+    /// cluster's metadata. TLS and credential problems fail at once with a typed error; a
+    /// broker that does not answer (the TCP connect, the TLS handshake, SASL or the metadata
+    /// request) fails with [`KafkaError::Timeout`] after the request timeout; a refusing one at
+    /// once with a retriable [`KafkaError::Broker`].
     pub async fn connect(config: &Config) -> Result<Client, KafkaError> {
         config.validate()?;
         let timeout = config.request_timeout;
@@ -169,12 +171,17 @@ impl Client {
             .allow_auto_create_topics(false)
             .max_response_size(MAX_RESPONSE_BYTES)
             .metadata_max_age(Duration::from_secs(60));
-        let kafka = match tokio::time::timeout(timeout, builder.connect()).await {
-            Ok(r) => r?,
+        // krafka bounds each step itself and says which one ran out of time: TCP connect, TLS
+        // handshake and SASL within the connect timeout, then the metadata request within the
+        // request timeout. This guard only backs those bounds up, so it allows both: at the
+        // same bound it raced them, and when it won the error no longer named the step.
+        let backstop = timeout.saturating_mul(2);
+        let kafka = match tokio::time::timeout(backstop, builder.connect()).await {
+            Ok(r) => r.map_err(|e| KafkaError::from(e).timed_out_after(timeout))?,
             Err(_) => {
                 return Err(KafkaError::Timeout {
                     op: "connect".into(),
-                    after: timeout,
+                    after: backstop,
                 })
             }
         };

@@ -1,5 +1,6 @@
 pub mod broker;
 pub mod cli;
+pub mod fake_broker;
 pub mod mesh;
 pub mod proxy;
 #[path = "../../src/cli/sample.rs"]

@@ -537,6 +537,37 @@ impl KrafkaError {
         }
     }
 
+    /// meshbus patch: whether the operation ran out of time: a
+    /// [`Timeout`](Self::Timeout), or a [`Network`](Self::Network) error
+    /// whose I/O kind is [`TimedOut`](io::ErrorKind::TimedOut) (the operating
+    /// system gave up on a connect, or a connection was closed because a
+    /// request on it timed out).
+    ///
+    /// Errors that report the failures of several attempts ("could not
+    /// connect to any of ...") are [`Timeout`](Self::Timeout)s themselves
+    /// when the failure they report is one, so this never needs to look
+    /// into a cause chain or at message text.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::Timeout { .. } => true,
+            Self::Network(io) => io.kind() == io::ErrorKind::TimedOut,
+            _ => false,
+        }
+    }
+
+    /// meshbus patch: the timeout an aggregate reports when its cause,
+    /// `self`, is a timeout: `context` (what the aggregate tried) followed by
+    /// what timed out. `None` when `self` is not a timeout, and the
+    /// aggregate keeps its own kind.
+    pub(crate) fn timeout_within(&self, context: impl fmt::Display) -> Option<KrafkaError> {
+        let what = match self {
+            Self::Timeout { operation } => operation.clone(),
+            Self::Network(io) if io.kind() == io::ErrorKind::TimedOut => io.to_string(),
+            _ => return None,
+        };
+        Some(Self::timeout(format!("{context}: {what}")))
+    }
+
     /// Whether the client cannot continue and must be rebuilt.
     ///
     /// True for [`Fenced`](Self::Fenced), [`Auth`](Self::Auth),

@@ -1700,7 +1700,8 @@ impl Inner {
     /// When no candidate connects, the error names every address tried and
     /// carries a failure as its source: an authentication failure on any
     /// address makes the whole error [`KrafkaError::Auth`]; otherwise it is a
-    /// retriable network error with the last failure.
+    /// retriable network error with the last failure, or a
+    /// [`KrafkaError::Timeout`] when that failure was a timeout.
     async fn get_any_connection(&self) -> Result<Arc<BrokerConnection>> {
         let mut addrs = self.connection_candidates();
         if addrs.is_empty() {
@@ -1776,6 +1777,13 @@ impl Inner {
 }
 
 /// The error for "no candidate address connected".
+///
+/// meshbus patch: it takes the kind of the failure it reports, as it already
+/// did for authentication failures: when that failure is a timeout (TCP
+/// connect, TLS handshake, SASL exchange, ApiVersions), the aggregate is a
+/// [`KrafkaError::Timeout`], not a network error with the timeout only in its
+/// cause chain and text. A caller can then tell "the broker did not answer in
+/// time" from "the broker refused" with a `match`, whichever step timed out.
 fn no_broker_reachable(addrs: &[String], last: Option<KrafkaError>) -> KrafkaError {
     let tried = addrs.join(", ");
     match last {
@@ -1783,10 +1791,17 @@ fn no_broker_reachable(addrs: &[String], last: Option<KrafkaError>) -> KrafkaErr
             message: format!("could not connect to any of [{tried}]: {message}"),
             source,
         },
-        Some(last) => KrafkaError::network(std::io::Error::new(
-            std::io::ErrorKind::NotConnected,
-            NoBrokerReachable { tried, last },
-        )),
+        Some(last) => {
+            match last.timeout_within(format_args!(
+                "could not connect to any of [{tried}]; last error"
+            )) {
+                Some(timeout) => timeout,
+                None => KrafkaError::network(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    NoBrokerReachable { tried, last },
+                )),
+            }
+        }
         None => KrafkaError::unavailable(format!("could not connect to any of [{tried}]")),
     }
 }
@@ -1867,6 +1882,27 @@ mod tests {
             let epoch = self.inner.cache.load().reset_epoch;
             assert!(self.inner.apply(response, full_refresh, epoch));
         }
+    }
+
+    /// meshbus patch: "could not connect to any of ..." takes the kind of
+    /// the failure it reports: authentication, timeout, or network.
+    #[test]
+    fn no_broker_reachable_keeps_the_kind_of_its_cause() {
+        let addrs = ["b1:9092".to_string(), "b2:9092".to_string()];
+        let err = no_broker_reachable(
+            &addrs,
+            Some(KrafkaError::timeout("TLS handshake with b2:9092")),
+        );
+        assert!(matches!(err, KrafkaError::Timeout { .. }), "{err:?}");
+        assert!(err.is_retriable());
+        let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect");
+        let err = no_broker_reachable(&addrs, Some(KrafkaError::network(timed_out)));
+        assert!(matches!(err, KrafkaError::Timeout { .. }), "{err:?}");
+        let err = no_broker_reachable(&addrs, Some(KrafkaError::auth("bad credentials")));
+        assert!(matches!(err, KrafkaError::Auth { .. }), "{err:?}");
+        let err = no_broker_reachable(&addrs, Some(KrafkaError::unavailable("refused")));
+        assert!(matches!(err, KrafkaError::Network(_)), "{err:?}");
+        assert!(!err.is_timeout());
     }
 
     #[test]

@@ -363,12 +363,20 @@ fn attempt_kind(error: &KrafkaError) -> std::io::ErrorKind {
 
 /// Build a combined network error from individual per-address failures,
 /// keeping the failures as its cause chain.
+///
+/// meshbus patch: when the last failure is a timeout, the combined error is a
+/// [`KrafkaError::Timeout`] naming every attempt, so a connect that ran out of
+/// time stays a timeout for the caller (`attempt_kind` would only have made
+/// it a network error of kind `Other`).
 fn build_combined_error(errors: &[(SocketAddr, KrafkaError)]) -> KrafkaError {
     let Some((last_addr, last)) = errors.last() else {
         return KrafkaError::unavailable("all connection attempts failed");
     };
 
     if errors.len() == 1 {
+        if let Some(timeout) = last.timeout_within(format_args!("connection to {last_addr}")) {
+            return timeout;
+        }
         let kind = attempt_kind(last);
         return KrafkaError::network(std::io::Error::new(
             kind,
@@ -383,6 +391,13 @@ fn build_combined_error(errors: &[(SocketAddr, KrafkaError)]) -> KrafkaError {
         .iter()
         .map(|(addr, e)| format!("  {addr}: {e}"))
         .collect();
+    if last.is_timeout() {
+        return KrafkaError::timeout(format!(
+            "all {} connection attempts failed:\n{}",
+            errors.len(),
+            details.join("\n")
+        ));
+    }
 
     KrafkaError::network(std::io::Error::new(
         attempt_kind(last),
@@ -636,6 +651,22 @@ mod tests {
     fn combined_error_single() {
         let err = build_combined_error(&[(v4(1), KrafkaError::timeout("test"))]);
         assert!(err.to_string().contains("192.168.1.1:1"));
+    }
+
+    #[test]
+    fn combined_error_of_timeouts_is_a_timeout() {
+        let err = build_combined_error(&[(v4(1), KrafkaError::timeout("test"))]);
+        assert!(matches!(err, KrafkaError::Timeout { .. }), "{err:?}");
+        let err = build_combined_error(&[
+            (v4(1), KrafkaError::unavailable("refused")),
+            (v6(2), KrafkaError::timeout("t2")),
+        ]);
+        assert!(matches!(err, KrafkaError::Timeout { .. }), "{err:?}");
+        let err = build_combined_error(&[
+            (v4(1), KrafkaError::timeout("t1")),
+            (v6(2), KrafkaError::unavailable("refused")),
+        ]);
+        assert!(matches!(err, KrafkaError::Network(_)), "{err:?}");
     }
 
     #[test]

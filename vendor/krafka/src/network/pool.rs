@@ -89,19 +89,26 @@ impl ReconnectState {
     /// The error a call gets inside the backoff window. A non-retriable dial
     /// failure (authentication, configuration) is repeated as it was, so the
     /// backoff never hides it behind a retriable error.
+    ///
+    /// meshbus patch: likewise a dial that timed out is reported as a
+    /// [`KrafkaError::Timeout`]: a caller retrying into the window must not
+    /// see "the broker did not answer in time" turn into a refusal.
     fn error_in_window(&self, address: &str, now: Instant) -> KrafkaError {
         if !self.last_error.is_retriable() {
             return self.last_error.clone();
         }
+        let context = format!(
+            "not reconnecting to {address} for another {:?} after {} failed attempt(s); \
+             last error",
+            self.next_attempt_at.saturating_duration_since(now),
+            self.failures,
+        );
+        if let Some(timeout) = self.last_error.timeout_within(&context) {
+            return timeout;
+        }
         KrafkaError::network(std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
-            format!(
-                "not reconnecting to {address} for another {:?} after {} failed attempt(s); \
-                 last error: {}",
-                self.next_attempt_at.saturating_duration_since(now),
-                self.failures,
-                self.last_error
-            ),
+            format!("{context}: {}", self.last_error),
         ))
     }
 }
@@ -1200,6 +1207,30 @@ mod tests {
             .err()
             .expect("fails inside the window");
         assert!(matches!(err, KrafkaError::Auth { .. }), "{err:?}");
+    }
+
+    /// meshbus patch: inside the window a dial that timed out is still a
+    /// timeout; another retriable failure stays a network error.
+    #[tokio::test]
+    async fn the_backoff_window_keeps_a_timeout_a_timeout() {
+        let pool = ConnectionPool::new(ConnectionConfig::default());
+        for (addr, last_error) in [
+            ("b1:9092", KrafkaError::timeout("TLS handshake with b1:9092")),
+            ("b2:9092", KrafkaError::unavailable("refused")),
+        ] {
+            pool.state.write().reconnect.insert(
+                addr.to_string(),
+                ReconnectState {
+                    failures: 1,
+                    next_attempt_at: Instant::now() + Duration::from_secs(60),
+                    last_error,
+                },
+            );
+        }
+        let err = pool.get_connection("b1:9092").await.err().expect("in window");
+        assert!(matches!(err, KrafkaError::Timeout { .. }), "{err:?}");
+        let err = pool.get_connection("b2:9092").await.err().expect("in window");
+        assert!(matches!(err, KrafkaError::Network(_)), "{err:?}");
     }
 
     /// The periodic TLS reload first loads the files `tls_reload_interval`
