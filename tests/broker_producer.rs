@@ -172,6 +172,7 @@ async fn wrong_password_and_untrusted_ca_fail_fast_with_clear_errors() {
     let mut wrong = b.config();
     wrong.sasl.as_mut().unwrap().password = meshbus::config::Secret::new("not-the-password");
     wrong.request_timeout = patient;
+    wrong.producer.delivery_timeout = patient * 2;
     let started = Instant::now();
     let err = Client::connect(&wrong).await.unwrap_err();
     assert!(matches!(err, KafkaError::Auth(_)), "{err:?}");
@@ -184,6 +185,7 @@ async fn wrong_password_and_untrusted_ca_fail_fast_with_clear_errors() {
         ..Default::default()
     });
     untrusted.request_timeout = patient;
+    untrusted.producer.delivery_timeout = patient * 2;
     let started = Instant::now();
     let err = Client::connect(&untrusted).await.unwrap_err();
     assert!(matches!(err, KafkaError::Tls(_)), "{err:?}");
@@ -226,8 +228,11 @@ async fn records_over_one_mib_are_refused_before_sending() {
     assert!(matches!(err, SendError::TooLarge { size } if size == (1 << 20) + 1));
 }
 
+/// Sends that give up quickly: a 2.1 s delivery timeout (for a 2 s request timeout) instead of
+/// the default 120 s in which the client rides out an outage.
 fn fast_settings() -> ProducerSettings {
     ProducerSettings {
+        delivery_timeout: Duration::from_millis(2_100),
         retry_backoff: Duration::from_millis(100),
         retry_backoff_max: Duration::from_millis(400),
         max_retries: 1,
@@ -288,6 +293,9 @@ async fn broker_stopped_mid_stream_loses_nothing_acknowledged() {
     assert_eq!(failed, 3, "sends to a stopped broker must fail");
     // A patient send started while the broker is down succeeds after the restart.
     let mut patient_cfg = config.clone();
+    // Patience is the delivery timeout: the client retries the same batch until the broker
+    // is back (SPEC 8).
+    patient_cfg.producer.delivery_timeout = Duration::from_secs(120);
     patient_cfg.producer.max_retries = 30;
     patient_cfg.producer.retry_backoff = Duration::from_millis(300);
     patient_cfg.producer.retry_backoff_max = Duration::from_millis(600);
@@ -343,6 +351,7 @@ async fn breaker_opens_rejects_at_once_and_recovers() {
     config.request_timeout = Duration::from_millis(700);
     config.producer = ProducerSettings {
         max_retries: 0,
+        delivery_timeout: Duration::from_millis(800),
         ..fast_settings()
     };
     let metrics = Metrics::new();

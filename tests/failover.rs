@@ -1,6 +1,7 @@
 //! Broker faults on a three-node Apache Kafka cluster (each node broker + controller,
 //! replication 3, min.insync.replicas 2), each with a checker that counts every record:
-//! kill -9 of the partition leader while producing, kill -9 of the group coordinator while
+//! kill -9 of the partition leader while producing, the leader frozen (SIGSTOP) for 20 s while
+//! producing (no send fails within the delivery timeout), kill -9 of the group coordinator while
 //! consuming, the group coordinator frozen (SIGSTOP) while consuming (redeliveries are not
 //! replays), a leader moved by restart and preferred-leader election, and a whole-cluster
 //! restart. One cluster serves the tests one after another (each on its own topic and group);
@@ -22,8 +23,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-const TOPICS: [&str; 5] = [
+const TOPICS: [&str; 6] = [
     "fo.leader",
+    "fo.frozen",
     "fo.coordinator",
     "fo.paused",
     "fo.moved",
@@ -200,22 +202,47 @@ async fn killing_the_partition_leader_loses_no_acknowledged_record() {
     );
     let new_leader = b.leaders("fo.leader")[&first.partition];
     assert_ne!(new_leader, leader, "leadership did not move");
-    for s in &sent {
-        assert!(
-            s.took < REQUEST_TIMEOUT + Duration::from_secs(2),
-            "a send took {:?}",
-            s.took
-        );
-    }
     let (ok, failed, in_log) = check_log(b, "fo.leader", &sent);
-    eprintln!("leader kill: {ok} acknowledged, {failed} failed, {in_log} records in the log (incl. warm-up)");
-    assert!(
-        ok >= sent.len() * 9 / 10,
-        "too few sends succeeded: {ok} of {}",
-        sent.len()
-    );
-    assert!(in_log <= ok + failed + 1);
+    let longest = sent.iter().map(|s| s.took).max().unwrap_or_default();
+    eprintln!("leader kill: {ok} acknowledged, {failed} failed, {in_log} records in the log (incl. warm-up), longest send {longest:?}");
+    // The outage is far shorter than the 120 s delivery timeout: the client rides it out,
+    // retrying the same idempotent batches, so no send fails and none is stored twice.
+    let failures: Vec<_> = sent.iter().filter_map(|s| s.landed.clone().err()).collect();
+    assert!(failures.is_empty(), "sends failed: {failures:?}");
+    assert_eq!(in_log, ok + 1, "the log holds other records than the acknowledged ones");
     b.restart_node(leader);
+}
+
+/// SPEC 8: the partition leader frozen (SIGSTOP) for 20 s while four senders produce. Its
+/// connections stay open and answer nothing; leadership moves once the controller fences it.
+/// Within the delivery timeout the client retries the same idempotent batches: no send fails,
+/// no record is stored twice, every acknowledged record is at its offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_partition_leader_fails_no_send_and_stores_none_twice() {
+    let (_turn, b) = cluster();
+    all_up(b);
+    let config = config(b, 0);
+    let p = mesh::producer(&config, None).await;
+    let first = warm_up(&p, "fo.frozen").await;
+    let leader = b.leaders("fo.frozen")[&first.partition];
+    let stream = tokio::spawn(produce_stream(
+        p.clone(),
+        "fo.frozen",
+        4,
+        300,
+        Duration::from_millis(40),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let frozen = b.pause_node(leader);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    frozen.resume();
+    let sent = stream.await.unwrap();
+    let (ok, failed, in_log) = check_log(b, "fo.frozen", &sent);
+    let longest = sent.iter().map(|s| s.took).max().unwrap_or_default();
+    eprintln!("leader freeze: {ok} acknowledged, {failed} failed, {in_log} in the log (incl. warm-up), longest send {longest:?}");
+    let failures: Vec<_> = sent.iter().filter_map(|s| s.landed.clone().err()).collect();
+    assert!(failures.is_empty(), "sends failed: {failures:?}");
+    assert_eq!(in_log, ok + 1, "the log holds other records than the acknowledged ones");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

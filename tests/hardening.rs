@@ -454,6 +454,8 @@ async fn a_producer_over_its_byte_bound_waits_then_fails_with_a_typed_backpressu
         .build()
         .unwrap();
     config.producer.max_retries = 0;
+    // The records taken fail by their delivery timeout, just past the request timeout.
+    config.producer.delivery_timeout = Duration::from_millis(3_100);
     config.producer.compression = meshbus::config::Compression::None;
     // The delivery timeouts below open the breaker; let it half-open soon after.
     config.producer.breaker_open_for = Duration::from_millis(500);

@@ -121,6 +121,23 @@ pub(super) fn producer(
     if let Some(v) = get("KAFKA_MAX_RETRIES") {
         c.producer.max_retries = parse_num("KAFKA_MAX_RETRIES", &v, 0)? as usize;
     }
+    if let Some(v) = get("KAFKA_DELIVERY_TIMEOUT_MS") {
+        c.producer.delivery_timeout =
+            Duration::from_millis(parse_num("KAFKA_DELIVERY_TIMEOUT_MS", &v, 1)?);
+    }
+    for (var, slot) in [
+        ("KAFKA_BREAKER_FAILURES", &mut c.producer.breaker_failures),
+        ("KAFKA_BREAKER_SUCCESSES", &mut c.producer.breaker_successes),
+    ] {
+        if let Some(v) = get(var) {
+            let n = parse_num(var, &v, 1)?;
+            *slot = u32::try_from(n).map_err(|_| err(var, "must be below 2^32"))?;
+        }
+    }
+    if let Some(v) = get("KAFKA_BREAKER_OPEN_MS") {
+        c.producer.breaker_open_for =
+            Duration::from_millis(parse_num("KAFKA_BREAKER_OPEN_MS", &v, 1)?);
+    }
     for (var, slot) in [
         (
             "KAFKA_PRODUCER_MAX_RECORDS_PER_SEC",

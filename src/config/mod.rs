@@ -260,6 +260,16 @@ impl Config {
                 ));
             }
         }
+        let floor = self.request_timeout + crate::kafka::PRODUCER_LINGER;
+        if self.producer.delivery_timeout < floor {
+            return Err(err(
+                "KAFKA_DELIVERY_TIMEOUT_MS",
+                format!(
+                    "must be at least linger + request timeout ({} ms)",
+                    floor.as_millis()
+                ),
+            ));
+        }
         if self.producer.compression == Compression::Zstd && !cfg!(feature = "c-codecs") {
             return Err(err(
                 "KAFKA_PRODUCER_COMPRESSION",

@@ -46,13 +46,21 @@ pub struct ProducerSettings {
     pub retry_backoff: Duration,
     /// Longest retry delay (60 s).
     pub retry_backoff_max: Duration,
-    /// `KAFKA_MAX_RETRIES` (default 5).
+    /// `KAFKA_MAX_RETRIES` (default 5): retries of a send that failed with an error the
+    /// client could not retry itself (not a [`Self::delivery_timeout`] that ran out).
     pub max_retries: usize,
-    /// Consecutive failures that open the breaker (5).
+    /// `KAFKA_DELIVERY_TIMEOUT_MS` (default 120,000; at least linger + request timeout): how
+    /// long the client itself retries a send, keeping its idempotent producer id, epoch and
+    /// sequence, before the send fails (saying whether it may have been written). An outage
+    /// shorter than this fails no send and doubles no record.
+    pub delivery_timeout: Duration,
+    /// `KAFKA_BREAKER_FAILURES` (default 5): consecutive sends failed for good that open the
+    /// breaker.
     pub breaker_failures: u32,
-    /// How long the breaker stays open before half-opening (30 s).
+    /// `KAFKA_BREAKER_OPEN_MS` (default 30,000): how long the breaker stays open before
+    /// half-opening.
     pub breaker_open_for: Duration,
-    /// Half-open successes that close it (2).
+    /// `KAFKA_BREAKER_SUCCESSES` (default 2): half-open successes that close it.
     pub breaker_successes: u32,
     /// `KAFKA_PRODUCER_MAX_RECORDS_PER_SEC` (unset: no limit): sends wait, never drop, above it.
     pub max_records_per_sec: Option<u32>,
@@ -68,6 +76,7 @@ impl Default for ProducerSettings {
             retry_backoff: Duration::from_millis(1000),
             retry_backoff_max: Duration::from_secs(60),
             max_retries: 5,
+            delivery_timeout: Duration::from_secs(120),
             breaker_failures: 5,
             breaker_open_for: Duration::from_secs(30),
             breaker_successes: 2,

@@ -187,3 +187,90 @@ fn the_policy_allowlist_can_come_from_a_file_but_not_from_both_places() {
     let e = from(&[("AI_POLICY_ALLOWED_PUBKEYS_FILE", "/nonexistent/allowed")]).unwrap_err();
     assert_eq!(e.var, "AI_POLICY_ALLOWED_PUBKEYS_FILE");
 }
+
+#[test]
+fn the_replay_read_back_bounds_come_from_the_environment() {
+    let d = from(&[]).unwrap().consumer.warmup;
+    assert_eq!(d, WarmupSettings::default());
+    assert_eq!(
+        (d.max_records, d.max_time, d.threads),
+        (1_000_000, Duration::from_secs(120), 0)
+    );
+    assert!(d.thread_count() >= 1);
+    let c = from(&[
+        ("KAFKA_REPLAY_WARMUP_MAX_RECORDS", "5000"),
+        ("KAFKA_REPLAY_WARMUP_MAX_MS", "2500"),
+        ("KAFKA_REPLAY_WARMUP_THREADS", "3"),
+    ])
+    .unwrap()
+    .consumer
+    .warmup;
+    assert_eq!(
+        (c.max_records, c.max_time, c.thread_count()),
+        (5000, Duration::from_millis(2500), 3)
+    );
+    assert_eq!(
+        from(&[("KAFKA_REPLAY_WARMUP_MAX_RECORDS", "0")])
+            .unwrap()
+            .consumer
+            .warmup
+            .max_records,
+        0
+    );
+    for var in [
+        "KAFKA_REPLAY_WARMUP_MAX_RECORDS",
+        "KAFKA_REPLAY_WARMUP_MAX_MS",
+        "KAFKA_REPLAY_WARMUP_THREADS",
+    ] {
+        assert_eq!(from(&[(var, "many")]).unwrap_err().var, var);
+    }
+    assert_eq!(
+        from(&[("KAFKA_REPLAY_WARMUP_MAX_MS", "0")]).unwrap_err().var,
+        "KAFKA_REPLAY_WARMUP_MAX_MS"
+    );
+}
+
+#[test]
+fn the_delivery_timeout_and_breaker_come_from_the_environment_and_are_checked() {
+    let d = from(&[]).unwrap();
+    assert_eq!(d.producer.delivery_timeout, Duration::from_secs(120));
+    assert_eq!(
+        (
+            d.producer.breaker_failures,
+            d.producer.breaker_open_for,
+            d.producer.breaker_successes
+        ),
+        (5, Duration::from_secs(30), 2)
+    );
+    let c = from(&[
+        ("KAFKA_DELIVERY_TIMEOUT_MS", "45000"),
+        ("KAFKA_BREAKER_FAILURES", "9"),
+        ("KAFKA_BREAKER_OPEN_MS", "1500"),
+        ("KAFKA_BREAKER_SUCCESSES", "3"),
+    ])
+    .unwrap();
+    assert_eq!(c.producer.delivery_timeout, Duration::from_secs(45));
+    assert_eq!(
+        (
+            c.producer.breaker_failures,
+            c.producer.breaker_open_for,
+            c.producer.breaker_successes
+        ),
+        (9, Duration::from_millis(1500), 3)
+    );
+    // At least linger + request timeout, as Kafka's clients require.
+    let e = from(&[
+        ("KAFKA_REQUEST_TIMEOUT_MS", "30000"),
+        ("KAFKA_DELIVERY_TIMEOUT_MS", "30000"),
+    ])
+    .unwrap_err();
+    assert_eq!(e.var, "KAFKA_DELIVERY_TIMEOUT_MS");
+    for var in [
+        "KAFKA_DELIVERY_TIMEOUT_MS",
+        "KAFKA_BREAKER_FAILURES",
+        "KAFKA_BREAKER_OPEN_MS",
+        "KAFKA_BREAKER_SUCCESSES",
+    ] {
+        assert_eq!(from(&[(var, "0")]).unwrap_err().var, var);
+    }
+}

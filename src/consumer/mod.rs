@@ -245,6 +245,8 @@ pub(crate) struct Shared {
     options: ConsumerOptions,
     stats: Arc<Stats>,
     health: Arc<ConsumerHealth>,
+    /// Read-backs running at once (SPEC 3e): each holds a fetch and the one being verified.
+    warmup_slots: tokio::sync::Semaphore,
 }
 
 /// A verifying group consumer. Register handlers, then [`Consumer::run`].
@@ -274,6 +276,7 @@ impl Consumer {
         options: ConsumerOptions,
     ) -> Result<Consumer, KafkaError> {
         config.validate()?;
+        let slots = config.consumer.warmup.thread_count().max(2);
         Ok(Consumer {
             shared: Shared {
                 config,
@@ -285,6 +288,7 @@ impl Consumer {
                 options,
                 stats: Arc::new(Stats::default()),
                 health: Arc::default(),
+                warmup_slots: tokio::sync::Semaphore::new(slots),
             },
             tracker: Arc::default(),
             owns_producer: false,

@@ -198,6 +198,17 @@ impl PartitionWorker {
         Outcome::Done
     }
 
+    /// The partition stops with a dead letter unacknowledged: counted as stalled (a graceful
+    /// stop reports it), the record left uncommitted for the next owner.
+    fn stalled(&self, r: &InRecord) -> Outcome {
+        self.shared
+            .stats
+            .stalled_partitions
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!(topic = %self.tp.0, partition = self.tp.1, offset = r.offset, "partition stopped with its dead letter unwritten; the record stays uncommitted");
+        Outcome::Stopped
+    }
+
     /// Runs the handler with retries; dead-letters the record when they run out.
     async fn handle(&mut self, r: &InRecord, consumed: Consumed, started: Instant) -> Outcome {
         let shared = self.shared.clone();
@@ -263,10 +274,18 @@ impl PartitionWorker {
         };
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
-            match letter
-                .write(&shared.producer, &shared.config.dlq_topic)
-                .await
-            {
+            // A write waits for its topic's metadata and then for up to the delivery timeout;
+            // a stop cannot wait that long, so it ends the wait: the partition stopped with its
+            // dead letter unacknowledged, the record uncommitted (a write that still lands
+            // later is at worst a second dead letter of it, never a loss).
+            let written = tokio::select! {
+                w = letter.write(&shared.producer, &shared.config.dlq_topic) => Some(w),
+                _ = self.stop.changed() => None,
+            };
+            let Some(written) = written else {
+                return self.stalled(r);
+            };
+            match written {
                 Ok(_) => {
                     tracing::info!(
                         topic = %self.tp.0,
@@ -290,12 +309,7 @@ impl PartitionWorker {
                 Err(e) => {
                     tracing::error!(topic = %self.tp.0, partition = self.tp.1, offset = r.offset, error = %e, "DLQ write failed; the partition waits and retries");
                     if !pause(backoff.next_delay(), &mut self.stop).await {
-                        shared
-                            .stats
-                            .stalled_partitions
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(topic = %self.tp.0, partition = self.tp.1, offset = r.offset, "partition stopped with its dead letter unwritten; the record stays uncommitted");
-                        return Outcome::Stopped;
+                        return self.stalled(r);
                     }
                 }
             }

@@ -85,6 +85,12 @@ pub(crate) async fn read_back(
     stop: &mut watch::Receiver<bool>,
 ) -> Option<ReadBack> {
     let settings = &shared.config.consumer.warmup;
+    // A few partitions read back at a time, so memory holds a few fetches, not one per
+    // partition; the others wait their turn (still warming, so not ready).
+    let _slot = tokio::select! {
+        slot = shared.warmup_slots.acquire() => slot.ok(),
+        _ = stop.changed() => return None,
+    };
     let started = Instant::now();
     let deadline = started + settings.max_time;
     let mut done = ReadBack::default();

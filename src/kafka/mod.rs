@@ -19,7 +19,7 @@ mod produce;
 
 pub use consume::{Assignor, EventFuture, GroupConsumer, GroupSpec, RebalanceEvents};
 pub use error::KafkaError;
-pub use produce::Sender;
+pub use produce::{Sender, PRODUCER_LINGER};
 
 use crate::config::{Config, SaslMechanism};
 use std::collections::BTreeMap;
@@ -27,6 +27,9 @@ use std::time::Duration;
 
 /// Largest Kafka response meshbus accepts (a fetch is bounded below this by its own caps).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest fetch response of a [`Reader`] (one partition at a time).
+const READER_FETCH_BYTES: i32 = 4 * 1024 * 1024;
+
 /// Largest decompressed record batch meshbus accepts (decompression bombs stop here).
 pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
@@ -246,6 +249,11 @@ impl Client {
             .enable_auto_commit(false)
             .max_decompressed_size(MAX_DECOMPRESSED_BATCH_BYTES)
             .fetch_max_wait(Duration::from_millis(200))
+            // A reader reads history (the replay read-back, DLQ listings): large fetches and
+            // polls keep it from waiting on a round trip per 500 records.
+            .max_partition_fetch_bytes(READER_FETCH_BYTES)
+            .fetch_max_bytes(READER_FETCH_BYTES)
+            .max_poll_records(8192)
             .metrics_push(false)
             .build()
             .await?;

@@ -21,6 +21,9 @@ pub type Landed = (i32, i64);
 pub const BUFFER_BYTES: usize = 32 * 1024 * 1024;
 
 /// The client's own buffer: the bound plus room for batch and record overhead.
+/// How long the producer waits to fill a batch before sending it.
+pub const PRODUCER_LINGER: Duration = Duration::from_millis(2);
+
 const CLIENT_BUFFER_BYTES: usize = BUFFER_BYTES + 4 * 1024 * 1024;
 
 /// Keyed records go where Kafka's Java client puts them (murmur2 of the key), so a key's
@@ -105,14 +108,15 @@ impl Sender {
                     .partitioner(KeyedOrRoundRobin::default())
                     .idempotent(self.settings.idempotent)
                     .compression(compression(self.settings.compression)?)
-                    .linger(Duration::from_millis(2))
+                    .linger(PRODUCER_LINGER)
                     .batch_size(256 * 1024)
                     // One maximal record plus batch and request overhead.
                     .max_request_size(MAX_RECORD_BYTES + 64 * 1024)
                     .buffer_memory(CLIENT_BUFFER_BYTES)
                     .max_block(timeout)
-                    // krafka needs delivery >= linger + request timeout; one request timeout is the budget.
-                    .delivery_timeout(timeout + Duration::from_millis(50))
+                    // Within it krafka retries the same idempotent batch (same producer id,
+                    // epoch and sequence); `Config::validate` keeps it >= linger + request timeout.
+                    .delivery_timeout(self.settings.delivery_timeout)
                     .retry_backoff(Duration::from_millis(100))
                     .metrics_push(false)
                     .build()

@@ -360,7 +360,11 @@ impl Producer {
             })
         })
         .retry(backoff)
-        .when(|e: &KafkaError| e.is_retriable())
+        // A delivery timeout means the client already retried the same idempotent batch for
+        // the whole of KAFKA_DELIVERY_TIMEOUT_MS: that send has failed (SPEC 8).
+        .when(|e: &KafkaError| {
+            e.is_retriable() && !matches!(e, KafkaError::DeliveryTimeout { .. })
+        })
         .notify(|e, after| tracing::warn!(topic, error = %e, retry_in = ?after, "send failed; retrying"))
         .await;
         self.finish(
