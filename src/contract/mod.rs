@@ -6,6 +6,8 @@
 mod table;
 
 pub mod clock;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod json;
 pub mod keys;
 pub mod kinds;

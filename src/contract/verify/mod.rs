@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod ai;
 mod control;
+mod payload;
 
 pub(crate) use ai::check_payload_metadata;
 pub use ai::AiChecks;
