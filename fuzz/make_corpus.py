@@ -26,4 +26,9 @@ for kind, data in records:
     n += 1
 put("verify_policy_ack", bytes.fromhex("0a0270311207617070"))
 put("nonce_replay", bytes(range(64)))
+# payload_json: severity 7, confidence 0.9, {"severity":7,"confidence":0.9, then a run of 9,999
+# nested arrays (10,000 levels in all), 10,000 nested objects (one too many), or 8,160 elements.
+flat = bytes([7, 0, 1, 0, 0, 0, 244])
+for tail in [b"", bytes([9, 0x0f, 0x27, 0]), bytes([9, 0x10, 0x27, 0xff]), bytes([10, 255])]:
+    put("payload_json", flat + tail)
 print(f"seed corpus: {n} records from {src}")

@@ -334,3 +334,305 @@ pub fn trust_material(registry: &str, public: &str, private: &[u8]) {
         }
     }
 }
+
+/// SPEC 4 step 8 against two oracles. The input drives a generator of deep and wide JSON
+/// (runs of up to 12,050 nested containers, runs of thousands of elements, the numbers and
+/// keys step 8 compares, escapes, then byte-level damage); the check runs on a 64 KiB stack,
+/// which a recursive scanner would overflow. Where serde_json can decide (nothing nested 128
+/// deep, valid UTF-8, no lone surrogate escape: the two places Go's scanner is more lenient),
+/// acceptance must be serde_json's, as step 8 decided before it followed Go. A document built
+/// well-formed and left undamaged must be refused as not JSON exactly when it nests deeper
+/// than 10,000 levels or holds a number out of a float's range.
+pub fn payload_json(data: &[u8]) {
+    let mut input = data.iter().copied();
+    let severity = u32::from(input.next().unwrap_or(7) % 11);
+    let confidence =
+        [0.9, 0.5, 0.0, 1.0, 0.9000001, f64::NAN][usize::from(input.next().unwrap_or(0)) % 6];
+    let doc = JsonGen::run(&mut input);
+    let ours = check_on_small_stack(doc.bytes.clone(), severity, confidence);
+    let decidable = std::str::from_utf8(&doc.bytes).is_ok() && !has_surrogate_escape(&doc.bytes);
+    if let (true, Some(reference)) = (
+        decidable,
+        serde_payload_metadata(&doc.bytes, severity, confidence),
+    ) {
+        assert_eq!(
+            ours.is_ok(),
+            reference.is_ok(),
+            "step 8 {ours:?}, serde_json {reference:?}, on {}",
+            String::from_utf8_lossy(&doc.bytes)
+        );
+    }
+    if doc.well_formed {
+        let not_json = ours
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.detail.starts_with("payload is not JSON"));
+        assert_eq!(
+            not_json,
+            doc.depth > 10_000 || doc.huge,
+            "{ours:?}, depth {}",
+            doc.depth
+        );
+        if doc.depth > 10_000 && !doc.huge {
+            assert!(ours
+                .unwrap_err()
+                .detail
+                .contains("nested deeper than 10000"));
+        }
+    }
+}
+
+type Step8 = Result<(), meshbus::contract::VerifyError>;
+
+/// The thread that runs step 8 with a 64 KiB stack, and the way to it and back.
+struct SmallStack {
+    jobs: std::sync::mpsc::Sender<(Vec<u8>, u32, f64)>,
+    results: std::sync::mpsc::Receiver<Step8>,
+}
+
+/// Runs step 8 on one long-lived thread with a 64 KiB stack (one thread for the whole run:
+/// a thread per input would cost more than the check).
+fn check_on_small_stack(payload: Vec<u8>, severity: u32, confidence: f64) -> Step8 {
+    static WORKER: std::sync::OnceLock<std::sync::Mutex<SmallStack>> = std::sync::OnceLock::new();
+    let worker = WORKER.get_or_init(|| {
+        let (jobs, job) = std::sync::mpsc::channel::<(Vec<u8>, u32, f64)>();
+        let (result, results) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                for (payload, severity, confidence) in job {
+                    let r = meshbus::contract::fuzzing::check_payload_metadata(
+                        &payload, severity, confidence,
+                    );
+                    if result.send(r).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("thread");
+        std::sync::Mutex::new(SmallStack { jobs, results })
+    });
+    let worker = worker.lock().unwrap_or_else(|p| p.into_inner());
+    worker
+        .jobs
+        .send((payload, severity, confidence))
+        .expect("the worker runs");
+    worker.results.recv().expect("step 8 does not panic")
+}
+
+/// Step 8 as it was before it followed Go: serde_json's `Value`, then the same number rules.
+/// `None` where serde_json cannot decide (its recursion limit).
+fn serde_payload_metadata(
+    payload: &[u8],
+    severity: u32,
+    confidence: f64,
+) -> Option<Result<(), String>> {
+    let value: serde_json::Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) if e.to_string().contains("recursion limit exceeded") => return None,
+        Err(e) => return Some(Err(format!("not JSON: {e}"))),
+    };
+    let serde_json::Value::Object(meta) = value else {
+        return Some(Err("not an object".into()));
+    };
+    let number = |k: &str| match meta.get(k) {
+        Some(serde_json::Value::Number(n)) => Some(n.clone()),
+        _ => None,
+    };
+    let Some(sev) = number("severity") else {
+        return Some(Err("no severity".into()));
+    };
+    let sev_ok = match (sev.as_u64(), sev.as_i64(), sev.as_f64()) {
+        (Some(u), _, _) => u == u64::from(severity),
+        (None, Some(_), _) => false,
+        (None, None, Some(f)) => f.fract() == 0.0 && f == f64::from(severity),
+        _ => false,
+    };
+    let conf = number("confidence").and_then(|c| c.as_f64());
+    let conf_ok = conf.is_some_and(|c| (c - confidence).abs() <= 1e-6);
+    Some(if sev_ok && conf_ok {
+        Ok(())
+    } else {
+        Err("metadata differs".into())
+    })
+}
+
+/// Whether `doc` may hold a `\uD800`-`\uDFFF` escape (serde_json refuses a lone one, Go not).
+fn has_surrogate_escape(doc: &[u8]) -> bool {
+    doc.windows(4).any(|w| {
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && matches!(w[2], b'd' | b'D')
+            && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+    })
+}
+
+/// A JSON document built from fuzz input.
+struct JsonGen {
+    bytes: Vec<u8>,
+    /// Open containers: the closer, and whether an element was written.
+    open: Vec<(u8, bool)>,
+    /// The deepest nesting reached.
+    depth: usize,
+    /// Built by the grammar, not damaged afterwards.
+    well_formed: bool,
+    /// Holds a number out of a 64-bit float's range.
+    huge: bool,
+    /// The top-level value is written.
+    done: bool,
+}
+
+/// Keys, as they appear on the wire (escapes included).
+const KEYS: [&str; 9] = [
+    "severity",
+    "confidence",
+    "x",
+    "sev\\u0065rity",
+    "Severity",
+    "conf\\u0069dence",
+    "",
+    "\\u00e9",
+    "severity ",
+];
+
+/// Values: (token, out of a float's range). Invalid UTF-8 and a lone surrogate included.
+const VALUES: [(&[u8], bool); 29] = [
+    (b"7", false),
+    (b"7.0", false),
+    (b"7e0", false),
+    (b"0.7e1", false),
+    (b"-7", false),
+    (b"3", false),
+    (b"0.9", false),
+    (b"9e-1", false),
+    (b"0.9000001", false),
+    (b"0.5", false),
+    (b"1", false),
+    (b"0", false),
+    (b"-0", false),
+    (b"1e400", true),
+    (b"-1e400", true),
+    (b"1e-400", false),
+    (b"18446744073709551623", false),
+    (b"\"7\"", false),
+    (b"\"s\\\"q\\\\\"", false),
+    (b"\"\\u0041\\n\"", false),
+    (b"true", false),
+    (b"false", false),
+    (b"null", false),
+    (b"{}", false),
+    (b"[]", false),
+    (b"\"\\ud800\"", false),
+    (b"\"\xff\xe9\"", false),
+    (b"\"\xc3\xa9\"", false),
+    (b"1.5E+3", false),
+];
+
+impl JsonGen {
+    fn run(input: &mut impl Iterator<Item = u8>) -> JsonGen {
+        let mut g = JsonGen {
+            bytes: Vec::new(),
+            open: Vec::new(),
+            depth: 0,
+            well_formed: true,
+            huge: false,
+            done: false,
+        };
+        match input.next().unwrap_or(1) % 8 {
+            0 => g.value(input.next().unwrap_or(0)),
+            7 => g.open_container(b'['),
+            _ => g.open_container(b'{'),
+        }
+        while let Some(op) = input.next() {
+            let arg = input.next().unwrap_or(0);
+            match op % 16 {
+                0..=4 => g.value(arg),
+                5 => g.open_container(b'{'),
+                6 => g.open_container(b'['),
+                7 | 8 => g.close(),
+                9 => {
+                    let n =
+                        usize::from(u16::from_le_bytes([arg, input.next().unwrap_or(0)])) % 12_050;
+                    let pattern = input.next().unwrap_or(0);
+                    for i in 0..n {
+                        let object = pattern >> (i % 8) & 1 == 1;
+                        g.open_container(if object { b'{' } else { b'[' });
+                    }
+                }
+                10 => {
+                    for i in 0..usize::from(arg) * 32 {
+                        g.value(i as u8);
+                    }
+                }
+                11 => g
+                    .bytes
+                    .extend_from_slice(&b" \t\r\n"[..usize::from(arg % 4) + 1]),
+                12 => {
+                    g.bytes.push(arg);
+                    g.well_formed = false;
+                }
+                13 => {
+                    g.bytes.pop();
+                    g.well_formed = false;
+                }
+                14 if !g.bytes.is_empty() => {
+                    let at = usize::from(arg) % g.bytes.len();
+                    g.bytes[at] = input.next().unwrap_or(b'"');
+                    g.well_formed = false;
+                }
+                _ => g.value(arg.wrapping_mul(7)),
+            }
+        }
+        while !g.open.is_empty() {
+            g.close();
+        }
+        g
+    }
+
+    /// Starts an element of the innermost container (a comma, an object's key); false at the
+    /// top level once its value is written.
+    fn begin(&mut self, pick: u8) -> bool {
+        match self.open.last_mut() {
+            None if self.done => return false,
+            None => self.done = true,
+            Some((closer, any)) => {
+                let (closer, any) = (*closer, std::mem::replace(any, true));
+                if any {
+                    self.bytes.push(b',');
+                }
+                if closer == b'}' {
+                    let key = KEYS[usize::from(pick) % KEYS.len()];
+                    self.bytes.push(b'"');
+                    self.bytes.extend_from_slice(key.as_bytes());
+                    self.bytes.extend_from_slice(b"\":");
+                }
+            }
+        }
+        true
+    }
+
+    fn value(&mut self, pick: u8) {
+        if self.begin(pick) {
+            let (token, huge) = VALUES[usize::from(pick / 2) % VALUES.len()];
+            self.bytes.extend_from_slice(token);
+            self.huge |= huge;
+            let container = token == b"{}" || token == b"[]";
+            self.depth = self.depth.max(self.open.len() + usize::from(container));
+        }
+    }
+
+    fn open_container(&mut self, opener: u8) {
+        if self.begin(self.open.len() as u8) {
+            self.bytes.push(opener);
+            self.open
+                .push((if opener == b'{' { b'}' } else { b']' }, false));
+            self.depth = self.depth.max(self.open.len());
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some((closer, _)) = self.open.pop() {
+            self.bytes.push(closer);
+        }
+    }
+}

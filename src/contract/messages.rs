@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 pub use super::proto::ai::*;
 pub use super::proto::control::*;
+use super::wire::GoDecode;
 
 /// The `alg` value every signed message carries.
 pub const ALG_ED25519: &str = "Ed25519";
@@ -74,7 +75,7 @@ impl FromStr for Kind {
 }
 
 /// The AI envelope of SPEC 3a: the fields the signer fills and the verifier checks.
-pub trait AiEnvelope: prost::Message + Default + Clone {
+pub trait AiEnvelope: GoDecode + Clone {
     /// The kind (selects the signing domain).
     const KIND: Kind;
     /// The hashed content (payload, proof_blob or params).
@@ -102,7 +103,7 @@ pub trait AiEnvelope: prost::Message + Default + Clone {
 }
 
 /// A backend-signed control message (SPEC 3b).
-pub trait ControlSigned: prost::Message + Default + Clone {
+pub trait ControlSigned: GoDecode + Clone {
     /// The kind.
     const KIND: Kind;
     /// The signing domain prefix.

@@ -74,11 +74,12 @@ macro_rules! expand_kinds {
                 }
             }
 
-            /// Decodes `bytes` as a message of `kind` (no verification).
+            /// Decodes `bytes` as a message of `kind` (no verification), as protobuf-go
+            /// does: see [`GoDecode`](super::wire::GoDecode).
             pub fn decode(kind: Kind, bytes: &[u8]) -> Result<Message, prost::DecodeError> {
-                use prost::Message as _;
+                use super::wire::GoDecode as _;
                 Ok(match kind {
-                    $( Kind::$variant => Message::$variant(<$ty>::decode(bytes)?), )*
+                    $( Kind::$variant => Message::$variant(<$ty>::go_decode(bytes)?), )*
                 })
             }
 

@@ -1,6 +1,7 @@
 //! The `ai.*` family (SPEC 4 steps 2, 7 and 8): the trait each AI kind's table row fills, and
 //! the anomaly payload's metadata check its row names.
 
+use super::payload::{scan_metadata, JsonError, Member};
 use super::*;
 
 /// Kind-specific checks of an AI message (SPEC 4 steps 2, 7 and 8).
@@ -17,8 +18,9 @@ pub trait AiChecks: AiEnvelope {
     }
 }
 
-/// Step 8: the anomaly payload must be JSON whose numeric `severity` equals the field and
-/// whose numeric `confidence` is within 1e-6 of it.
+/// Step 8: the anomaly payload must be a JSON object (as Go's `encoding/json` accepts it:
+/// nested up to 10,000 levels; see `verify/payload.rs`) whose numeric `severity` equals the
+/// field and whose numeric `confidence` is within 1e-6 of it.
 pub(crate) fn check_payload_metadata(
     payload: &[u8],
     severity: u32,
@@ -26,26 +28,17 @@ pub(crate) fn check_payload_metadata(
 ) -> Result<(), VerifyError> {
     let mismatch = |d: String| VerifyError::new(Reason::PayloadMetadataMismatch, d);
     // An object, not any JSON: `[7, 0.9]` would fill a derived struct positionally.
-    let value: serde_json::Value = serde_json::from_slice(payload)
-        .map_err(|e| mismatch(format!("payload is not JSON: {e}")))?;
-    let serde_json::Value::Object(meta) = value else {
-        return Err(mismatch("payload is not a JSON object".into()));
-    };
-    let number = |k: &str| match meta.get(k) {
-        Some(serde_json::Value::Number(n)) => Some(n.clone()),
+    let meta = scan_metadata(payload).map_err(|e| match e {
+        JsonError::NotObject => mismatch("payload is not a JSON object".into()),
+        e => mismatch(format!("payload is not JSON: {e}")),
+    })?;
+    // The raw tokens, read as serde_json reads numbers (u64, else i64, else f64).
+    let number = |m: Option<Member<'_>>| match m {
+        Some(Member::Number(token)) => serde_json::from_str::<serde_json::Number>(token).ok(),
         _ => None,
     };
-    struct Meta {
-        severity: Option<serde_json::Number>,
-        confidence: Option<serde_json::Number>,
-    }
-    let meta = Meta {
-        severity: number("severity"),
-        confidence: number("confidence"),
-    };
-    let sev = meta
-        .severity
-        .ok_or_else(|| mismatch("payload has no numeric severity".into()))?;
+    let sev =
+        number(meta.severity).ok_or_else(|| mismatch("payload has no numeric severity".into()))?;
     let sev_ok = match (sev.as_u64(), sev.as_i64(), sev.as_f64()) {
         (Some(u), _, _) => u == u64::from(severity),
         (None, Some(_), _) => false,
@@ -57,8 +50,7 @@ pub(crate) fn check_payload_metadata(
             "payload severity {sev} differs from field {severity}"
         )));
     }
-    let conf = meta
-        .confidence
+    let conf = number(meta.confidence)
         .and_then(|c| c.as_f64())
         .ok_or_else(|| mismatch("payload has no numeric confidence".into()))?;
     let within = (conf - confidence).abs() <= 1e-6; // false for NaN too
@@ -89,5 +81,96 @@ mod tests {
         assert!(check_payload_metadata(br#"{"severity":7,"confidence":0.91}"#, 7, 0.9).is_err());
         assert!(check_payload_metadata(br#"{"confidence":0.9}"#, 7, 0.9).is_err());
         assert!(check_payload_metadata(br#"[7]"#, 7, 0.9).is_err());
+    }
+
+    /// `{"severity":7,"confidence":0.9,"x":...}` with `depth` containers open at the deepest
+    /// point (the top-level object counts), the inner ones objects or arrays.
+    fn nested(depth: usize, objects: bool) -> Vec<u8> {
+        let inner = depth - 1;
+        let (open, close) = if objects {
+            ("{\"a\":", "}")
+        } else {
+            ("[", "]")
+        };
+        let mut json = String::from(r#"{"severity":7,"confidence":0.9,"x":"#);
+        json.push_str(&open.repeat(inner));
+        json.push('1');
+        json.push_str(&close.repeat(inner));
+        json.push('}');
+        json.into_bytes()
+    }
+
+    /// Runs `f` on a thread with a 64 KiB stack: a recursive scanner would overflow it.
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn payloads_nest_as_deep_as_go_allows() {
+        on_small_stack(|| {
+            for objects in [false, true] {
+                for depth in [1, 2, 126, 127, 128, 200, 5_000, 10_000] {
+                    let r = check_payload_metadata(&nested(depth, objects), 7, 0.9);
+                    assert_eq!(r, Ok(()), "depth {depth}, objects {objects}");
+                }
+                for depth in [10_001, 10_002, 50_000] {
+                    let e = check_payload_metadata(&nested(depth, objects), 7, 0.9).unwrap_err();
+                    assert_eq!(e.reason, Reason::PayloadMetadataMismatch);
+                    assert!(e.detail.contains("nested deeper than 10000"), "{e}");
+                }
+            }
+        });
+        // serde_json, which step 8 used before, refuses 128 levels.
+        assert!(serde_json::from_slice::<serde_json::Value>(&nested(128, false)).is_err());
+    }
+
+    #[test]
+    fn payload_metadata_details() {
+        let detail = |json: &[u8]| check_payload_metadata(json, 7, 0.9).unwrap_err().detail;
+        assert_eq!(detail(b"[7,0.9]"), "payload is not a JSON object");
+        assert_eq!(
+            detail(br#"{"severity":7,"confidence":0.9} x"#),
+            "payload is not JSON: invalid character 'x' after top-level value at byte 32"
+        );
+        assert_eq!(
+            detail(br#"{"confidence":0.9}"#),
+            "payload has no numeric severity"
+        );
+        assert_eq!(
+            detail(br#"{"severity":7,"confidence":true}"#),
+            "payload has no numeric confidence"
+        );
+        // Any number out of a float's range, anywhere, refuses the payload, as it did.
+        let far = br#"{"severity":7,"confidence":0.9,"x":[1e400]}"#;
+        assert!(detail(far).contains("out of range"), "{}", detail(far));
+        let big = format!(
+            r#"{{"severity":7,"confidence":0.9,"x":{}}}"#,
+            "9".repeat(400)
+        );
+        assert!(detail(big.as_bytes()).contains("out of range"));
+        let fine = format!(
+            r#"{{"severity":7,"confidence":0.9,"x":{}}}"#,
+            "9".repeat(299)
+        );
+        assert_eq!(check_payload_metadata(fine.as_bytes(), 7, 0.9), Ok(()));
+    }
+
+    #[test]
+    fn payload_numbers_keep_their_rules() {
+        let check = |json: &str, sev| check_payload_metadata(json.as_bytes(), sev, 0.9);
+        assert!(check(r#"{"severity":7e0,"confidence":9e-1}"#, 7).is_ok());
+        assert!(check(r#"{"severity":0.7e1,"confidence":0.9}"#, 7).is_ok());
+        assert!(check(r#"{"severity":-7,"confidence":0.9}"#, 7).is_err());
+        assert!(check(r#"{"severity":18446744073709551623,"confidence":0.9}"#, 7).is_err());
+        assert!(check(r#"{"severity":3,"severity":7,"confidence":0.9}"#, 7).is_ok());
+        assert!(check(r#"{"severity":7,"severity":"7","confidence":0.9}"#, 7).is_err());
+        assert!(check(r#"{"sev\u0065rity":7,"confidence":0.9}"#, 7).is_ok());
+        assert!(check(r#"{"x":{"severity":7},"confidence":0.9}"#, 7).is_err());
+        assert!(check(r#"{"severity":7,"confidence":0.9,"s":"\ud800"}"#, 7).is_ok());
     }
 }

@@ -9,12 +9,14 @@ use super::reason::{fail, Reason, VerifyError};
 use super::replay::{Place, ReplayGuard, ReplayLimits, ReplayVerdict, Reservation};
 use super::signing::{ai_message_sign_bytes, control_sign_bytes_in, sha256, SigningDomains};
 use super::trust::TrustStore;
+use super::wire::GoDecode;
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 mod ai;
 mod control;
+mod payload;
 
 pub(crate) use ai::check_payload_metadata;
 pub use ai::AiChecks;
@@ -347,7 +349,7 @@ impl Verifier {
 
     /// Verifies a header-signed record (a policy ack): decodes it and, when ack keys are
     /// configured, checks the `ack-signature` header over the record value (SPEC 3c).
-    pub fn verify_ack<M: prost::Message + Default>(
+    pub fn verify_ack<M: GoDecode>(
         &self,
         value: &[u8],
         headers: &BTreeMap<String, Vec<u8>>,
@@ -383,14 +385,16 @@ impl Verifier {
     }
 }
 
-fn decode<M: prost::Message + Default>(value: &[u8]) -> Result<M, VerifyError> {
+/// SPEC 4 step 1: the size limit, then protobuf-go's decoding (a field under the wrong wire
+/// type is skipped as unknown; bytes that do not parse, or invalid UTF-8, are `malformed`).
+fn decode<M: GoDecode>(value: &[u8]) -> Result<M, VerifyError> {
     if value.len() > MAX_RECORD_BYTES {
         return fail(
             Reason::TooLarge,
             format!("record is {} bytes, over {MAX_RECORD_BYTES}", value.len()),
         );
     }
-    M::decode(value).map_err(|e| VerifyError::new(Reason::Malformed, e.to_string()))
+    M::go_decode(value).map_err(|e| VerifyError::new(Reason::Malformed, e.to_string()))
 }
 
 fn check_alg(alg: &str) -> Result<(), VerifyError> {

@@ -1,0 +1,653 @@
+//! The anomaly payload's JSON (SPEC 4 step 8), read as the deployed Go validators read it.
+//!
+//! Go's `encoding/json` checks a document with its scanner before decoding it: well-formed
+//! RFC 8259 JSON, containers nested at most 10,000 deep (`maxNestingDepth`). serde_json
+//! refuses 128 levels, so step 8 does not use it on the document: [`scan_metadata`] is a
+//! validating scanner with Go's acceptance, iterative (one bit per open container, no
+//! recursion, so no input can exhaust the stack), that keeps the raw tokens of the top-level
+//! object's `severity` and `confidence` and builds nothing else. Like Go's scanner it takes
+//! any byte from 0x20 up inside strings (invalid UTF-8 included) and any `\uXXXX` escape
+//! (a lone surrogate included); unlike serde_json, which refuses both.
+//!
+//! One serde_json behaviour is kept on purpose, as step 8 had it before: a number anywhere
+//! in the document too large for a 64-bit float (`1e400`) refuses the whole payload.
+
+use std::fmt;
+
+/// Go's `encoding/json` `maxNestingDepth`: 10,000 open containers are accepted, 10,001 are not.
+pub(crate) const MAX_NESTING: usize = 10_000;
+
+/// A number token this long or longer, or with an exponent, is checked for range; a shorter
+/// one without an exponent is below 1e300 and so a finite float.
+const SHORT_NUMBER: usize = 300;
+
+/// The top-level members step 8 compares, as their last occurrence left them (a repeated key
+/// is decided by its last value, as in Go and in serde_json's `Value`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Metadata<'a> {
+    /// The value of `severity`, if present.
+    pub(crate) severity: Option<Member<'a>>,
+    /// The value of `confidence`, if present.
+    pub(crate) confidence: Option<Member<'a>>,
+}
+
+/// A top-level member's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Member<'a> {
+    /// A number, as its raw token (well-formed and in range).
+    Number(&'a str),
+    /// A string, object, array, `true`, `false` or `null`.
+    Other,
+}
+
+/// Why a payload is not a JSON object as step 8 reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JsonError {
+    /// Not well-formed: the byte found at `at` (none: the input ended) where it was `what`.
+    Syntax {
+        /// What the scanner was reading, in Go's words.
+        what: &'static str,
+        /// The offending byte's offset.
+        at: usize,
+        /// The offending byte; `None` at the end of the input.
+        found: Option<u8>,
+    },
+    /// More than [`MAX_NESTING`] containers open at byte `at`.
+    TooDeep {
+        /// The offset of the container that went too deep.
+        at: usize,
+    },
+    /// A number at byte `at` too large for a 64-bit float.
+    OutOfRange {
+        /// The number's offset.
+        at: usize,
+    },
+    /// Well-formed JSON whose top-level value is not an object.
+    NotObject,
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            JsonError::Syntax {
+                found: None, at, ..
+            } => write!(f, "unexpected end of JSON input at byte {at}"),
+            JsonError::Syntax {
+                what,
+                at,
+                found: Some(b),
+            } if b.is_ascii_graphic() || b == b' ' => {
+                write!(f, "invalid character '{}' {what} at byte {at}", b as char)
+            }
+            JsonError::Syntax {
+                what,
+                at,
+                found: Some(b),
+            } => write!(f, "invalid byte 0x{b:02x} {what} at byte {at}"),
+            JsonError::TooDeep { at } => write!(
+                f,
+                "containers nested deeper than {MAX_NESTING} levels at byte {at} \
+                 (Go's encoding/json limit)"
+            ),
+            JsonError::OutOfRange { at } => {
+                write!(f, "number at byte {at} is out of range of a 64-bit float")
+            }
+            JsonError::NotObject => f.write_str("top-level value is not an object"),
+        }
+    }
+}
+
+/// Checks `json` as Go's `encoding/json` scanner does and returns the top-level object's
+/// `severity` and `confidence`.
+pub(crate) fn scan_metadata(json: &[u8]) -> Result<Metadata<'_>, JsonError> {
+    let mut s = Scanner {
+        buf: json,
+        pos: 0,
+        just_opened: false,
+    };
+    let mut open = Nesting::default();
+    let mut meta = Metadata::default();
+    // The top-level key whose value is read next, when it is one step 8 compares.
+    let mut wanted: Option<Wanted> = None;
+    s.skip_whitespace();
+    let is_object = s.peek() == Some(b'{');
+    'value: loop {
+        let member = s.value(&mut open)?;
+        if let Some(w) = wanted.take() {
+            *w.slot(&mut meta) = Some(member);
+        }
+        if s.just_opened {
+            s.skip_whitespace();
+            match (open.innermost(), s.peek()) {
+                (Some(Container::Object), Some(b'}')) | (Some(Container::Array), Some(b']')) => {
+                    s.pos += 1;
+                    open.close();
+                }
+                (Some(Container::Object), _) => {
+                    wanted = s.key(open.depth())?;
+                    continue 'value;
+                }
+                _ => continue 'value,
+            }
+        }
+        // After a value: close containers, or go on to the next element.
+        while let Some(container) = open.innermost() {
+            s.skip_whitespace();
+            match (container, s.bump()) {
+                (Container::Object, Some(b',')) => {
+                    s.skip_whitespace();
+                    wanted = s.key(open.depth())?;
+                    continue 'value;
+                }
+                (Container::Array, Some(b',')) => {
+                    s.skip_whitespace();
+                    continue 'value;
+                }
+                (Container::Object, Some(b'}')) | (Container::Array, Some(b']')) => open.close(),
+                (Container::Object, found) => {
+                    return Err(s.error_before("after object key:value pair", found))
+                }
+                (Container::Array, found) => {
+                    return Err(s.error_before("after array element", found))
+                }
+            }
+        }
+        break;
+    }
+    s.skip_whitespace();
+    if let Some(found) = s.peek() {
+        return Err(s.error("after top-level value", Some(found)));
+    }
+    if is_object {
+        Ok(meta)
+    } else {
+        Err(JsonError::NotObject)
+    }
+}
+
+/// A top-level key step 8 compares.
+#[derive(Debug, Clone, Copy)]
+enum Wanted {
+    Severity,
+    Confidence,
+}
+
+impl Wanted {
+    fn of(raw_key: &[u8]) -> Option<Wanted> {
+        if key_equals(raw_key, "severity") {
+            Some(Wanted::Severity)
+        } else if key_equals(raw_key, "confidence") {
+            Some(Wanted::Confidence)
+        } else {
+            None
+        }
+    }
+
+    fn slot<'m, 'a>(self, meta: &'m mut Metadata<'a>) -> &'m mut Option<Member<'a>> {
+        match self {
+            Wanted::Severity => &mut meta.severity,
+            Wanted::Confidence => &mut meta.confidence,
+        }
+    }
+}
+
+/// Whether the raw (still escaped, well-formed) key `raw` unescapes to the ASCII `target`.
+fn key_equals(raw: &[u8], target: &str) -> bool {
+    if !raw.contains(&b'\\') {
+        return raw == target.as_bytes();
+    }
+    let mut want = target.bytes();
+    let mut i = 0;
+    while i < raw.len() {
+        let unit = match raw[i] {
+            b'\\' => {
+                let (unit, len) = unescape(&raw[i + 1..]);
+                i += 1 + len;
+                unit
+            }
+            b => {
+                i += 1;
+                u32::from(b)
+            }
+        };
+        // Everything else (non-ASCII bytes, escapes of other characters) cannot match.
+        if want.next().map(u32::from) != Some(unit) {
+            return false;
+        }
+    }
+    want.next().is_none()
+}
+
+/// One well-formed escape after its backslash: the code unit it stands for and its length.
+fn unescape(esc: &[u8]) -> (u32, usize) {
+    let unit = match esc[0] {
+        b'b' => 0x08,
+        b'f' => 0x0c,
+        b'n' => u32::from(b'\n'),
+        b'r' => u32::from(b'\r'),
+        b't' => u32::from(b'\t'),
+        b'u' => {
+            let hex = std::str::from_utf8(&esc[1..5]).expect("scanned as hex digits");
+            return (u32::from_str_radix(hex, 16).expect("scanned"), 5);
+        }
+        other => u32::from(other),
+    };
+    (unit, 1)
+}
+
+/// The kind of an open container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Container {
+    Object,
+    Array,
+}
+
+/// The open containers, one bit each (set: an object); the first 64 need no allocation.
+#[derive(Debug, Default)]
+struct Nesting {
+    depth: usize,
+    low: u64,
+    high: Vec<u64>,
+}
+
+impl Nesting {
+    fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Opens a container; false when that would exceed [`MAX_NESTING`].
+    fn open(&mut self, c: Container) -> bool {
+        if self.depth == MAX_NESTING {
+            return false;
+        }
+        let (word, bit) = self.word_mut(self.depth);
+        *word = (*word & !(1 << bit)) | (u64::from(c == Container::Object) << bit);
+        self.depth += 1;
+        true
+    }
+
+    fn close(&mut self) {
+        self.depth -= 1;
+    }
+
+    fn innermost(&self) -> Option<Container> {
+        let i = self.depth.checked_sub(1)?;
+        let word = if i < 64 {
+            self.low
+        } else {
+            self.high[(i - 64) / 64]
+        };
+        Some(if word >> (i % 64) & 1 == 1 {
+            Container::Object
+        } else {
+            Container::Array
+        })
+    }
+
+    fn word_mut(&mut self, i: usize) -> (&mut u64, usize) {
+        if i < 64 {
+            return (&mut self.low, i);
+        }
+        let w = (i - 64) / 64;
+        if w == self.high.len() {
+            self.high.push(0);
+        }
+        (&mut self.high[w], i % 64)
+    }
+}
+
+struct Scanner<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// The last value read opened a container (its elements come next).
+    just_opened: bool,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    fn bump(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    /// Go's whitespace: space, tab, carriage return, line feed.
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.pos += 1;
+        }
+    }
+
+    fn error(&self, what: &'static str, found: Option<u8>) -> JsonError {
+        JsonError::Syntax {
+            what,
+            at: self.pos,
+            found,
+        }
+    }
+
+    /// An error about the byte just consumed by [`Scanner::bump`].
+    fn error_before(&self, what: &'static str, found: Option<u8>) -> JsonError {
+        JsonError::Syntax {
+            what,
+            at: self.pos - usize::from(found.is_some()),
+            found,
+        }
+    }
+
+    /// Reads one value; a container is only opened (its elements are the caller's loop).
+    fn value(&mut self, open: &mut Nesting) -> Result<Member<'a>, JsonError> {
+        self.just_opened = false;
+        let container = match self.peek() {
+            Some(b'{') => Container::Object,
+            Some(b'[') => Container::Array,
+            Some(b'"') => return self.string().map(|_| Member::Other),
+            Some(b'-' | b'0'..=b'9') => return self.number().map(Member::Number),
+            Some(b't') => return self.literal(b"true"),
+            Some(b'f') => return self.literal(b"false"),
+            Some(b'n') => return self.literal(b"null"),
+            found => return Err(self.error("looking for beginning of value", found)),
+        };
+        if !open.open(container) {
+            return Err(JsonError::TooDeep { at: self.pos });
+        }
+        self.pos += 1;
+        self.just_opened = true;
+        Ok(Member::Other)
+    }
+
+    /// Reads an object key and its colon; the key when step 8 compares it (at depth 1).
+    fn key(&mut self, depth: usize) -> Result<Option<Wanted>, JsonError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.error("looking for beginning of object key string", self.peek()));
+        }
+        let raw = self.string()?;
+        self.skip_whitespace();
+        match self.bump() {
+            Some(b':') => {}
+            found => return Err(self.error_before("after object key", found)),
+        }
+        self.skip_whitespace();
+        Ok(if depth == 1 { Wanted::of(raw) } else { None })
+    }
+
+    /// Reads a string from its opening quote; returns its raw content (escapes unresolved).
+    fn string(&mut self) -> Result<&'a [u8], JsonError> {
+        self.pos += 1;
+        let start = self.pos;
+        loop {
+            let rest = &self.buf[self.pos..];
+            let Some(i) = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            else {
+                self.pos = self.buf.len();
+                return Err(self.error("in string literal", None));
+            };
+            self.pos += i;
+            match rest[i] {
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(&self.buf[start..self.pos - 1]);
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    self.escape()?;
+                }
+                control => return Err(self.error("in string literal", Some(control))),
+            }
+        }
+    }
+
+    /// Reads an escape after its backslash.
+    fn escape(&mut self) -> Result<(), JsonError> {
+        match self.bump() {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(()),
+            Some(b'u') => {
+                for _ in 0..4 {
+                    match self.peek() {
+                        Some(b) if b.is_ascii_hexdigit() => self.pos += 1,
+                        found => {
+                            return Err(self.error("in \\u hexadecimal character escape", found))
+                        }
+                    }
+                }
+                Ok(())
+            }
+            found => Err(self.error_before("in string escape code", found)),
+        }
+    }
+
+    /// Reads `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?` and checks its range.
+    fn number(&mut self) -> Result<&'a str, JsonError> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            found => return Err(self.error("in numeric literal", found)),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            self.some_digits()?;
+        }
+        let exponent = matches!(self.peek(), Some(b'e' | b'E'));
+        if exponent {
+            self.pos += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            self.some_digits()?;
+        }
+        let token = std::str::from_utf8(&self.buf[start..self.pos]).expect("ASCII digits");
+        if (exponent || token.len() >= SHORT_NUMBER)
+            && serde_json::from_str::<serde_json::Number>(token).is_err()
+        {
+            return Err(JsonError::OutOfRange { at: start });
+        }
+        Ok(token)
+    }
+
+    fn digits(&mut self) {
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.pos += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Result<(), JsonError> {
+        match self.peek() {
+            Some(b'0'..=b'9') => {
+                self.digits();
+                Ok(())
+            }
+            found => Err(self.error("in numeric literal", found)),
+        }
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<Member<'a>, JsonError> {
+        for &want in word {
+            match self.peek() {
+                Some(b) if b == want => self.pos += 1,
+                found => return Err(self.error("in literal true, false or null", found)),
+            }
+        }
+        Ok(Member::Other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(json: &str) -> bool {
+        scan_metadata(json.as_bytes()).is_ok()
+    }
+
+    /// Well-formed or not exactly where serde_json says so (all inputs here are valid UTF-8,
+    /// free of lone surrogates and shallow: where the two must agree).
+    #[test]
+    fn accepts_exactly_what_serde_json_accepts_where_both_decide() {
+        let cases = [
+            "{}",
+            " {} ",
+            "\t\r\n{\t\r\n}\t\r\n",
+            "{\"a\":1}",
+            "{\"a\" : [ 1 , 2 , { } , [ ] ] }",
+            "{\"a\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\uD83D\\uDE00\"}",
+            "{\"a\":true,\"b\":false,\"c\":null}",
+            "{\"a\":-0,\"b\":0.5,\"c\":1e5,\"d\":1E+5,\"e\":-1.25e-3,\"f\":10}",
+            "{\"a\":1e-400}",
+            "{\"é\":\"ü\"}",
+            "",
+            " ",
+            "{",
+            "}",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{,}",
+            "{\"a\":1 \"b\":2}",
+            "{a:1}",
+            "{'a':1}",
+            "[1,]",
+            "[,1]",
+            "{\"a\":[1 2]}",
+            "{\"a\":01}",
+            "{\"a\":1.}",
+            "{\"a\":.5}",
+            "{\"a\":-}",
+            "{\"a\":+1}",
+            "{\"a\":1e}",
+            "{\"a\":1e+}",
+            "{\"a\":0x10}",
+            "{\"a\":NaN}",
+            "{\"a\":Infinity}",
+            "{\"a\":tru}",
+            "{\"a\":nul}",
+            "{\"a\":True}",
+            "{\"a\":\"\\x\"}",
+            "{\"a\":\"\\u12g4\"}",
+            "{\"a\":\"\\u12\"}",
+            "{\"a\":\"\t\"}",
+            "{\"a\":\"\n\"}",
+            "{\"a\":\"unterminated}",
+            "{} x",
+            "{}}",
+            "{},",
+            "{}{}",
+            "\u{feff}{}",
+            "\u{0c}{}",
+            "{}\u{a0}",
+            "{\"a\":1e400}",
+            "{\"a\":[-1e400]}",
+        ];
+        for json in cases {
+            let serde = serde_json::from_str::<serde_json::Value>(json).is_ok();
+            let ours = match scan_metadata(json.as_bytes()) {
+                Ok(_) | Err(JsonError::NotObject) => true,
+                Err(_) => false,
+            };
+            assert_eq!(ours, serde, "{json:?}");
+        }
+    }
+
+    #[test]
+    fn takes_what_go_takes_and_serde_json_does_not() {
+        // Go's scanner takes invalid UTF-8 and lone surrogate escapes inside strings.
+        assert!(scan_metadata(b"{\"a\":\"\xff\xfe\"}").is_ok());
+        assert!(scan_metadata(b"{\"\xc3\":1}").is_ok());
+        assert!(ok(r#"{"a":"\ud800","b":"\udc00x"}"#));
+        // ...but not outside them.
+        assert!(scan_metadata(b"{\"a\":1}\xff").is_err());
+        assert!(scan_metadata(b"{\xff:1}").is_err());
+    }
+
+    #[test]
+    fn the_top_level_object_members_are_kept_last_one_winning() {
+        let meta = scan_metadata(br#"{"severity":3,"x":{"severity":1},"severity":7}"#).unwrap();
+        assert_eq!(meta.severity, Some(Member::Number("7")));
+        assert_eq!(meta.confidence, None);
+        let meta = scan_metadata(br#"{"confidence":0.5,"confidence":"0.5"}"#).unwrap();
+        assert_eq!(meta.confidence, Some(Member::Other));
+        // Keys compare after unescaping.
+        let meta = scan_metadata(br#"{"sev\u0065rity":4,"\u0063onfidenc\u0065":1e-1}"#).unwrap();
+        assert_eq!(meta.severity, Some(Member::Number("4")));
+        assert_eq!(meta.confidence, Some(Member::Number("1e-1")));
+        for near in [
+            r#"{"Severity":4}"#,
+            r#"{"severity ":4}"#,
+            r#"{"sev\u00e9rity":4}"#,
+            r#"{"severit":4}"#,
+            r#"{"severity\u0000":4}"#,
+            r#"[{"severity":4}]"#,
+        ] {
+            let got = scan_metadata(near.as_bytes()).map(|m| m.severity);
+            assert!(
+                matches!(got, Ok(None) | Err(JsonError::NotObject)),
+                "{near}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        let e = scan_metadata(b"{\"a\":1,}").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid character '}' looking for beginning of object key string at byte 7"
+        );
+        let e = scan_metadata(b"{\"a\":\"\x01\"}").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid byte 0x01 in string literal at byte 6"
+        );
+        let e = scan_metadata(b"{\"a\":[1").unwrap_err();
+        assert_eq!(e.to_string(), "unexpected end of JSON input at byte 7");
+        let e = scan_metadata(b"{\"a\":2e999}").unwrap_err();
+        assert_eq!(e, JsonError::OutOfRange { at: 5 });
+    }
+
+    #[test]
+    fn wide_documents_scan_flat() {
+        let mut wide = String::from("{\"severity\":7");
+        for i in 0..20_000 {
+            wide.push_str(&format!(",\"k{i}\":[{i},\"v\",{{}},[],null]"));
+        }
+        wide.push('}');
+        assert_eq!(
+            scan_metadata(wide.as_bytes()).unwrap().severity,
+            Some(Member::Number("7"))
+        );
+        let long = format!("{{\"a\":[{}1]}}", "1,".repeat(200_000));
+        assert!(ok(&long));
+    }
+
+    #[test]
+    fn nesting_bits_survive_deep_mixed_containers() {
+        // Alternating objects and arrays past the 64 inline bits, closed in order.
+        let depth = 1000;
+        let mut json = String::new();
+        for i in 0..depth {
+            json.push_str(if i % 3 == 0 { "[" } else { "{\"k\":" });
+        }
+        json.push('1');
+        for i in (0..depth).rev() {
+            json.push(if i % 3 == 0 { ']' } else { '}' });
+        }
+        assert!(matches!(
+            scan_metadata(json.as_bytes()),
+            Err(JsonError::NotObject)
+        ));
+        // The same with one closer swapped is refused.
+        let swapped = json.replacen("]}", "}}", 1);
+        assert!(!matches!(
+            scan_metadata(swapped.as_bytes()),
+            Err(JsonError::NotObject)
+        ));
+    }
+}
