@@ -63,7 +63,9 @@ fn main() {
             }
             let p = p.clone();
             set.spawn(async move {
-                p.send_raw(TOPIC, None, r, Default::default()).await.unwrap();
+                p.send_raw(TOPIC, None, r, Default::default())
+                    .await
+                    .unwrap();
             });
         }
         while let Some(r) = set.join_next().await {

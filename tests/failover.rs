@@ -209,7 +209,11 @@ async fn killing_the_partition_leader_loses_no_acknowledged_record() {
     // retrying the same idempotent batches, so no send fails and none is stored twice.
     let failures: Vec<_> = sent.iter().filter_map(|s| s.landed.clone().err()).collect();
     assert!(failures.is_empty(), "sends failed: {failures:?}");
-    assert_eq!(in_log, ok + 1, "the log holds other records than the acknowledged ones");
+    assert_eq!(
+        in_log,
+        ok + 1,
+        "the log holds other records than the acknowledged ones"
+    );
     b.restart_node(leader);
 }
 
@@ -242,7 +246,11 @@ async fn a_frozen_partition_leader_fails_no_send_and_stores_none_twice() {
     eprintln!("leader freeze: {ok} acknowledged, {failed} failed, {in_log} in the log (incl. warm-up), longest send {longest:?}");
     let failures: Vec<_> = sent.iter().filter_map(|s| s.landed.clone().err()).collect();
     assert!(failures.is_empty(), "sends failed: {failures:?}");
-    assert_eq!(in_log, ok + 1, "the log holds other records than the acknowledged ones");
+    assert_eq!(
+        in_log,
+        ok + 1,
+        "the log holds other records than the acknowledged ones"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

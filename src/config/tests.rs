@@ -225,7 +225,9 @@ fn the_replay_read_back_bounds_come_from_the_environment() {
         assert_eq!(from(&[(var, "many")]).unwrap_err().var, var);
     }
     assert_eq!(
-        from(&[("KAFKA_REPLAY_WARMUP_MAX_MS", "0")]).unwrap_err().var,
+        from(&[("KAFKA_REPLAY_WARMUP_MAX_MS", "0")])
+            .unwrap_err()
+            .var,
         "KAFKA_REPLAY_WARMUP_MAX_MS"
     );
 }
