@@ -1,7 +1,8 @@
 //! Issue 11's consumer hardening on Apache Kafka (one shared node): records the DLQ cannot hold
 //! byte for byte are dead-lettered without their value (SPEC 7) instead of stalling the
-//! partition, and a record whose handling stopped unfinished is handled by the next owner
-//! instead of being refused as a replay.
+//! partition, a record whose handling stopped unfinished is handled by the next owner instead
+//! of being refused as a replay, and a member frozen past its session (its whole runtime
+//! blocked, as by SIGSTOP) handles nothing it lost once it runs again.
 
 mod common;
 use common::broker::{Broker, Peer};
@@ -373,6 +374,131 @@ async fn a_member_whose_coordinator_stalls_stops_before_another_takes_its_partit
         last_a < first_b,
         "A handled a record {:?} after B started on the same partition",
         last_a - first_b
+    );
+}
+
+/// Member A runs alone on a current-thread runtime of its own thread; its handler blocks that
+/// thread for 10 s at one record, which freezes the whole member (heartbeats included), as
+/// SIGSTOP freezes a process. Its 6 s session expires and member B takes the partition. When A
+/// runs again it still holds fetched records: it must not handle any of them (the partition is
+/// B's), only notice the loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_frozen_past_its_session_handles_nothing_it_lost_once_resumed() {
+    let b = broker();
+    let topic = "hard.frozen";
+    b.create_topics(1, &[], &[topic]);
+    let v = vectors::load();
+    let mut config = b.config();
+    config.topics.insert(Kind::Anomaly, topic.into());
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    for i in 0..300 {
+        ai.send_anomaly(sample::anomaly(i, 200)).await.unwrap();
+    }
+    let timeline: Timeline = Arc::default();
+    let frozen: Arc<std::sync::Mutex<Option<(std::time::Instant, std::time::Instant)>>> =
+        Arc::default();
+    let (stop_a, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let member_a = {
+        let (config, v, t, frozen) = (
+            config.clone(),
+            mesh::verifier(&v),
+            timeline.clone(),
+            frozen.clone(),
+        );
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let c = Consumer::connect(config, v, Metrics::new(), mesh::options("hard-frozen"))
+                    .await
+                    .unwrap()
+                    .handle(Kind::Anomaly, move |r: Consumed| {
+                        let (t, frozen) = (t.clone(), frozen.clone());
+                        async move {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            t.lock()
+                                .unwrap()
+                                .push(("A", r.offset, std::time::Instant::now()));
+                            if r.offset == 40 {
+                                let from = std::time::Instant::now();
+                                std::thread::sleep(Duration::from_secs(10)); // the freeze
+                                *frozen.lock().unwrap() = Some((from, std::time::Instant::now()));
+                            }
+                            Ok(())
+                        }
+                    });
+                let _ = c
+                    .run(async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
+            });
+        })
+    };
+    // B joins once A is frozen (A is alone until then, so the partition is A's).
+    let at_freeze = || timeline.lock().unwrap().iter().any(|e| e.1 == 40);
+    assert!(
+        wait_for(Duration::from_secs(60), at_freeze).await,
+        "A never got to the record it freezes at"
+    );
+    let b_member = {
+        let t = timeline.clone();
+        Consumer::connect(
+            config.clone(),
+            mesh::verifier(&v),
+            Metrics::new(),
+            mesh::options("hard-frozen"),
+        )
+        .await
+        .unwrap()
+        .handle(Kind::Anomaly, move |r: Consumed| {
+            let t = t.clone();
+            async move {
+                t.lock()
+                    .unwrap()
+                    .push(("B", r.offset, std::time::Instant::now()));
+                Ok(())
+            }
+        })
+    };
+    let (stop_b, task_b) = mesh::spawn(b_member);
+    let done = wait_for(Duration::from_secs(120), || {
+        frozen.lock().unwrap().is_some()
+            && timeline
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(m, o, _)| *m == "B" && *o == 299)
+    })
+    .await;
+    let _ = stop_b.send(());
+    let _ = stop_a.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(40), task_b).await;
+    member_a.join().unwrap();
+    assert!(done, "B did not take over and finish the partition");
+    let (_, resumed) = frozen.lock().unwrap().unwrap();
+    let events = timeline.lock().unwrap().clone();
+    let after: Vec<i64> = events
+        .iter()
+        .filter(|(m, _, t)| *m == "A" && *t > resumed)
+        .map(|e| e.1)
+        .collect();
+    let first_b = events
+        .iter()
+        .filter(|e| e.0 == "B")
+        .map(|e| e.2)
+        .min()
+        .unwrap();
+    eprintln!(
+        "A resumed {:?} after B started; A handled {:?} after resuming",
+        resumed.saturating_duration_since(first_b),
+        after
+    );
+    assert!(
+        after.is_empty(),
+        "the resumed member handled records of a partition it had lost: {after:?}"
     );
 }
 

@@ -313,8 +313,9 @@ fn a_partition_stalled_on_an_unwritable_dead_letter_makes_consume_exit_non_zero(
         .envs(b.env())
         .env("KAFKA_TOPIC_ANOMALY", topic)
         .env("KAFKA_DLQ_TOPIC", "life.no-such-dlq")
-        .env("KAFKA_REQUEST_TIMEOUT_MS", "2000")
-        .env("KAFKA_MAX_RETRIES", "0")
+        // The harness's 10 s request timeout and the default 120 s delivery timeout: the dead
+        // letter's write is still waiting when the 15 s are up, and the stop must not wait
+        // for it (it used to end in exit 3, "did not stop within the deadline").
         .args([
             "consume",
             "--kind",
@@ -322,7 +323,7 @@ fn a_partition_stalled_on_an_unwritable_dead_letter_makes_consume_exit_non_zero(
             "--group",
             "life-stall",
             "--seconds",
-            "8",
+            "15",
         ]));
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

@@ -122,6 +122,7 @@ impl Assignment {
                 tracker: self.tracker.clone(),
                 finished,
                 warmup: self.warmup_for(kind),
+                member: self.consumer.get().cloned(),
             }
             .run(),
         );

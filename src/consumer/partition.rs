@@ -76,6 +76,8 @@ pub(crate) struct PartitionWorker {
     /// For an `ai.*` partition: the group consumer to read the committed offset from, and the
     /// readiness mark held until the replay guard has read the partition back.
     pub(crate) warmup: Option<(Arc<GroupConsumer>, Warming)>,
+    /// The member, whose session is checked before each record.
+    pub(crate) member: Option<Arc<GroupConsumer>>,
 }
 
 impl PartitionWorker {
@@ -99,7 +101,7 @@ impl PartitionWorker {
                 },
                 _ = self.stop.changed() => return,
             };
-            if *self.stop.borrow() {
+            if *self.stop.borrow() || !self.session_held().await {
                 return;
             }
             match self.process(&r).await {
@@ -111,6 +113,27 @@ impl PartitionWorker {
                 Outcome::Stopped => return,
             }
         }
+    }
+
+    /// Waits while the member's last answered heartbeat is past the session deadline (the
+    /// process was frozen, or cut off from its coordinator): the partition may already be
+    /// another member's, so nothing is handled until a heartbeat is answered again, or the
+    /// loss is reported and the partition stopped (false).
+    async fn session_held(&mut self) -> bool {
+        let Some(member) = self.member.clone() else {
+            return true;
+        };
+        let mut warned = false;
+        while !member.session_alive() {
+            if !warned {
+                warned = true;
+                tracing::warn!(topic = %self.tp.0, partition = self.tp.1, "no heartbeat answered within the session: holding the partition's records until the membership is confirmed or lost");
+            }
+            if !pause(Duration::from_millis(50), &mut self.stop).await {
+                return false;
+            }
+        }
+        true
     }
 
     async fn process(&mut self, r: &InRecord) -> Outcome {

@@ -182,6 +182,17 @@ impl GroupConsumer {
         Ok(self.consumer.commit_offsets(o).await?)
     }
 
+    /// Whether the member's last answered heartbeat is within the session's safe part (the
+    /// classic protocol's local session deadline; always true where none is kept). False after
+    /// the process was frozen or cut off past it: the coordinator may have handed this
+    /// member's partitions to another, so nothing should be handled for them until a
+    /// heartbeat is answered again or the loss is reported.
+    pub fn session_alive(&self) -> bool {
+        self.consumer
+            .session_deadline()
+            .is_none_or(|d| std::time::Instant::now() < d)
+    }
+
     /// The group's committed offset of `partition` of `topic`, read from the coordinator;
     /// `None` when the group never committed one there.
     pub async fn committed(&self, topic: &str, partition: i32) -> Result<Option<i64>, KafkaError> {

@@ -899,6 +899,19 @@ impl Consumer {
         self.group_coordinator.as_ref().map(|c| c.lost_watch())
     }
 
+    /// meshbus patch: the local session deadline of the classic protocol's heartbeat: the
+    /// sending time of the last answered heartbeat plus the safe part of the session (the
+    /// session less a third). Past it the coordinator may already have expired the member and
+    /// handed its partitions to another, so a record fetched for them should not be handled
+    /// until a heartbeat is answered again or the loss is reported. `None` without a group,
+    /// before the first join, or under the KIP-848 protocol (whose heartbeat keeps no such
+    /// deadline).
+    pub fn session_deadline(&self) -> Option<std::time::Instant> {
+        self.group_coordinator
+            .as_ref()
+            .and_then(|c| c.session_deadline())
+    }
+
     /// The subscribed (or manually assigned) topics.
     pub async fn subscription(&self) -> StdHashSet<String> {
         self.state.lock().subscription.iter().cloned().collect()

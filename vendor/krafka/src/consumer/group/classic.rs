@@ -548,6 +548,9 @@ impl GroupCoordinator {
         let session_timeout = self.session_timeout;
         let margin = (session_timeout / 3).max(heartbeat_interval.min(session_timeout / 2));
         let mut session_deadline = tokio::time::Instant::now() + (session_timeout - margin);
+        // meshbus patch: published, so work done on the member's behalf (a record handled
+        // after the process was frozen past its session) can check it first.
+        heartbeat.set_session_deadline(session_deadline);
         heartbeat.start();
 
         tokio::spawn(async move {
@@ -616,9 +619,11 @@ impl GroupCoordinator {
                         match answer {
                             Ok(ErrorCode::None) => {
                                 session_deadline = sent + (session_timeout - margin);
+                                heartbeat.set_session_deadline(session_deadline);
                             }
                             Ok(ErrorCode::RebalanceInProgress) => {
                                 session_deadline = sent + (session_timeout - margin);
+                                heartbeat.set_session_deadline(session_deadline);
                                 if coordinator.is_cooperative() {
                                     debug!(
                                         "Rebalance in progress for group '{}'; rejoining in \

@@ -96,6 +96,10 @@ pub(crate) struct HeartbeatController {
     /// happens, so an application can stop work on its partitions at once instead of at its
     /// next poll (which a stalled fetch can hold for a whole request timeout).
     lost_count: tokio::sync::watch::Sender<u64>,
+    /// meshbus patch: the local session deadline of the running heartbeat task (classic
+    /// protocol): past it, no heartbeat was answered within the session's safe part and the
+    /// coordinator may have given the member's partitions away. `None` before the first join.
+    session_deadline: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 impl Default for HeartbeatController {
@@ -105,6 +109,7 @@ impl Default for HeartbeatController {
             rebalance_needed: AtomicBool::new(false),
             member_invalidated: AtomicBool::new(false),
             lost_count: tokio::sync::watch::Sender::new(0),
+            session_deadline: parking_lot::Mutex::new(None),
         }
     }
 }
@@ -135,6 +140,16 @@ impl HeartbeatController {
         self.member_invalidated.store(true, Ordering::Release);
         self.rebalance_needed.store(true, Ordering::Release);
         self.lost_count.send_modify(|n| *n += 1);
+    }
+
+    /// meshbus patch: publishes the heartbeat task's session deadline.
+    pub(crate) fn set_session_deadline(&self, deadline: tokio::time::Instant) {
+        *self.session_deadline.lock() = Some(deadline.into_std());
+    }
+
+    /// meshbus patch: the session deadline last published, if any.
+    pub(crate) fn session_deadline(&self) -> Option<std::time::Instant> {
+        *self.session_deadline.lock()
     }
 
     /// meshbus patch: a receiver of the invalidation count.

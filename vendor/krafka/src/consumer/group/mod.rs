@@ -396,6 +396,11 @@ impl GroupCoordinator {
         self.inner.write().state = GroupState::Unjoined;
     }
 
+    /// meshbus patch: the heartbeat task's local session deadline (classic protocol).
+    pub(crate) fn session_deadline(&self) -> Option<std::time::Instant> {
+        self.heartbeat.session_deadline()
+    }
+
     /// meshbus patch: the count of member invalidations, as it happens.
     pub(crate) fn lost_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.heartbeat.lost_watch()
