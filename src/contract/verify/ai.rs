@@ -129,6 +129,56 @@ mod tests {
         assert!(serde_json::from_slice::<serde_json::Value>(&nested(128, false)).is_err());
     }
 
+    /// Whole signed records through the verifier, on a small stack: 126 to 10,000 levels
+    /// verify `ok`, 10,001 is `payload_metadata_mismatch`, and nothing crashes.
+    #[test]
+    fn signed_anomalies_with_deep_payloads_verify_as_go_verifies_them() {
+        use crate::contract::{FixedClock, Kind, Signer, TrustStore, VerifierConfig};
+        use prost::Message as _;
+        // 256 KiB: room for the verifier's own frames in a debug build, far too little for
+        // 10,000 levels of recursion.
+        let verify_all = || {
+            let clock = std::sync::Arc::new(FixedClock::at_secs(1_790_000_000));
+            let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+            let signer = Signer::with_clock(key, 1, clock.clone());
+            let v = Verifier::with_clock(VerifierConfig::default(), TrustStore::default(), clock);
+            let mut out = Vec::new();
+            for (i, depth) in [126usize, 127, 200, 5_000, 10_000, 10_001]
+                .into_iter()
+                .enumerate()
+            {
+                let mut a = crate::sample::anomaly(i as u64, 16);
+                a.severity = 7;
+                a.confidence = 0.9;
+                a.payload = nested(depth, i % 2 == 0);
+                let record = signer.sign_ai(a).encode_to_vec();
+                let got = match v.verify(Kind::Anomaly, &record) {
+                    Ok(_) => "ok",
+                    Err(e) => e.reason.code(),
+                };
+                out.push((depth, got));
+            }
+            out
+        };
+        let outcomes = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(verify_all)
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            [
+                (126, "ok"),
+                (127, "ok"),
+                (200, "ok"),
+                (5_000, "ok"),
+                (10_000, "ok"),
+                (10_001, "payload_metadata_mismatch")
+            ]
+        );
+    }
+
     #[test]
     fn payload_metadata_details() {
         let detail = |json: &[u8]| check_payload_metadata(json, 7, 0.9).unwrap_err().detail;
