@@ -2,7 +2,8 @@
 //! a validator killed with SIGKILL and restarted still refuses byte-identical replays of what
 //! it handled (on the same partition and on others); a member that gains a partition in a
 //! rebalance refuses a replay of what the other member handled there; a forged record carrying
-//! an honest producer's nonce in the read-back window reserves nothing. Each test has its own
+//! an honest producer's nonce in the read-back window reserves nothing; a read-back cut short
+//! by its record bound is reported and reads the newest records. Each test has its own
 //! topic and group.
 
 mod common;
@@ -368,5 +369,78 @@ async fn a_forged_record_in_the_read_back_window_does_not_reserve_the_honest_pro
         stats.read_back.load(Ordering::Relaxed),
         1,
         "the forgery was read back"
+    );
+}
+
+/// A read-back cut short by its record bound says so (metric, counter) and reads the newest
+/// records: a replay of one of those is refused, a replay of an older one is not (the
+/// documented gap; the consumer does not pretend otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_back_cut_short_by_its_record_bound_is_reported_and_reads_the_newest() {
+    let b = broker();
+    let topic = "rg.bounded";
+    b.create_topics(1, &[], &[topic]);
+    let v = vectors::load();
+    let config = config_for(b, topic);
+    let group = "rg-bounded";
+    let raw = mesh::producer(&config, None).await;
+    let sent = send_signed(&raw, &mesh::ai_signer(&v), topic, 0..30).await;
+    let (_, stats, running) = mesh::running_anomaly_consumer(&config, group, &v).await;
+    assert!(mesh::wait_counts(&stats, 30, 0, Duration::from_secs(60)).await);
+    let (committed, _) = mesh::commits_reach_end(b, group, topic, Duration::from_secs(30)).await;
+    assert!(committed);
+    running.0.send(()).unwrap();
+    running.1.await.unwrap().unwrap();
+
+    // A restarted member that may read back only the 10 newest records.
+    let mut bounded = config.clone();
+    bounded.consumer.warmup.max_records = 10;
+    let (c, seen, metrics) = mesh::recording_consumer(
+        &bounded,
+        mesh::options(group),
+        mesh::verifier(&v),
+        &[Kind::Anomaly],
+    )
+    .await;
+    let (stats, health) = (c.stats(), c.health());
+    let (stop, task) = mesh::spawn(c);
+    let warm = mesh::wait_for(Duration::from_secs(60), || {
+        stats.read_back.load(Ordering::Relaxed) == 10 && health.warming.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    assert!(
+        warm,
+        "read back {}",
+        stats.read_back.load(Ordering::Relaxed)
+    );
+    assert_eq!(stats.read_back_cut.load(Ordering::Relaxed), 1);
+    let scrape = metrics.encode();
+    assert!(
+        scrape.contains(&format!(
+            "meshbus_replay_warmup_cut_total{{topic=\"{topic}\",bound=\"records\"}} 1"
+        )),
+        "{scrape}"
+    );
+    // The newest record was read back: its replay is refused. The oldest was not.
+    b.py_produce_at(topic, &[(0, sent[29].2.clone()), (0, sent[0].2.clone())]);
+    let settled = mesh::wait_for(Duration::from_secs(60), || {
+        let (_, h, _, _, d) = stats.snapshot();
+        h == 1 && d == 1
+    })
+    .await;
+    let scrape = metrics.encode();
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(settled, "{:?}\n{scrape}", stats.snapshot());
+    assert!(
+        scrape.contains(&format!(
+            "kafka_dlq_messages_total{{topic=\"{topic}\",reason=\"replayed\"}} 1"
+        )),
+        "{scrape}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "the unread original's copy was handled"
     );
 }
