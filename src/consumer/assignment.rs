@@ -42,6 +42,9 @@ pub(crate) struct Assignment {
     /// Per partition, the offset after the last record this process finished there, kept
     /// for the process's life (offsets below a partition's high watermark never change).
     finished: Mutex<BTreeMap<TopicPartition, Arc<AtomicI64>>>,
+    /// Workers stopped by a membership loss that may still be finishing their record in hand:
+    /// a new worker of the same partition waits for them before it starts.
+    stopping: Mutex<BTreeMap<TopicPartition, Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -63,6 +66,7 @@ impl Assignment {
             consumer: OnceLock::new(),
             lost_count: OnceLock::new(),
             finished: Mutex::default(),
+            stopping: Mutex::default(),
         })
     }
 
@@ -98,9 +102,14 @@ impl Assignment {
         let tps: Vec<TopicPartition> = gone.iter().map(|(tp, _)| tp.clone()).collect();
         tracing::warn!(partitions = ?tps, "group membership lost; stopping the partitions without a commit");
         lock(&self.lost).extend(tps.iter().cloned());
-        for (_, w) in gone {
+        let mut stopping = lock(&self.stopping);
+        for (tp, w) in gone {
             let _ = w.stop.send(true);
+            let waiting = stopping.entry(tp).or_default();
+            waiting.retain(|t| !t.is_finished());
+            waiting.push(w.task);
         }
+        drop(stopping);
         self.tracker.forget(&tps);
     }
 
@@ -111,6 +120,7 @@ impl Assignment {
         let (stop_tx, stop_rx) = watch::channel(false);
         let queued = Arc::new(AtomicUsize::new(0));
         let finished = lock(&self.finished).entry(tp.clone()).or_default().clone();
+        let previous = lock(&self.stopping).remove(tp).unwrap_or_default();
         let task = tokio::spawn(
             PartitionWorker {
                 shared: self.shared.clone(),
@@ -123,6 +133,8 @@ impl Assignment {
                 finished,
                 warmup: self.warmup_for(kind),
                 member: self.consumer.get().cloned(),
+                previous,
+                redelivery_logged: false,
             }
             .run(),
         );
@@ -251,6 +263,9 @@ impl Drop for Assignment {
         // A dropped consumer must not leave workers handling records without a member.
         for w in lock(&self.workers).values() {
             w.task.abort();
+        }
+        for t in lock(&self.stopping).values().flatten() {
+            t.abort();
         }
     }
 }

@@ -276,7 +276,9 @@ impl Consumer {
         options: ConsumerOptions,
     ) -> Result<Consumer, KafkaError> {
         config.validate()?;
-        let slots = config.consumer.warmup.thread_count().max(2);
+        // Two partitions read back at a time, each on every verifying thread: one fetches while
+        // the other verifies.
+        let slots = 2;
         Ok(Consumer {
             shared: Shared {
                 config,

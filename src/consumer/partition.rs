@@ -78,12 +78,23 @@ pub(crate) struct PartitionWorker {
     pub(crate) warmup: Option<(Arc<GroupConsumer>, Warming)>,
     /// The member, whose session is checked before each record.
     pub(crate) member: Option<Arc<GroupConsumer>>,
+    /// Workers of this partition stopped by a membership loss, possibly still finishing their
+    /// record in hand: awaited first, so one process never handles a partition twice at once.
+    pub(crate) previous: Vec<tokio::task::JoinHandle<()>>,
+    /// Whether a redelivery was logged yet (once per worker, at warn level).
+    pub(crate) redelivery_logged: bool,
 }
 
 impl PartitionWorker {
     /// Runs until stopped or until the record channel closes; an `ai.*` partition is read
     /// back into the replay guard first.
     pub(crate) async fn run(mut self) {
+        for previous in std::mem::take(&mut self.previous) {
+            tokio::select! {
+                _ = previous => {}
+                _ = self.stop.changed() => return,
+            }
+        }
         if let Some((consumer, warming)) = self.warmup.take() {
             let read =
                 warmup::read_back(&self.shared, &consumer, &self.tp, self.kind, &mut self.stop)
@@ -143,7 +154,12 @@ impl PartitionWorker {
         shared.metrics.messages_received.get_or_create(&label).inc();
         shared.stats.received.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        if r.offset < self.finished.load(Ordering::Relaxed) {
+        let finished = self.finished.load(Ordering::Relaxed);
+        if r.offset < finished {
+            if !self.redelivery_logged {
+                self.redelivery_logged = true;
+                tracing::warn!(topic, partition = self.tp.1, offset = r.offset, finished, "records below the offset this process already finished here are skipped as redeliveries (kafka_messages_redelivered_total counts them)");
+            }
             return self.redelivered(r);
         }
         if let Some(why) = &r.undecodable {

@@ -165,9 +165,18 @@ async fn plan(
     tp: &TopicPartition,
     done: &mut ReadBack,
 ) -> Result<(), KafkaError> {
-    let Some(to) = consumer.committed(&tp.0, tp.1).await? else {
+    let Some(committed) = consumer.committed(&tp.0, tp.1).await? else {
         return Ok(()); // never committed: nothing was handled here
     };
+    let (_, end) = reader.watermarks(&tp.0, tp.1).await?;
+    if committed > end {
+        // The log was truncated or recreated under the group: consumption restarts from a
+        // reset, and records read back here would then come again at the same places and be
+        // taken for redeliveries. Nothing is read back.
+        tracing::warn!(topic = %tp.0, partition = tp.1, committed, end, "committed offset beyond the log end (truncated or recreated topic): nothing read back");
+        return Ok(());
+    }
+    let to = committed;
     let verifier = &shared.verifier;
     let since_ms = verifier
         .now_secs()

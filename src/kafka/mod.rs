@@ -247,6 +247,8 @@ impl Client {
             .kafka
             .consumer_without_group()
             .enable_auto_commit(false)
+            // A position deleted by retention mid-read goes on at the oldest record kept.
+            .auto_offset_reset(krafka::consumer::AutoOffsetReset::Earliest)
             .max_decompressed_size(MAX_DECOMPRESSED_BATCH_BYTES)
             .fetch_max_wait(Duration::from_millis(200))
             // A reader reads history (the replay read-back, DLQ listings): large fetches and
@@ -374,12 +376,22 @@ impl Reader {
                 continue;
             }
             let mut out = Vec::with_capacity(batch.len());
+            let mut past_end = false;
             for r in batch {
-                if r.offset < scan.next || r.offset >= scan.to {
+                if r.offset >= scan.to {
+                    // The last offsets before `to` hold no record (compacted away, markers):
+                    // the scan is over, however the fetch ran ahead.
+                    past_end = true;
+                    continue;
+                }
+                if r.offset < scan.next {
                     continue;
                 }
                 scan.next = r.offset + 1;
                 out.push(r.into());
+            }
+            if past_end {
+                scan.next = scan.to;
             }
             if !out.is_empty() {
                 return Ok(Some(out));
