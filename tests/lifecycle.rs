@@ -392,7 +392,8 @@ async fn each_readiness_check_fails_for_its_own_reason() {
     config
         .topics
         .insert(meshbus::contract::Kind::Anomaly, "life.ready".into());
-    config.request_timeout = Duration::from_secs(2);
+    // Long enough to connect on a loaded machine; each failed send below waits it out.
+    config.request_timeout = Duration::from_secs(5);
     config.producer.max_retries = 0;
     let mut mesh = Mesh::connect(config.clone(), None, verifier(&config))
         .await
