@@ -97,6 +97,9 @@ fn config(port: u16) -> Config {
     c.producer = ProducerSettings {
         idempotent: false,
         max_retries: 0,
+        // A hostile answer is retried within the delivery timeout like any failed attempt;
+        // the traps want the typed error of one attempt, not two minutes of them.
+        delivery_timeout: TIMEOUT + Duration::from_millis(100),
         ..c.producer
     };
     c
