@@ -202,11 +202,17 @@ async fn killing_the_partition_leader_loses_no_acknowledged_record() {
     );
     let new_leader = b.leaders("fo.leader")[&first.partition];
     assert_ne!(new_leader, leader, "leadership did not move");
-    let (ok, failed, in_log) = check_log(b, "fo.leader", &sent);
+    assert_rode_out(b, "fo.leader", &sent, "leader kill");
+    b.restart_node(leader);
+}
+
+/// An outage far shorter than the 120 s delivery timeout: the client rode it out, retrying
+/// the same idempotent batches, so no send failed, none is stored twice, and the log holds
+/// exactly the acknowledged records and the warm-up record.
+fn assert_rode_out(b: &Broker, topic: &str, sent: &[Sent], fault: &str) {
+    let (ok, failed, in_log) = check_log(b, topic, sent);
     let longest = sent.iter().map(|s| s.took).max().unwrap_or_default();
-    eprintln!("leader kill: {ok} acknowledged, {failed} failed, {in_log} records in the log (incl. warm-up), longest send {longest:?}");
-    // The outage is far shorter than the 120 s delivery timeout: the client rides it out,
-    // retrying the same idempotent batches, so no send fails and none is stored twice.
+    eprintln!("{fault}: {ok} acknowledged, {failed} failed, {in_log} records in the log (incl. warm-up), longest send {longest:?}");
     let failures: Vec<_> = sent.iter().filter_map(|s| s.landed.clone().err()).collect();
     assert!(failures.is_empty(), "sends failed: {failures:?}");
     assert_eq!(
@@ -214,7 +220,6 @@ async fn killing_the_partition_leader_loses_no_acknowledged_record() {
         ok + 1,
         "the log holds other records than the acknowledged ones"
     );
-    b.restart_node(leader);
 }
 
 /// SPEC 8: the partition leader frozen (SIGSTOP) for 20 s while four senders produce. Its
@@ -241,16 +246,7 @@ async fn a_frozen_partition_leader_fails_no_send_and_stores_none_twice() {
     tokio::time::sleep(Duration::from_secs(20)).await;
     frozen.resume();
     let sent = stream.await.unwrap();
-    let (ok, failed, in_log) = check_log(b, "fo.frozen", &sent);
-    let longest = sent.iter().map(|s| s.took).max().unwrap_or_default();
-    eprintln!("leader freeze: {ok} acknowledged, {failed} failed, {in_log} in the log (incl. warm-up), longest send {longest:?}");
-    let failures: Vec<_> = sent.iter().filter_map(|s| s.landed.clone().err()).collect();
-    assert!(failures.is_empty(), "sends failed: {failures:?}");
-    assert_eq!(
-        in_log,
-        ok + 1,
-        "the log holds other records than the acknowledged ones"
-    );
+    assert_rode_out(b, "fo.frozen", &sent, "leader freeze");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

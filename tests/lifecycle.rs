@@ -4,7 +4,9 @@
 
 mod common;
 use common::broker::Broker;
-use common::cli::{meshbus, probe, run, signal, spawn_collecting, text, wait_exit, wait_probe};
+use common::cli::{
+    consumed_places, meshbus, probe, run, signal, spawn_collecting, text, wait_exit, wait_probe,
+};
 use meshbus::config::Config;
 use meshbus::contract::{TrustStore, Verifier};
 use meshbus::mesh::Mesh;
@@ -153,19 +155,6 @@ async fn a_500_records_per_second_cap_holds_within_ten_percent() {
     eprintln!("uncapped {uncapped}/s; capped at 500/s: {rate}/s; throttled {throttled:.1} s");
 }
 
-fn offsets(lines: &[String]) -> Vec<(i32, i64)> {
-    lines
-        .iter()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["partition"].as_i64().unwrap() as i32,
-                v["offset"].as_i64().unwrap(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn sigterm_stops_produce_and_consume_gracefully_and_the_next_member_resumes() {
     let b = broker();
@@ -219,10 +208,12 @@ fn sigterm_stops_produce_and_consume_gracefully_and_the_next_member_resumes() {
         std::thread::sleep(Duration::from_millis(50));
     }
     signal(consumer.id(), "TERM");
-    let (code, err, took) = wait_exit(&mut consumer, Duration::from_secs(10));
+    // Within the 20 s shutdown deadline (MESHBUS_SHUTDOWN_TIMEOUT_MS), however busy the
+    // machine: past it the command would exit 3.
+    let (code, err, took) = wait_exit(&mut consumer, Duration::from_secs(40));
     assert_eq!(code, Some(0), "{err}");
-    assert!(took < Duration::from_secs(9), "took {took:?}");
-    let first: Vec<(i32, i64)> = offsets(&handled.lock().unwrap());
+    assert!(took < Duration::from_secs(25), "took {took:?}");
+    let first: Vec<(i32, i64)> = consumed_places(&handled.lock().unwrap());
     std::thread::sleep(Duration::from_millis(500));
     signal(producer.id(), "TERM");
     let (code, err, _) = wait_exit(&mut producer, Duration::from_secs(10));
@@ -264,11 +255,13 @@ fn sigterm_stops_produce_and_consume_gracefully_and_the_next_member_resumes() {
         "--json",
         "--max",
         &rest.to_string(),
+        // An upper bound only (`--max` ends it): a debug build verifying thousands of records,
+        // after reading the first member's back into its replay guard, on a loaded machine.
         "--seconds",
-        "60",
+        "300",
     ]));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let second = offsets(
+    let second = consumed_places(
         &text(&out.stdout)
             .lines()
             .map(String::from)

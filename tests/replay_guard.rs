@@ -8,7 +8,9 @@
 
 mod common;
 use common::broker::Broker;
-use common::cli::{meshbus, probe, run, signal, spawn_collecting, text, wait_exit};
+use common::cli::{
+    consumed_places, meshbus, probe, run, signal, spawn_collecting, text, wait_exit,
+};
 use common::{mesh, sample, vectors};
 use meshbus::contract::{Kind, Message};
 use prost::Message as _;
@@ -63,19 +65,8 @@ fn wait(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// Handled records (partition, offset) a `consume --json` process printed so far.
-fn printed(lines: &std::sync::Mutex<Vec<String>>) -> Vec<(i64, i64)> {
-    lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|v| {
-            (
-                v["partition"].as_i64().unwrap(),
-                v["offset"].as_i64().unwrap(),
-            )
-        })
-        .collect()
+fn printed(lines: &std::sync::Mutex<Vec<String>>) -> Vec<(i32, i64)> {
+    consumed_places(&lines.lock().unwrap())
 }
 
 #[test]

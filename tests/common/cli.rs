@@ -22,6 +22,20 @@ pub fn meshbus() -> Command {
     c
 }
 
+/// The (partition, offset) of each record a `consume --json` printed, in order.
+pub fn consumed_places(lines: &[String]) -> Vec<(i32, i64)> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            (
+                v["partition"].as_i64().unwrap() as i32,
+                v["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// Runs to completion.
 pub fn run(c: &mut Command) -> Output {
     c.output().expect("meshbus runs")
