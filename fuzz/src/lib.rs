@@ -218,7 +218,7 @@ pub fn record_batch(
 }
 
 /// Every variable the configuration reads, for [`env_config`] to pick from.
-pub const ENV_VARS: [&str; 36] = [
+pub const ENV_VARS: [&str; 43] = [
     "ENVIRONMENT",
     "KAFKA_BROKERS",
     "KAFKA_CONSUMER_GROUP",
@@ -231,6 +231,13 @@ pub const ENV_VARS: [&str; 36] = [
     "KAFKA_SASL_USERNAME",
     "KAFKA_SASL_PASSWORD",
     "KAFKA_REQUEST_TIMEOUT_MS",
+    "KAFKA_DELIVERY_TIMEOUT_MS",
+    "KAFKA_BREAKER_FAILURES",
+    "KAFKA_BREAKER_OPEN_MS",
+    "KAFKA_BREAKER_SUCCESSES",
+    "KAFKA_REPLAY_WARMUP_MAX_RECORDS",
+    "KAFKA_REPLAY_WARMUP_MAX_MS",
+    "KAFKA_REPLAY_WARMUP_THREADS",
     "KAFKA_TOPIC_ANOMALY",
     "KAFKA_TOPIC_EVIDENCE",
     "KAFKA_TOPIC_POLICY",
