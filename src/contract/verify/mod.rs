@@ -91,10 +91,10 @@ impl Verifier {
 
     /// A verifier on an injected clock.
     pub fn with_clock(config: VerifierConfig, trust: TrustStore, clock: Arc<dyn Clock>) -> Self {
-        let window = config
-            .replay_window_secs
-            .max(config.ai_skew_secs.saturating_mul(2));
-        let replay = Arc::new(ReplayGuard::new(window, config.replay_limits));
+        let replay = Arc::new(ReplayGuard::new(
+            replay_window(&config),
+            config.replay_limits,
+        ));
         Verifier {
             allowlist: std::sync::RwLock::new(config.policy_allowlist.clone().map(Arc::new)),
             config,
@@ -213,9 +213,7 @@ impl Verifier {
     /// How long accepted nonces are remembered: the read-back at assignment covers this much
     /// of the log (SPEC 3e: twice the skew, or `replay_window_secs` when longer).
     pub fn replay_window_secs(&self) -> i64 {
-        self.config
-            .replay_window_secs
-            .max(self.config.ai_skew_secs.saturating_mul(2))
+        replay_window(&self.config)
     }
 
     /// Verifies an `ai.*` record (SPEC 4 steps 1-9), remembers it, and returns the typed message.
@@ -395,6 +393,13 @@ fn decode<M: GoDecode>(value: &[u8]) -> Result<M, VerifyError> {
         );
     }
     M::go_decode(value).map_err(|e| VerifyError::new(Reason::Malformed, e.to_string()))
+}
+
+/// The replay window: `replay_window_secs`, at least twice the `ai.*` skew (SPEC 3e).
+fn replay_window(config: &VerifierConfig) -> i64 {
+    config
+        .replay_window_secs
+        .max(config.ai_skew_secs.saturating_mul(2))
 }
 
 fn check_alg(alg: &str) -> Result<(), VerifyError> {
