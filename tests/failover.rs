@@ -1,11 +1,15 @@
 //! Broker faults on a three-node Apache Kafka cluster (each node broker + controller,
-//! replication 3, min.insync.replicas 2), each with a checker that counts every record:
-//! kill -9 of the partition leader while producing, the leader frozen (SIGSTOP) for 20 s while
-//! producing (no send fails within the delivery timeout), kill -9 of the group coordinator while
-//! consuming, the group coordinator frozen (SIGSTOP) while consuming (redeliveries are not
-//! replays), a leader moved by restart and preferred-leader election, and a whole-cluster
-//! restart. One cluster serves the tests one after another (each on its own topic and group);
-//! a test that stops nodes starts them again before it ends.
+//! replication 3, min.insync.replicas 2), each applied while records flow and judged by the
+//! checker (tests/common/checker.rs), which reads the topics back and counts every record:
+//! kill -9 of the partition leader while producing; the leader frozen (SIGSTOP) for 20 s, cut
+//! off from the other nodes for 30 s, and half-partitioned for 30 s with SPEC 5's breaker
+//! (no send fails within the delivery timeout, none is stored twice, the breaker refuses
+//! nothing); kill -9 of the group coordinator while consuming; the coordinator frozen for 20 s
+//! and cut off for 30 s while consuming (redeliveries are not replays, each record handled
+//! once, commits at the log end, new records handled within session + 10 s of the heal); a
+//! leader moved by restart and preferred-leader election; and a whole-cluster restart. One
+//! cluster serves the tests one after another (each on its own topic and group); a test that
+//! stops, freezes or cuts nodes undoes it before it ends (the fault guards undo it on a panic).
 
 // Each test holds the cluster turn (a std mutex) for its whole run, on its own runtime:
 // that is the point, so holding it across awaits is intended.
@@ -13,25 +17,31 @@
 
 mod common;
 use common::broker::Broker;
+use common::checker::{self, ProduceReport, Sent};
 use common::mesh;
 use common::sample;
 use common::vectors;
 use meshbus::config::ProducerSettings;
 use meshbus::contract::Kind;
-use meshbus::producer::{Producer, SendError};
+use meshbus::producer::Producer;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-const TOPICS: [&str; 6] = [
+const TOPICS: [&str; 9] = [
     "fo.leader",
     "fo.frozen",
+    "fo.cut",
+    "fo.halfcut",
+    "fo.cutcoord",
     "fo.coordinator",
     "fo.paused",
     "fo.moved",
     "fo.restart",
 ];
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
+/// The session timeout of `mesh::options`.
+const SESSION: Duration = Duration::from_secs(6);
 
 /// The shared cluster, and the lock that makes its tests take turns.
 fn cluster() -> (MutexGuard<'static, ()>, &'static Broker) {
@@ -68,15 +78,6 @@ fn config(b: &Broker, max_retries: usize) -> meshbus::config::Config {
     c
 }
 
-/// One send's outcome: which record, where it landed (or why not), how long it took.
-#[derive(Debug, Clone)]
-struct Sent {
-    task: usize,
-    seq: usize,
-    landed: Result<(i32, i64), String>,
-    took: Duration,
-}
-
 fn value(task: usize, seq: usize) -> Vec<u8> {
     let mut v = format!("task-{task}-seq-{seq:06}-").into_bytes();
     v.resize(512, b'.');
@@ -107,15 +108,7 @@ async fn produce_stream(
                         BTreeMap::new(),
                     )
                     .await;
-                out.push(Sent {
-                    task,
-                    seq,
-                    landed: r.map(|d| (d.partition, d.offset)).map_err(|e| match e {
-                        SendError::Transport { source, .. } => format!("{source:?}"),
-                        e => e.to_string(),
-                    }),
-                    took: started.elapsed(),
-                });
+                out.push(Sent::of(value(task, seq), started, &r));
                 tokio::time::sleep(pace).await;
             }
             out
@@ -128,53 +121,26 @@ async fn produce_stream(
     all
 }
 
-/// Reads the whole of `topic` and checks the producer's outcomes against it: every record
-/// acknowledged is at its offset, exactly once, and each task's acknowledged records are in
-/// order within their partition. Returns (acknowledged, failed, records in the log).
-fn check_log(b: &Broker, topic: &str, sent: &[Sent]) -> (usize, usize, usize) {
-    let total: i64 = b.end_offsets(&[topic]).values().sum();
-    let rows = b.py_read(topic, total as usize);
-    let mut log: BTreeMap<(i32, i64), Vec<u8>> = BTreeMap::new();
-    let mut copies: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
-    for r in &rows {
-        let v = hex::decode(r["value"].as_str().unwrap()).unwrap();
-        *copies.entry(v.clone()).or_default() += 1;
-        log.insert(
-            (
-                r["partition"].as_i64().unwrap() as i32,
-                r["offset"].as_i64().unwrap(),
-            ),
-            v,
-        );
-    }
-    let mut ok = 0;
-    let mut last: BTreeMap<usize, (i64, usize)> = BTreeMap::new();
+/// The checker's produce report for `topic` (one warm-up record besides the run's), after
+/// checking that each task's acknowledged records are in send order within their partition
+/// (the idempotent producer's ordering).
+fn check_log(b: &Broker, topic: &str, sent: &[Sent]) -> ProduceReport {
+    let mut last: BTreeMap<String, (i64, String)> = BTreeMap::new();
     let mut acked: Vec<&Sent> = sent.iter().filter(|s| s.landed.is_ok()).collect();
     acked.sort_by_key(|s| s.landed.clone().unwrap());
     for s in acked {
-        let (p, o) = s.landed.clone().unwrap();
-        let v = value(s.task, s.seq);
-        assert_eq!(
-            log.get(&(p, o)),
-            Some(&v),
-            "acknowledged record not at {p}/{o}"
-        );
-        assert_eq!(copies[&v], 1, "task {} seq {} stored twice", s.task, s.seq);
-        if let Some((prev_o, prev_seq)) = last.get(&s.task) {
+        let (_, o) = s.landed.clone().unwrap();
+        let v = String::from_utf8_lossy(&s.value);
+        let (task, seq) = v.split_once("-seq-").unwrap();
+        if let Some((prev_o, prev_seq)) = last.get(task) {
             assert!(
-                o > *prev_o && s.seq > *prev_seq,
-                "task {} out of order: seq {} at {o} after seq {prev_seq} at {prev_o}",
-                s.task,
-                s.seq
+                o > *prev_o && seq > prev_seq.as_str(),
+                "{task} out of order: {seq} at {o} after {prev_seq} at {prev_o}"
             );
         }
-        last.insert(s.task, (o, s.seq));
-        ok += 1;
+        last.insert(task.to_string(), (o, seq.to_string()));
     }
-    for v in copies.keys() {
-        assert!(copies[v] == 1, "a record is stored twice");
-    }
-    (ok, sent.len() - ok, rows.len())
+    checker::check_produce(b, topic, sent, 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,17 +175,60 @@ async fn killing_the_partition_leader_loses_no_acknowledged_record() {
 /// An outage far shorter than the 120 s delivery timeout: the client rode it out, retrying
 /// the same idempotent batches, so no send failed, none is stored twice, and the log holds
 /// exactly the acknowledged records and the warm-up record.
-fn assert_rode_out(b: &Broker, topic: &str, sent: &[Sent], fault: &str) {
-    let (ok, failed, in_log) = check_log(b, topic, sent);
-    let longest = sent.iter().map(|s| s.took).max().unwrap_or_default();
-    eprintln!("{fault}: {ok} acknowledged, {failed} failed, {in_log} records in the log (incl. warm-up), longest send {longest:?}");
-    let failures: Vec<_> = sent.iter().filter_map(|s| s.landed.clone().err()).collect();
-    assert!(failures.is_empty(), "sends failed: {failures:?}");
-    assert_eq!(
-        in_log,
-        ok + 1,
-        "the log holds other records than the acknowledged ones"
-    );
+fn assert_rode_out(b: &Broker, topic: &str, sent: &[Sent], fault: &str) -> ProduceReport {
+    let report = check_log(b, topic, sent);
+    checker::row(fault, Some(&report), None);
+    report.assert_rode_out(fault);
+    report
+}
+
+/// Which node a fault strikes, and how.
+#[derive(Clone, Copy, Debug)]
+enum NodeFault {
+    /// SIGSTOP: the node keeps its sockets and answers nothing.
+    Freeze,
+    /// Cut off from the other nodes (inter-broker and controller traffic both ways).
+    Cut,
+    /// A half partition: the others cannot reach it; its own connections to them stay up.
+    CutOneWay,
+}
+
+fn apply(b: &Broker, node: i32, fault: NodeFault) -> common::broker::Fault<'_> {
+    match fault {
+        NodeFault::Freeze => b.pause_node(node),
+        NodeFault::Cut => b.cut_node(node),
+        NodeFault::CutOneWay => b.cut_node_one_way(node),
+    }
+}
+
+/// Four senders stream `per_task` records each to `topic` while `fault` strikes the leader
+/// of task 0's partition for `length`; returns the checker's report (already printed).
+async fn produce_through(
+    b: &'static Broker,
+    config: &meshbus::config::Config,
+    topic: &'static str,
+    fault: NodeFault,
+    length: Duration,
+    name: &str,
+) -> (ProduceReport, Arc<Producer>) {
+    all_up(b);
+    let p = mesh::producer(config, None).await;
+    let first = warm_up(&p, topic).await;
+    let leader = b.leaders(topic)[&first.partition];
+    let stream = tokio::spawn(produce_stream(
+        p.clone(),
+        topic,
+        4,
+        750,
+        Duration::from_millis(30),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let on = apply(b, leader, fault);
+    eprintln!("{name}: node {leader} ({fault:?}) for {length:?}");
+    tokio::time::sleep(length).await;
+    on.end();
+    let sent = stream.await.unwrap();
+    (assert_rode_out(b, topic, &sent, name), p)
 }
 
 /// SPEC 8: the partition leader frozen (SIGSTOP) for 20 s while four senders produce. Its
@@ -229,24 +238,63 @@ fn assert_rode_out(b: &Broker, topic: &str, sent: &[Sent], fault: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_partition_leader_fails_no_send_and_stores_none_twice() {
     let (_turn, b) = cluster();
-    all_up(b);
     let config = config(b, 0);
-    let p = mesh::producer(&config, None).await;
-    let first = warm_up(&p, "fo.frozen").await;
-    let leader = b.leaders("fo.frozen")[&first.partition];
-    let stream = tokio::spawn(produce_stream(
-        p.clone(),
+    let name = "leader SIGSTOP 20 s";
+    produce_through(
+        b,
+        &config,
         "fo.frozen",
-        4,
-        300,
-        Duration::from_millis(40),
-    ));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let frozen = b.pause_node(leader);
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    frozen.resume();
-    let sent = stream.await.unwrap();
-    assert_rode_out(b, "fo.frozen", &sent, "leader freeze");
+        NodeFault::Freeze,
+        Duration::from_secs(20),
+        name,
+    )
+    .await;
+}
+
+/// The partition leader cut off from the other two nodes for 30 s (its replication, quorum
+/// and broker heartbeats dropped; clients still reach it): the controller fences it and
+/// leadership moves, while the old leader still takes requests it cannot replicate. Within
+/// the delivery timeout no send fails and none is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_leader_cut_off_for_30s_fails_no_send_and_stores_none_twice() {
+    let (_turn, b) = cluster();
+    let config = config(b, 0);
+    let name = "leader cut off 30 s";
+    produce_through(
+        b,
+        &config,
+        "fo.cut",
+        NodeFault::Cut,
+        Duration::from_secs(30),
+        name,
+    )
+    .await;
+}
+
+/// A half partition for 30 s: the other nodes cannot reach the leader while its own
+/// connections to them stay up. With SPEC 5's breaker thresholds (not the other tests' high
+/// ones) the breaker counts only sends that failed for good, so it refuses nothing: no send
+/// fails, and it is closed after the heal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_partition_of_the_leader_opens_no_breaker_and_fails_no_send() {
+    let (_turn, b) = cluster();
+    let mut config = config(b, 0);
+    let defaults = meshbus::config::Config::default().producer;
+    config.producer.breaker_failures = defaults.breaker_failures;
+    config.producer.breaker_open_for = defaults.breaker_open_for;
+    config.producer.breaker_successes = defaults.breaker_successes;
+    let name = "leader half partition 30 s";
+    let (report, p) = produce_through(
+        b,
+        &config,
+        "fo.halfcut",
+        NodeFault::CutOneWay,
+        Duration::from_secs(30),
+        name,
+    )
+    .await;
+    assert_eq!(report.failed.get("breaker_open"), None);
+    assert_eq!(p.breaker_state(), meshbus::producer::BreakerState::Closed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,8 +587,10 @@ async fn a_moved_leader_is_followed_through_fresh_metadata() {
         failed.is_empty(),
         "sends failed across leader moves: {failed:?}"
     );
-    let (ok, _, _) = check_log(b, "fo.moved", &sent);
-    assert_eq!(ok, sent.len());
+    let report = check_log(b, "fo.moved", &sent);
+    checker::row("leader moved by restart and election", Some(&report), None);
+    assert_eq!(report.acked, sent.len());
+    assert_eq!((report.duplicates, report.acked_missing), (0, 0));
     // Records sent after the move landed at the preferred leader again: the producer follows
     // metadata instead of retrying the old leader.
     let d = p
@@ -587,11 +637,114 @@ async fn a_whole_cluster_restart_loses_nothing_acknowledged() {
         t.join().unwrap();
     }
     let sent = stream.await.unwrap();
-    let (ok, failed, in_log) = check_log(b, "fo.restart", &sent);
-    eprintln!("cluster restart: {ok} acknowledged, {failed} failed, {in_log} in the log");
-    assert!(ok > 0 && in_log >= ok);
+    let report = check_log(b, "fo.restart", &sent);
+    checker::row("whole-cluster restart", Some(&report), None);
+    assert!(report.acked > 0);
+    assert_eq!((report.duplicates, report.acked_missing), (0, 0));
     // Sends work again once the cluster is back.
     p.send_raw("fo.restart", None, b"after".to_vec(), BTreeMap::new())
         .await
         .unwrap();
+}
+
+/// A group consumes 3,000 signed anomalies (a 4 ms handler, so the fault lands while records
+/// flow) while `fault` strikes the group coordinator for `length`; then 300 more are sent.
+/// Returns the checker's report, with the recovery measured from the fault's end to the
+/// handling of every record sent after it, and the consumer's counters.
+async fn consume_through(
+    b: &'static Broker,
+    topic: &'static str,
+    group: &'static str,
+    fault: NodeFault,
+    length: Duration,
+    name: &str,
+) -> (checker::ConsumeReport, Arc<meshbus::consumer::Stats>) {
+    all_up(b);
+    let v = vectors::load();
+    let mut config = config(b, 5);
+    config.topics.insert(Kind::Anomaly, topic.into());
+    let metrics = meshbus::metrics::Metrics::new();
+    let handles: checker::Handles = Arc::default();
+    let recorded = handles.clone();
+    let consumer = meshbus::consumer::Consumer::connect(
+        config.clone(),
+        mesh::verifier(&v),
+        metrics.clone(),
+        mesh::options(group),
+    )
+    .await
+    .unwrap()
+    .handle(Kind::Anomaly, move |r: meshbus::consumer::Consumed| {
+        let recorded = recorded.clone();
+        async move {
+            let began = Instant::now();
+            tokio::time::sleep(Duration::from_millis(4)).await;
+            checker::record(&recorded, 0, &r, began);
+            Ok(())
+        }
+    });
+    let stats = consumer.stats();
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    let mut sent = send_anomalies(&ai, 0..3000).await;
+    let (stop, task) = mesh::spawn(consumer);
+    let handled = |h: &checker::Handles| -> BTreeSet<(i32, i64)> {
+        h.lock()
+            .unwrap()
+            .iter()
+            .map(|h| (h.partition, h.offset))
+            .collect()
+    };
+    assert!(
+        mesh::wait_for(Duration::from_secs(90), || handled(&handles).len() >= 300).await,
+        "the consumer did not start"
+    );
+    let coordinator = b.coordinator(group);
+    let on = apply(b, coordinator, fault);
+    eprintln!("{name}: coordinator {coordinator} ({fault:?}) for {length:?}");
+    tokio::time::sleep(length).await;
+    on.end();
+    let ended = Instant::now();
+    let after = send_anomalies(&ai, 3000..3300).await;
+    sent.extend(after.iter().copied());
+    let all = mesh::wait_for(Duration::from_secs(240), || {
+        sent.is_subset(&handled(&handles))
+    })
+    .await;
+    let (_committed, _ends) =
+        mesh::commits_reach_end(b, group, topic, Duration::from_secs(60)).await;
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    let report = checker::check_consume(
+        b,
+        topic,
+        &config.dlq_topic,
+        group,
+        &handles.lock().unwrap(),
+        Some((ended, &after)),
+    );
+    checker::row(name, None, Some(&report));
+    assert!(all, "{name}: records sent were not all handled: {report:?}");
+    assert!(!metrics.encode().contains("reason=\"replayed\""));
+    (report, stats)
+}
+
+/// The group coordinator cut off from the other two nodes for 30 s while a group consumes:
+/// every record is handled exactly once (redeliveries skipped, none called a replay), commits
+/// reach the log end, and records sent after the heal are handled within the session timeout
+/// + 10 s of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_coordinator_cut_off_for_30s_hands_over_and_handles_each_record_once() {
+    let (_turn, b) = cluster();
+    let name = "coordinator cut off 30 s";
+    let (report, _) = consume_through(
+        b,
+        "fo.cutcoord",
+        "fo-cutcoord",
+        NodeFault::Cut,
+        Duration::from_secs(30),
+        name,
+    )
+    .await;
+    report.assert_exactly_once(name);
+    report.assert_recovered_within(SESSION + Duration::from_secs(10), name);
 }

@@ -30,35 +30,45 @@ pub struct Node {
     pub internal: u16,
 }
 
-/// A node frozen by [`Broker::pause_node`]; resumed when dropped, even by a failing test.
-pub struct Paused<'a> {
+/// A fault on one node ([`Broker::pause_node`], [`Broker::cut_node`]), undone by `scripts/kafka
+/// resume` or `heal` when [`Fault::end`]ed or dropped, even by a failing test.
+pub struct Fault<'a> {
     broker: &'a Broker,
     id: i32,
-    resumed: bool,
+    undo: &'static str,
+    ended: bool,
 }
 
-impl Paused<'_> {
-    /// Resumes the node (SIGCONT).
-    pub fn resume(mut self) {
-        self.cont();
+/// A node frozen by [`Broker::pause_node`].
+pub type Paused<'a> = Fault<'a>;
+
+impl Fault<'_> {
+    /// Ends the fault (resumes or heals the node).
+    pub fn end(mut self) {
+        self.undo();
     }
 
-    fn cont(&mut self) {
-        if !self.resumed {
-            self.resumed = true;
+    /// Resumes a paused node (SIGCONT); the same as [`Fault::end`].
+    pub fn resume(self) {
+        self.end();
+    }
+
+    fn undo(&mut self) {
+        if !self.ended {
+            self.ended = true;
             let d = self.broker.dir.path().to_str().unwrap();
             // No panic here: this also runs while a failing test unwinds.
-            match script(&["resume", d, &self.id.to_string()]).status() {
+            match script(&[self.undo, d, &self.id.to_string()]).status() {
                 Ok(s) if s.success() => {}
-                other => eprintln!("scripts/kafka resume {}: {other:?}", self.id),
+                other => eprintln!("scripts/kafka {} {}: {other:?}", self.undo, self.id),
             }
         }
     }
 }
 
-impl Drop for Paused<'_> {
+impl Drop for Fault<'_> {
     fn drop(&mut self) {
-        self.cont();
+        self.undo();
     }
 }
 
@@ -252,15 +262,33 @@ impl Broker {
     /// Freezes node `id` with SIGSTOP (a GC pause, a frozen VM) until the returned guard is
     /// dropped or [`Paused::resume`]d: it keeps its sockets and answers nothing meanwhile.
     pub fn pause_node(&self, id: i32) -> Paused<'_> {
+        self.fault(id, &["pause"], "resume")
+    }
+
+    /// Cuts node `id` off from the other nodes (`scripts/kafka cut`: its inter-broker and
+    /// controller traffic both ways is dropped, its client listeners stay reachable) until the
+    /// returned guard is dropped or [`Fault::end`]ed.
+    pub fn cut_node(&self, id: i32) -> Fault<'_> {
+        self.fault(id, &["cut"], "heal")
+    }
+
+    /// A half partition: the other nodes cannot reach node `id`, while its own connections to
+    /// them stay up (`scripts/kafka cut --one-way`).
+    pub fn cut_node_one_way(&self, id: i32) -> Fault<'_> {
+        self.fault(id, &["cut", "--one-way"], "heal")
+    }
+
+    fn fault(&self, id: i32, how: &[&str], undo: &'static str) -> Fault<'_> {
         let d = self.dir.path().to_str().unwrap();
-        run_ok(
-            script(&["pause", d, &id.to_string()]),
-            "scripts/kafka pause",
-        );
-        Paused {
+        let id_s = id.to_string();
+        let mut args = vec![how[0], d, &id_s];
+        args.extend(&how[1..]);
+        run_ok(script(&args), &format!("scripts/kafka {}", how.join(" ")));
+        Fault {
             broker: self,
             id,
-            resumed: false,
+            undo,
+            ended: false,
         }
     }
 

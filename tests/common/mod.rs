@@ -1,4 +1,5 @@
 pub mod broker;
+pub mod checker;
 pub mod cli;
 pub mod fake_broker;
 pub mod mesh;
