@@ -348,7 +348,7 @@ async fn chaos_soak() {
         eprintln!("chaos: {label}");
         faults.push(label);
         match what {
-            0 | 1 | 2 => {
+            0..=2 => {
                 let on = match what {
                     0 => b.pause_node(node),
                     1 => b.cut_node(node),
