@@ -15,15 +15,15 @@
 mod common;
 use common::broker::Broker;
 use common::checker::{self, Handle, Handles, Sent};
+use common::child::Child;
 use common::mesh;
 use common::sample;
 use common::vectors;
 use meshbus::contract::{Kind, Message};
 use std::collections::BTreeSet;
-use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const ANOMALIES: &str = "chaos.anomalies";
 const POLICIES: &str = "chaos.policy";
@@ -31,13 +31,6 @@ const ACKS: &str = "chaos.policy.ack";
 const CHILD_GROUP: &str = "chaos-validator-b";
 /// The session timeout of `mesh::options`: the child is frozen for twice that.
 const SESSION: Duration = Duration::from_secs(6);
-
-fn unix_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-}
 
 fn config(b: &Broker) -> meshbus::config::Config {
     let mut c = b.config();
@@ -95,93 +88,11 @@ where
     mesh::spawn(c)
 }
 
-/// The child validator: run only as a child of `chaos_soak` (MESHBUS_CHAOS_CHILD set); prints
-/// `HANDLED partition offset began_ms ended_ms` for each record it handles, until stdin closes.
+/// The child validator (tests/common/child.rs): chaos_soak starts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the chaos soak's child validator; chaos_soak starts it"]
-async fn chaos_child_validator() {
-    if std::env::var("MESHBUS_CHAOS_CHILD").is_err() {
-        return;
-    }
-    let mut config = meshbus::config::Config::from_env().expect("child config");
-    topics(&mut config);
-    let v = vectors::load();
-    let c = meshbus::consumer::Consumer::connect(
-        config,
-        mesh::verifier(&v),
-        meshbus::metrics::Metrics::new(),
-        mesh::options(CHILD_GROUP),
-    )
-    .await
-    .expect("connect")
-    .handle(Kind::Anomaly, |r: meshbus::consumer::Consumed| async move {
-        let began = unix_ms();
-        println!("HANDLED {} {} {began} {}", r.partition, r.offset, unix_ms());
-        Ok(())
-    });
-    let stdin_closed = tokio::task::spawn_blocking(|| {
-        let mut s = String::new();
-        while std::io::stdin()
-            .read_line(&mut s)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {}
-    });
-    c.run(async move {
-        let _ = stdin_closed.await;
-    })
-    .await
-    .expect("the child validator ran");
-}
-
-/// The child validator process and the handlings it printed.
-struct Child {
-    process: std::process::Child,
-    handles: Handles,
-}
-
-fn start_child(b: &Broker, dir: &std::path::Path) -> Child {
-    let started = (Instant::now(), unix_ms());
-    let mut process = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "chaos_child_validator",
-            "--ignored",
-            "--nocapture",
-        ])
-        .envs(b.env())
-        .env("MESHBUS_CHAOS_CHILD", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("child.stderr")).unwrap())
-        .spawn()
-        .expect("the child validator starts");
-    let handles: Handles = Arc::default();
-    let h = handles.clone();
-    let out = process.stdout.take().unwrap();
-    let at = move |ms: u128| {
-        let (i, u) = started;
-        if ms >= u {
-            i + Duration::from_millis((ms - u) as u64)
-        } else {
-            i
-        }
-    };
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() == 5 && f[0] == "HANDLED" {
-                h.lock().unwrap().push(Handle {
-                    member: 1,
-                    partition: f[1].parse().unwrap(),
-                    offset: f[2].parse().unwrap(),
-                    began: at(f[3].parse().unwrap()),
-                    ended: at(f[4].parse().unwrap()),
-                });
-            }
-        }
-    });
-    Child { process, handles }
+async fn child_validator() {
+    common::child::run_if_child().await;
 }
 
 /// A small deterministic generator (xorshift), seeded from MESHBUS_CHAOS_SEED or the clock.
@@ -218,7 +129,7 @@ async fn chaos_soak() {
     let seed: u64 = std::env::var("MESHBUS_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| (unix_ms() as u64) | 1);
+        .unwrap_or_else(|| (common::child::unix_ms() as u64) | 1);
     eprintln!("chaos: {minutes} minute(s), MESHBUS_CHAOS_SEED={seed}");
     let mut rng = Rng(seed);
     let b: &'static Broker = Box::leak(Box::new(Broker::start_nodes(
@@ -245,7 +156,14 @@ async fn chaos_soak() {
         |_| async { Ok(()) },
     )
     .await;
-    let mut child = start_child(b, dir.path());
+    let mut child = Child::start(
+        b,
+        "child_validator",
+        CHILD_GROUP,
+        ANOMALIES,
+        1,
+        &dir.path().join("child.stderr"),
+    );
     let agent: Handles = Arc::default();
     let acks: Arc<Mutex<Vec<Sent>>> = Arc::default();
     let ack_log = acks.clone();
@@ -363,9 +281,9 @@ async fn chaos_soak() {
                 b.restart_node(node);
             }
             _ => {
-                common::cli::signal(child.process.id(), "STOP");
+                child.freeze();
                 tokio::time::sleep(length).await;
-                common::cli::signal(child.process.id(), "CONT");
+                child.resume();
             }
         }
         // Let the cluster settle before the next fault: one fault at a time.
@@ -410,8 +328,7 @@ async fn chaos_soak() {
     stop_agent.send(()).unwrap();
     task_a.await.unwrap().unwrap();
     task_agent.await.unwrap().unwrap();
-    drop(child.process.stdin.take());
-    let _ = child.process.wait();
+    child.stop();
 
     // The checker's table.
     let acks = acks.lock().unwrap().clone();
