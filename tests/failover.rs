@@ -368,19 +368,30 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
     let metrics = meshbus::metrics::Metrics::new();
     let handled: mesh::Seen = Arc::default();
     let recorded = handled.clone();
+    // When each (partition, offset) was first handled: the recovery is measured from these.
+    let first_handled: Arc<Mutex<BTreeMap<(i32, i64), Instant>>> = Arc::default();
+    let stamped = first_handled.clone();
+    let options = mesh::options(group);
+    let session = options.timing.session_timeout;
     let consumer = meshbus::consumer::Consumer::connect(
         config.clone(),
         mesh::verifier(&v),
         metrics.clone(),
-        mesh::options(group),
+        options,
     )
     .await
     .unwrap()
     .handle(Kind::Anomaly, move |r: meshbus::consumer::Consumed| {
         let recorded = recorded.clone();
+        let stamped = stamped.clone();
         async move {
             // Slow enough that the freeze lands while records flow.
             tokio::time::sleep(Duration::from_millis(4)).await;
+            stamped
+                .lock()
+                .unwrap()
+                .entry((r.partition, r.offset))
+                .or_insert_with(Instant::now);
             recorded
                 .lock()
                 .unwrap()
@@ -405,15 +416,44 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
     // Longer than the 200 ms commit interval and the 6 s session: commits are lost.
     tokio::time::sleep(Duration::from_secs(20)).await;
     frozen.resume();
+    let fault_end = Instant::now();
     eprintln!(
         "coordinator {coordinator} resumed after {:?}",
         paused_at.elapsed()
     );
-    sent.extend(send_anomalies(&ai, 3000..3300).await);
+    let after = send_anomalies(&ai, 3000..3300).await;
+    let acked = fault_end.elapsed();
+    sent.extend(after.iter().copied());
     let got = |h: &mesh::Seen| -> BTreeSet<(i32, i64)> {
         h.lock().unwrap().iter().map(|(_, p, o)| (*p, *o)).collect()
     };
     let all = mesh::wait_for(Duration::from_secs(240), || sent.is_subset(&got(&handled))).await;
+    // Issue 19: from the fault's end to the first handling of every record sent after it.
+    let recovery = {
+        let stamps = first_handled.lock().unwrap();
+        after
+            .iter()
+            .map(|k| {
+                stamps
+                    .get(k)
+                    .map(|t| t.saturating_duration_since(fault_end))
+            })
+            .collect::<Option<Vec<_>>>()
+            .and_then(|d| d.into_iter().max())
+    };
+    let per_partition: BTreeMap<i32, Duration> = {
+        let stamps = first_handled.lock().unwrap();
+        let mut m = BTreeMap::new();
+        for k in &after {
+            if let Some(t) = stamps.get(k) {
+                let d = t.saturating_duration_since(fault_end);
+                let e = m.entry(k.0).or_insert(d);
+                *e = (*e).max(d);
+            }
+        }
+        m
+    };
+    eprintln!("coordinator freeze: the post-fault records were acknowledged {acked:?} after the fault's end; the last was handled, per partition, {per_partition:?} after it");
     let (committed, ends) =
         mesh::commits_reach_end(b, group, "fo.paused", Duration::from_secs(60)).await;
     stop.send(()).unwrap();
@@ -428,11 +468,37 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
         sent.len(),
         handled.len()
     );
+    let members = member_ids(b, group);
+    eprintln!(
+        "coordinator freeze: recovery {recovery:?} after the fault's end (target: session {session:?} + 10 s); {} member id(s) in the brokers' logs: {members:?}",
+        members.len()
+    );
     assert!(
         all,
         "records were not handled after the freeze: {} of {}",
         got_len(&handled, &sent),
         sent.len()
+    );
+    if members.len() != 1 {
+        for n in b.nodes() {
+            for line in b
+                .log(n.id)
+                .lines()
+                .filter(|l| members.iter().any(|m| l.contains(m.as_str())))
+            {
+                eprintln!("node {}: {line}", n.id);
+            }
+        }
+    }
+    let recovery = recovery.expect("every post-fault record was handled");
+    assert!(
+        recovery <= session + Duration::from_secs(10),
+        "records sent after the freeze were handled only {recovery:?} after its end (target: within the session, {session:?}, + 10 s)"
+    );
+    assert_eq!(
+        members.len(),
+        1,
+        "the process held more than one member id: {members:?}"
     );
     let distinct: BTreeSet<_> = handled.iter().collect();
     assert_eq!(distinct.len(), handled.len(), "a record was handled twice");
@@ -464,6 +530,34 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
         "commits stopped short: {:?} vs {ends:?}",
         b.committed(group)
     );
+}
+
+/// The member ids of `group` that any node's log names (Kafka's member ids are the client id,
+/// `meshbus-node-<n>`, a dash and a UUID).
+fn member_ids(b: &Broker, group: &str) -> BTreeSet<String> {
+    const PREFIX: &str = "meshbus-node-";
+    let mut ids = BTreeSet::new();
+    for n in b.nodes() {
+        for line in b.log(n.id).lines().filter(|l| l.contains(group)) {
+            let mut rest = line;
+            while let Some(at) = rest.find(PREFIX) {
+                let tail = &rest[at + PREFIX.len()..];
+                let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+                let uuid = tail.get(digits + 1..digits + 37);
+                if digits > 0
+                    && tail.as_bytes().get(digits) == Some(&b'-')
+                    && uuid.is_some_and(|u| {
+                        u.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-')
+                            && u.bytes().filter(|&c| c == b'-').count() == 4
+                    })
+                {
+                    ids.insert(format!("{PREFIX}{}", &tail[..digits + 37]));
+                }
+                rest = &tail[digits..];
+            }
+        }
+    }
+    ids
 }
 
 fn got_len(handled: &[(String, i32, i64)], sent: &BTreeSet<(i32, i64)>) -> usize {
