@@ -3,9 +3,10 @@
 //! kill -9 of the partition leader while producing, the leader frozen (SIGSTOP) for 20 s while
 //! producing (no send fails within the delivery timeout), kill -9 of the group coordinator while
 //! consuming, the group coordinator frozen (SIGSTOP) while consuming (redeliveries are not
-//! replays), a leader moved by restart and preferred-leader election, and a whole-cluster
-//! restart. One cluster serves the tests one after another (each on its own topic and group);
-//! a test that stops nodes starts them again before it ends.
+//! replays; a caught-up member is back within a session of the freeze's end with one member id,
+//! also after the coordinator moves back), a leader moved by restart and preferred-leader
+//! election, and a whole-cluster restart. One cluster serves the tests one after another (each
+//! on its own topic and group); a test that stops nodes starts them again before it ends.
 
 // Each test holds the cluster turn (a std mutex) for its whole run, on its own runtime:
 // that is the point, so holding it across awaits is intended.
@@ -23,13 +24,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-const TOPICS: [&str; 6] = [
+const TOPICS: [&str; 7] = [
     "fo.leader",
     "fo.frozen",
     "fo.coordinator",
     "fo.paused",
     "fo.moved",
     "fo.restart",
+    "fo.rejoin",
 ];
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 
@@ -368,30 +370,19 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
     let metrics = meshbus::metrics::Metrics::new();
     let handled: mesh::Seen = Arc::default();
     let recorded = handled.clone();
-    // When each (partition, offset) was first handled: the recovery is measured from these.
-    let first_handled: Arc<Mutex<BTreeMap<(i32, i64), Instant>>> = Arc::default();
-    let stamped = first_handled.clone();
-    let options = mesh::options(group);
-    let session = options.timing.session_timeout;
     let consumer = meshbus::consumer::Consumer::connect(
         config.clone(),
         mesh::verifier(&v),
         metrics.clone(),
-        options,
+        mesh::options(group),
     )
     .await
     .unwrap()
     .handle(Kind::Anomaly, move |r: meshbus::consumer::Consumed| {
         let recorded = recorded.clone();
-        let stamped = stamped.clone();
         async move {
             // Slow enough that the freeze lands while records flow.
             tokio::time::sleep(Duration::from_millis(4)).await;
-            stamped
-                .lock()
-                .unwrap()
-                .entry((r.partition, r.offset))
-                .or_insert_with(Instant::now);
             recorded
                 .lock()
                 .unwrap()
@@ -416,44 +407,15 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
     // Longer than the 200 ms commit interval and the 6 s session: commits are lost.
     tokio::time::sleep(Duration::from_secs(20)).await;
     frozen.resume();
-    let fault_end = Instant::now();
     eprintln!(
         "coordinator {coordinator} resumed after {:?}",
         paused_at.elapsed()
     );
-    let after = send_anomalies(&ai, 3000..3300).await;
-    let acked = fault_end.elapsed();
-    sent.extend(after.iter().copied());
+    sent.extend(send_anomalies(&ai, 3000..3300).await);
     let got = |h: &mesh::Seen| -> BTreeSet<(i32, i64)> {
         h.lock().unwrap().iter().map(|(_, p, o)| (*p, *o)).collect()
     };
     let all = mesh::wait_for(Duration::from_secs(240), || sent.is_subset(&got(&handled))).await;
-    // Issue 19: from the fault's end to the first handling of every record sent after it.
-    let recovery = {
-        let stamps = first_handled.lock().unwrap();
-        after
-            .iter()
-            .map(|k| {
-                stamps
-                    .get(k)
-                    .map(|t| t.saturating_duration_since(fault_end))
-            })
-            .collect::<Option<Vec<_>>>()
-            .and_then(|d| d.into_iter().max())
-    };
-    let per_partition: BTreeMap<i32, Duration> = {
-        let stamps = first_handled.lock().unwrap();
-        let mut m = BTreeMap::new();
-        for k in &after {
-            if let Some(t) = stamps.get(k) {
-                let d = t.saturating_duration_since(fault_end);
-                let e = m.entry(k.0).or_insert(d);
-                *e = (*e).max(d);
-            }
-        }
-        m
-    };
-    eprintln!("coordinator freeze: the post-fault records were acknowledged {acked:?} after the fault's end; the last was handled, per partition, {per_partition:?} after it");
     let (committed, ends) =
         mesh::commits_reach_end(b, group, "fo.paused", Duration::from_secs(60)).await;
     stop.send(()).unwrap();
@@ -470,7 +432,7 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
     );
     let members = member_ids(b, group);
     eprintln!(
-        "coordinator freeze: recovery {recovery:?} after the fault's end (target: session {session:?} + 10 s); {} member id(s) in the brokers' logs: {members:?}",
+        "coordinator freeze: {} member id(s) in the brokers' logs: {members:?}",
         members.len()
     );
     assert!(
@@ -479,26 +441,11 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
         got_len(&handled, &sent),
         sent.len()
     );
-    if members.len() != 1 {
-        for n in b.nodes() {
-            for line in b
-                .log(n.id)
-                .lines()
-                .filter(|l| members.iter().any(|m| l.contains(m.as_str())))
-            {
-                eprintln!("node {}: {line}", n.id);
-            }
-        }
-    }
-    let recovery = recovery.expect("every post-fault record was handled");
-    assert!(
-        recovery <= session + Duration::from_secs(10),
-        "records sent after the freeze were handled only {recovery:?} after its end (target: within the session, {session:?}, + 10 s)"
-    );
     assert_eq!(
         members.len(),
         1,
-        "the process held more than one member id: {members:?}"
+        "the process held more than one member id: {}",
+        member_lines(b, &members)
     );
     let distinct: BTreeSet<_> = handled.iter().collect();
     assert_eq!(distinct.len(), handled.len(), "a record was handled twice");
@@ -530,6 +477,177 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
         "commits stopped short: {:?} vs {ends:?}",
         b.committed(group)
     );
+}
+
+/// Issue 19: the group coordinator frozen (SIGSTOP) for 20 s while a caught-up group waits
+/// for records, then moved back by a preferred-leader election. The member rejoins with the
+/// id the coordinator still holds (no ghost member the rebalance waits for), so records sent
+/// after the freeze are all handled within the session timeout + 10 s of its end, and the
+/// move back keeps the member id: one member id in every node's log for the whole test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_frozen_coordinator_the_member_is_back_within_a_session_with_one_member_id() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let (_turn, b) = cluster();
+    all_up(b);
+    let v = vectors::load();
+    let mut config = config(b, 5);
+    config.topics.insert(Kind::Anomaly, "fo.rejoin".into());
+    let group = "fo-rejoin";
+    let options = mesh::options(group);
+    let session = options.timing.session_timeout;
+    let target = session + Duration::from_secs(10);
+    // When each (partition, offset) was first handled.
+    let first: Arc<Mutex<BTreeMap<(i32, i64), Instant>>> = Arc::default();
+    let stamped = first.clone();
+    let consumer = meshbus::consumer::Consumer::connect(
+        config.clone(),
+        mesh::verifier(&v),
+        meshbus::metrics::Metrics::new(),
+        options,
+    )
+    .await
+    .unwrap()
+    .handle(Kind::Anomaly, move |r: meshbus::consumer::Consumed| {
+        let stamped = stamped.clone();
+        async move {
+            stamped
+                .lock()
+                .unwrap()
+                .entry((r.partition, r.offset))
+                .or_insert_with(Instant::now);
+            Ok(())
+        }
+    });
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    let (stop, task) = mesh::spawn(consumer);
+    // Caught up before the fault: what is measured afterwards is the rejoin, not a backlog.
+    let before = send_anomalies(&ai, 0..200).await;
+    assert!(
+        handled_all(&first, &before, Duration::from_secs(90)).await,
+        "the consumer did not start"
+    );
+
+    let coordinator = b.coordinator(group);
+    let frozen = b.pause_node(coordinator);
+    let paused_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    frozen.resume();
+    let fault_end = Instant::now();
+    eprintln!(
+        "coordinator {coordinator} frozen for {:?}",
+        paused_at.elapsed()
+    );
+    let after = send_anomalies(&ai, 200..500).await;
+    let acked = fault_end.elapsed();
+    let all = handled_all(&first, &after, Duration::from_secs(240)).await;
+    let recovery = last_first_handling(&first, &after, fault_end);
+    let members = member_ids(b, group);
+    eprintln!(
+        "coordinator freeze: records sent after it acknowledged {acked:?} and all handled {recovery:?} after its end (target {target:?}); {} member id(s) in the brokers' logs: {members:?}",
+        members.len()
+    );
+    assert!(all, "records sent after the freeze were not all handled");
+    let recovery = recovery.unwrap();
+    assert!(
+        recovery <= target,
+        "records sent after the freeze were handled {recovery:?} after its end; the target is the session ({session:?}) + 10 s"
+    );
+    assert_eq!(
+        members.len(),
+        1,
+        "more than one member id after the freeze: {}",
+        member_lines(b, &members)
+    );
+
+    // The periodic preferred-leader rebalance moves the coordinator back; done here at once.
+    let interim = b.coordinator(group);
+    let back = elect_preferred_coordinator(b, group, coordinator).await;
+    eprintln!("coordinator moved back: {interim} -> {back}");
+    assert_eq!(
+        back, coordinator,
+        "the election did not move the coordinator back"
+    );
+    let moved_at = Instant::now();
+    let later = send_anomalies(&ai, 500..600).await;
+    let all_later = handled_all(&first, &later, Duration::from_secs(120)).await;
+    let after_move = last_first_handling(&first, &later, moved_at);
+    let members = member_ids(b, group);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    eprintln!(
+        "coordinator move back to {back}: records sent after it all handled {after_move:?} after it; {} member id(s) in the brokers' logs: {members:?}",
+        members.len()
+    );
+    assert!(
+        all_later,
+        "records sent after the coordinator moved were not all handled"
+    );
+    assert!(after_move.unwrap() <= target);
+    assert_eq!(
+        members.len(),
+        1,
+        "the coordinator move cost a member id: {}",
+        member_lines(b, &members)
+    );
+}
+
+/// Waits up to `limit` until every record of `sent` was handled.
+async fn handled_all(
+    first: &Arc<Mutex<BTreeMap<(i32, i64), Instant>>>,
+    sent: &BTreeSet<(i32, i64)>,
+    limit: Duration,
+) -> bool {
+    mesh::wait_for(limit, || {
+        let f = first.lock().unwrap();
+        sent.iter().all(|k| f.contains_key(k))
+    })
+    .await
+}
+
+/// From `since` to the first handling of the last of `sent` to be handled (`None` while one
+/// is not).
+fn last_first_handling(
+    first: &Arc<Mutex<BTreeMap<(i32, i64), Instant>>>,
+    sent: &BTreeSet<(i32, i64)>,
+    since: Instant,
+) -> Option<Duration> {
+    let f = first.lock().unwrap();
+    sent.iter()
+        .map(|k| f.get(k).map(|t| t.saturating_duration_since(since)))
+        .collect::<Option<Vec<_>>>()
+        .and_then(|d| d.into_iter().max())
+}
+
+/// Runs preferred-leader elections of `__consumer_offsets` until `node` coordinates `group`
+/// again (it must first be back in the ISR) or 60 s pass; returns the coordinator then.
+async fn elect_preferred_coordinator(b: &Broker, group: &str, node: i32) -> i32 {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        b.admin(&["elect-preferred", "__consumer_offsets"]);
+        let now = b.coordinator(group);
+        if now == node || Instant::now() > end {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The lines of every node's log that name one of `members`, for a failure message.
+fn member_lines(b: &Broker, members: &BTreeSet<String>) -> String {
+    let mut out = String::new();
+    for n in b.nodes() {
+        for line in b
+            .log(n.id)
+            .lines()
+            .filter(|l| members.iter().any(|m| l.contains(m.as_str())))
+        {
+            out.push_str(&format!("\nnode {}: {line}", n.id));
+        }
+    }
+    out
 }
 
 /// The member ids of `group` that any node's log names (Kafka's member ids are the client id,
