@@ -6,7 +6,9 @@
 //! (no send fails within the delivery timeout, none is stored twice, the breaker refuses
 //! nothing); kill -9 of the group coordinator while consuming; the coordinator frozen for 20 s
 //! and cut off for 30 s while consuming (redeliveries are not replays, each record handled
-//! once, commits at the log end, new records handled within session + 10 s of the heal); a
+//! once, commits at the log end, new records handled within session + 10 s of the heal; a
+//! caught-up member is back within a session of a freeze's end with one member id, also after
+//! the coordinator moves back); a member process frozen past its session; a
 //! leader moved by restart and preferred-leader election; and a whole-cluster restart. One
 //! cluster serves the tests one after another (each on its own topic and group); a test that
 //! stops, freezes or cuts nodes undoes it before it ends (the fault guards undo it on a panic).
@@ -28,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-const TOPICS: [&str; 10] = [
+const TOPICS: [&str; 11] = [
     "fo.leader",
     "fo.frozen",
     "fo.cut",
@@ -39,6 +41,7 @@ const TOPICS: [&str; 10] = [
     "fo.paused",
     "fo.moved",
     "fo.restart",
+    "fo.rejoin",
 ];
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 /// The session timeout of `mesh::options`.
@@ -477,11 +480,22 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
         sent.len(),
         handled.len()
     );
+    let members = member_ids(b, group);
+    eprintln!(
+        "coordinator freeze: {} member id(s) in the brokers' logs: {members:?}",
+        members.len()
+    );
     assert!(
         all,
         "records were not handled after the freeze: {} of {}",
         got_len(&handled, &sent),
         sent.len()
+    );
+    assert_eq!(
+        members.len(),
+        1,
+        "the process held more than one member id: {}",
+        member_lines(b, &members)
     );
     let distinct: BTreeSet<_> = handled.iter().collect();
     assert_eq!(distinct.len(), handled.len(), "a record was handled twice");
@@ -513,6 +527,205 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
         "commits stopped short: {:?} vs {ends:?}",
         b.committed(group)
     );
+}
+
+/// Issue 19: the group coordinator frozen (SIGSTOP) for 20 s while a caught-up group waits
+/// for records, then moved back by a preferred-leader election. The member rejoins with the
+/// id the coordinator still holds (no ghost member the rebalance waits for), so records sent
+/// after the freeze are all handled within the session timeout + 10 s of its end, and the
+/// move back keeps the member id: one member id in every node's log for the whole test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_frozen_coordinator_the_member_is_back_within_a_session_with_one_member_id() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let (_turn, b) = cluster();
+    all_up(b);
+    let v = vectors::load();
+    let mut config = config(b, 5);
+    config.topics.insert(Kind::Anomaly, "fo.rejoin".into());
+    let group = "fo-rejoin";
+    let options = mesh::options(group);
+    let session = options.timing.session_timeout;
+    let target = session + Duration::from_secs(10);
+    // When each (partition, offset) was first handled.
+    let first: Arc<Mutex<BTreeMap<(i32, i64), Instant>>> = Arc::default();
+    let stamped = first.clone();
+    let consumer = meshbus::consumer::Consumer::connect(
+        config.clone(),
+        mesh::verifier(&v),
+        meshbus::metrics::Metrics::new(),
+        options,
+    )
+    .await
+    .unwrap()
+    .handle(Kind::Anomaly, move |r: meshbus::consumer::Consumed| {
+        let stamped = stamped.clone();
+        async move {
+            stamped
+                .lock()
+                .unwrap()
+                .entry((r.partition, r.offset))
+                .or_insert_with(Instant::now);
+            Ok(())
+        }
+    });
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    let (stop, task) = mesh::spawn(consumer);
+    // Caught up before the fault: what is measured afterwards is the rejoin, not a backlog.
+    let before = send_anomalies(&ai, 0..200).await;
+    assert!(
+        handled_all(&first, &before, Duration::from_secs(90)).await,
+        "the consumer did not start"
+    );
+
+    let coordinator = b.coordinator(group);
+    let frozen = b.pause_node(coordinator);
+    let paused_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    frozen.resume();
+    let fault_end = Instant::now();
+    eprintln!(
+        "coordinator {coordinator} frozen for {:?}",
+        paused_at.elapsed()
+    );
+    let after = send_anomalies(&ai, 200..500).await;
+    let acked = fault_end.elapsed();
+    let all = handled_all(&first, &after, Duration::from_secs(240)).await;
+    let recovery = last_first_handling(&first, &after, fault_end);
+    let members = member_ids(b, group);
+    eprintln!(
+        "coordinator freeze: records sent after it acknowledged {acked:?} and all handled {recovery:?} after its end (target {target:?}); {} member id(s) in the brokers' logs: {members:?}",
+        members.len()
+    );
+    assert!(all, "records sent after the freeze were not all handled");
+    let recovery = recovery.unwrap();
+    assert!(
+        recovery <= target,
+        "records sent after the freeze were handled {recovery:?} after its end; the target is the session ({session:?}) + 10 s"
+    );
+    assert_eq!(
+        members.len(),
+        1,
+        "more than one member id after the freeze: {}",
+        member_lines(b, &members)
+    );
+
+    // The periodic preferred-leader rebalance moves the coordinator back; done here at once.
+    let interim = b.coordinator(group);
+    let back = elect_preferred_coordinator(b, group, coordinator).await;
+    eprintln!("coordinator moved back: {interim} -> {back}");
+    assert_eq!(
+        back, coordinator,
+        "the election did not move the coordinator back"
+    );
+    let moved_at = Instant::now();
+    let later = send_anomalies(&ai, 500..600).await;
+    let all_later = handled_all(&first, &later, Duration::from_secs(120)).await;
+    let after_move = last_first_handling(&first, &later, moved_at);
+    let members = member_ids(b, group);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    eprintln!(
+        "coordinator move back to {back}: records sent after it all handled {after_move:?} after it; {} member id(s) in the brokers' logs: {members:?}",
+        members.len()
+    );
+    assert!(
+        all_later,
+        "records sent after the coordinator moved were not all handled"
+    );
+    assert!(after_move.unwrap() <= target);
+    assert_eq!(
+        members.len(),
+        1,
+        "the coordinator move cost a member id: {}",
+        member_lines(b, &members)
+    );
+}
+
+/// Waits up to `limit` until every record of `sent` was handled.
+async fn handled_all(
+    first: &Arc<Mutex<BTreeMap<(i32, i64), Instant>>>,
+    sent: &BTreeSet<(i32, i64)>,
+    limit: Duration,
+) -> bool {
+    mesh::wait_for(limit, || {
+        let f = first.lock().unwrap();
+        sent.iter().all(|k| f.contains_key(k))
+    })
+    .await
+}
+
+/// From `since` to the first handling of the last of `sent` to be handled (`None` while one
+/// is not).
+fn last_first_handling(
+    first: &Arc<Mutex<BTreeMap<(i32, i64), Instant>>>,
+    sent: &BTreeSet<(i32, i64)>,
+    since: Instant,
+) -> Option<Duration> {
+    let f = first.lock().unwrap();
+    sent.iter()
+        .map(|k| f.get(k).map(|t| t.saturating_duration_since(since)))
+        .collect::<Option<Vec<_>>>()
+        .and_then(|d| d.into_iter().max())
+}
+
+/// Runs preferred-leader elections of `__consumer_offsets` until `node` coordinates `group`
+/// again (it must first be back in the ISR) or 60 s pass; returns the coordinator then.
+async fn elect_preferred_coordinator(b: &Broker, group: &str, node: i32) -> i32 {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        b.admin(&["elect-preferred", "__consumer_offsets"]);
+        let now = b.coordinator(group);
+        if now == node || Instant::now() > end {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The lines of every node's log that name one of `members`, for a failure message.
+fn member_lines(b: &Broker, members: &BTreeSet<String>) -> String {
+    let mut out = String::new();
+    for n in b.nodes() {
+        for line in b
+            .log(n.id)
+            .lines()
+            .filter(|l| members.iter().any(|m| l.contains(m.as_str())))
+        {
+            out.push_str(&format!("\nnode {}: {line}", n.id));
+        }
+    }
+    out
+}
+
+/// The member ids of `group` that any node's log names (Kafka's member ids are the client id,
+/// `meshbus-node-<n>`, a dash and a UUID).
+fn member_ids(b: &Broker, group: &str) -> BTreeSet<String> {
+    const PREFIX: &str = "meshbus-node-";
+    let mut ids = BTreeSet::new();
+    for n in b.nodes() {
+        for line in b.log(n.id).lines().filter(|l| l.contains(group)) {
+            let mut rest = line;
+            while let Some(at) = rest.find(PREFIX) {
+                let tail = &rest[at + PREFIX.len()..];
+                let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+                let uuid = tail.get(digits + 1..digits + 37);
+                if digits > 0
+                    && tail.as_bytes().get(digits) == Some(&b'-')
+                    && uuid.is_some_and(|u| {
+                        u.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-')
+                            && u.bytes().filter(|&c| c == b'-').count() == 4
+                    })
+                {
+                    ids.insert(format!("{PREFIX}{}", &tail[..digits + 37]));
+                }
+                rest = &tail[digits..];
+            }
+        }
+    }
+    ids
 }
 
 fn got_len(handled: &[(String, i32, i64)], sent: &BTreeSet<(i32, i64)>) -> usize {
@@ -648,8 +861,8 @@ async fn a_whole_cluster_restart_loses_nothing_acknowledged() {
         .unwrap();
 }
 
-/// A group consumes 3,000 signed anomalies (a 4 ms handler, so the fault lands while records
-/// flow) while `fault` strikes the group coordinator for `length`; then 300 more are sent.
+/// A group consumes 600 signed anomalies, then ten a second while `fault` strikes the group
+/// coordinator for `length`; then 300 more are sent.
 /// Returns the checker's report, with the recovery measured from the fault's end to the
 /// handling of every record sent after it, and the consumer's counters.
 async fn consume_through(
@@ -660,6 +873,10 @@ async fn consume_through(
     length: Duration,
     name: &str,
 ) -> (checker::ConsumeReport, Arc<meshbus::consumer::Stats>) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     all_up(b);
     let v = vectors::load();
     let mut config = config(b, 5);
@@ -679,14 +896,13 @@ async fn consume_through(
         let recorded = recorded.clone();
         async move {
             let began = Instant::now();
-            tokio::time::sleep(Duration::from_millis(4)).await;
             checker::record(&recorded, 0, &r, began);
             Ok(())
         }
     });
     let stats = consumer.stats();
     let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
-    let mut sent = send_anomalies(&ai, 0..3000).await;
+    let mut sent = send_anomalies(&ai, 0..600).await;
     let (stop, task) = mesh::spawn(consumer);
     let handled = |h: &checker::Handles| -> BTreeSet<(i32, i64)> {
         h.lock()
@@ -695,16 +911,45 @@ async fn consume_through(
             .map(|h| (h.partition, h.offset))
             .collect()
     };
+    // Caught up first, so the recovery below measures the consumer, not a backlog.
     assert!(
-        mesh::wait_for(Duration::from_secs(90), || handled(&handles).len() >= 300).await,
+        mesh::wait_for(Duration::from_secs(90), || sent
+            .is_subset(&handled(&handles)))
+        .await,
         "the consumer did not start"
     );
+    assert!(
+        mesh::commits_reach_end(b, group, topic, Duration::from_secs(60))
+            .await
+            .0
+    );
+    // Records keep flowing through the fault: ten a second.
+    let flowing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let trickle = {
+        let (ai, flowing) = (ai.clone(), flowing.clone());
+        tokio::spawn(async move {
+            let mut landed = BTreeSet::new();
+            let mut n = 10_000;
+            while flowing.load(std::sync::atomic::Ordering::Relaxed) {
+                let d = ai.send_anomaly(sample::anomaly(n, 200)).await.unwrap();
+                landed.insert((d.partition, d.offset));
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            landed
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let coordinator = b.coordinator(group);
     let on = apply(b, coordinator, fault);
+    let struck = Instant::now();
     eprintln!("{name}: coordinator {coordinator} ({fault:?}) for {length:?}");
     tokio::time::sleep(length).await;
     on.end();
     let ended = Instant::now();
+    tracing::info!("TEST: {name}: fault ended");
+    flowing.store(false, std::sync::atomic::Ordering::Relaxed);
+    sent.extend(trickle.await.unwrap());
     let after = send_anomalies(&ai, 3000..3300).await;
     sent.extend(after.iter().copied());
     let all = mesh::wait_for(Duration::from_secs(240), || {
@@ -724,6 +969,10 @@ async fn consume_through(
         Some((ended, &after)),
     );
     checker::row(name, None, Some(&report));
+    eprintln!(
+        "{name}: handlings per 2 s from the fault's start: {}",
+        checker::timeline(&handles.lock().unwrap(), struck, Duration::from_secs(2))
+    );
     assert!(all, "{name}: records sent were not all handled: {report:?}");
     assert!(!metrics.encode().contains("reason=\"replayed\""));
     (report, stats)
@@ -748,6 +997,16 @@ async fn a_group_coordinator_cut_off_for_30s_hands_over_and_handles_each_record_
     .await;
     report.assert_exactly_once(name);
     report.assert_recovered_within(SESSION + Duration::from_secs(10), name);
+    // One member id, or two: while the cut-off node still answers the member's heartbeats
+    // (it cannot learn that it was fenced), the new coordinator expires the member's session,
+    // and a dynamic member the coordinator removed can only join under a new id (the old one
+    // is left with LeaveGroup first, krafka change 8). Never more: no ghost holds a rebalance.
+    let ids = member_ids(b, "fo-cutcoord");
+    eprintln!("{name}: member ids in the brokers' logs: {ids:?}");
+    assert!(
+        ids.len() <= 2,
+        "the process registered more than two members: {ids:?}"
+    );
 }
 
 /// The child validator of `a_member_process_frozen_past_its_session_...`

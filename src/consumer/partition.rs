@@ -96,9 +96,16 @@ impl PartitionWorker {
             }
         }
         if let Some((consumer, warming)) = self.warmup.take() {
-            let read =
-                warmup::read_back(&self.shared, &consumer, &self.tp, self.kind, &mut self.stop)
-                    .await;
+            let finished = self.finished.load(Ordering::Relaxed);
+            let read = warmup::read_back(
+                &self.shared,
+                &consumer,
+                &self.tp,
+                self.kind,
+                finished,
+                &mut self.stop,
+            )
+            .await;
             drop(warming);
             if read.is_none() {
                 return; // stopped while reading back

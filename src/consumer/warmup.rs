@@ -76,14 +76,37 @@ impl Drop for Warming {
     }
 }
 
-/// Reads `tp` back into the replay guard; `None` when `stop` was raised first.
+/// Reads `tp` back into the replay guard; `None` when `stop` was raised first. `finished` is
+/// the offset after the last record this process finished on `tp` (0: none): when the group's
+/// committed offset is not past it, every record below the committed offset already went
+/// through this process's guard (read back at an earlier assignment, or verified and handled
+/// since), so nothing is read again: a partition that comes back to its member after a
+/// rejoin is at work at once.
 pub(crate) async fn read_back(
     shared: &Shared,
     consumer: &GroupConsumer,
     tp: &TopicPartition,
     kind: Kind,
+    finished: i64,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<ReadBack> {
+    if finished > 0 {
+        let committed = tokio::select! {
+            c = consumer.committed(&tp.0, tp.1) => c,
+            _ = stop.changed() => return None,
+        };
+        if let Ok(Some(committed)) = committed {
+            if committed <= finished {
+                tracing::info!(topic = %tp.0, partition = tp.1, committed, finished, "replay guard warm: this process already saw every record below the committed offset; nothing read back");
+                return Some(ReadBack {
+                    from: committed,
+                    to: committed,
+                    next: committed,
+                    ..ReadBack::default()
+                });
+            }
+        }
+    }
     let settings = &shared.config.consumer.warmup;
     // A few partitions read back at a time, so memory holds a few fetches, not one per
     // partition; the others wait their turn (still warming, so not ready).

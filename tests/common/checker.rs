@@ -350,6 +350,25 @@ pub fn check_consume(
     report
 }
 
+/// Handlings per `step` from `origin` (negative steps before it), for a failure's diagnosis:
+/// `[-2]=..., [0]=..., [1]=...`.
+pub fn timeline(handles: &[Handle], origin: Instant, step: Duration) -> String {
+    let mut buckets: BTreeMap<i64, usize> = BTreeMap::new();
+    for h in handles {
+        let i = if h.began >= origin {
+            (h.began - origin).as_secs_f64() / step.as_secs_f64()
+        } else {
+            -((origin - h.began).as_secs_f64() / step.as_secs_f64()) - 1.0
+        };
+        *buckets.entry(i.floor() as i64).or_default() += 1;
+    }
+    buckets
+        .iter()
+        .map(|(i, n)| format!("[{i}]={n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// One table row for a fault: the produce and the consume figures.
 pub fn row(fault: &str, p: Option<&ProduceReport>, c: Option<&ConsumeReport>) -> String {
     let produce = p.map_or("-".to_string(), |p| {

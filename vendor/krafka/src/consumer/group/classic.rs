@@ -62,6 +62,16 @@ impl GroupCoordinator {
             .saturating_add(JOIN_GROUP_TIMEOUT_SLACK)
     }
 
+    /// meshbus patch: client-side budget for one `SyncGroup`, the same as a
+    /// `JoinGroup`'s. A follower's SyncGroup is held by the coordinator until
+    /// the leader's arrives, and the leader has the whole rebalance timeout to
+    /// send it (its assignment may need a metadata refresh first); bounded by
+    /// `request.timeout.ms` instead, the member gave up on a round the
+    /// coordinator was about to complete and started another one.
+    pub(crate) fn sync_group_timeout(&self) -> Duration {
+        self.join_group_timeout()
+    }
+
     /// Adopt the protocol the coordinator selected for the group. It is the
     /// most-preferred one every member supports, which need not be this
     /// member's first choice.
@@ -144,6 +154,20 @@ impl GroupCoordinator {
                     }
                     Err(error) => return Err(error),
                 }
+            }
+
+            // meshbus patch: an id this member gave up (the coordinator answered
+            // UNKNOWN_MEMBER_ID) is left explicitly before a join with an empty id
+            // registers a new one: the answer may have come from a node that had
+            // just stopped being the coordinator, while the current one still holds
+            // the id and would wait for it in the next rebalance.
+            match self.leave_abandoned_member().await {
+                Ok(()) => {}
+                Err(error) if is_coordinator_retriable(&error) => {
+                    last_error = Some(error);
+                    continue;
+                }
+                Err(error) => return Err(error),
             }
 
             let result = match self.join_group().await {
@@ -276,13 +300,13 @@ impl GroupCoordinator {
         }
 
         if !join_response.error_code.is_ok() {
-            // The coordinator no longer recognises this member id or
-            // generation; register afresh next time.
-            if matches!(
-                join_response.error_code,
-                ErrorCode::UnknownMemberId | ErrorCode::IllegalGeneration
-            ) {
-                self.reset_member_identity();
+            // meshbus patch: the coordinator no longer knows this member id:
+            // register afresh next time. ILLEGAL_GENERATION keeps the id, which
+            // the coordinator still holds (as the Java client does).
+            match join_response.error_code {
+                ErrorCode::UnknownMemberId => self.forget_member_id(),
+                ErrorCode::IllegalGeneration => self.reset_generation(),
+                _ => {}
             }
             self.invalidate_coordinator_on_error(join_response.error_code);
             self.inner.write().state = GroupState::Unjoined;
@@ -350,10 +374,14 @@ impl GroupCoordinator {
                     ),
                 )
             })?;
+        // meshbus patch: bounded like the JoinGroup, not by the request timeout.
         let response = conn
-            .send_request(ApiKey::SyncGroup, sg_version, |buf| {
-                request.encode_versioned(sg_version, buf)
-            })
+            .send_request_with_timeout(
+                ApiKey::SyncGroup,
+                sg_version,
+                self.sync_group_timeout(),
+                |buf| request.encode_versioned(sg_version, buf),
+            )
             .await;
         let response = match response {
             Ok(r) => r,
@@ -367,12 +395,12 @@ impl GroupCoordinator {
 
         if !sync_response.error_code.is_ok() {
             // REBALANCE_IN_PROGRESS keeps the member id for a faster rejoin;
-            // a forgotten member or generation registers afresh.
-            if matches!(
-                sync_response.error_code,
-                ErrorCode::UnknownMemberId | ErrorCode::IllegalGeneration
-            ) {
-                self.reset_member_identity();
+            // meshbus patch: so does ILLEGAL_GENERATION (the coordinator still
+            // holds the id); only a forgotten member registers afresh.
+            match sync_response.error_code {
+                ErrorCode::UnknownMemberId => self.forget_member_id(),
+                ErrorCode::IllegalGeneration => self.reset_generation(),
+                _ => {}
             }
             self.invalidate_coordinator_on_error(sync_response.error_code);
             self.inner.write().state = GroupState::Unjoined;
@@ -528,6 +556,7 @@ impl GroupCoordinator {
         // that is starting this task has replaced.
         self.heartbeat.take_rebalance_needed();
         self.heartbeat.take_member_invalidated();
+        self.heartbeat.take_member_unknown();
 
         let (cmd_tx, mut cmd_rx) = mpsc::channel::<HeartbeatCommand>(10);
         *self.heartbeat_cmd_tx.lock() = Some(cmd_tx);
@@ -641,7 +670,12 @@ impl GroupCoordinator {
                                      partitions are lost",
                                     group_id, code
                                 );
-                                heartbeat.signal_member_invalidated();
+                                // meshbus patch: only UNKNOWN_MEMBER_ID gives the id up.
+                                if code == ErrorCode::UnknownMemberId {
+                                    heartbeat.signal_member_unknown();
+                                } else {
+                                    heartbeat.signal_member_invalidated();
+                                }
                                 heartbeat.stop();
                                 break;
                             }

@@ -92,6 +92,12 @@ pub(crate) struct HeartbeatController {
     /// The coordinator no longer knows this member (unknown member, illegal
     /// generation, fenced epoch): its partitions are lost.
     member_invalidated: AtomicBool,
+    /// meshbus patch: the invalidation was the coordinator answering UNKNOWN_MEMBER_ID, so the
+    /// member id is no longer held and the next join registers afresh. Any other invalidation
+    /// (ILLEGAL_GENERATION, no heartbeat answered within the session, a fatal error) keeps the
+    /// id: the coordinator may still hold it, and a join with an empty id would leave it behind
+    /// as a ghost member that holds the next rebalance for a session.
+    member_unknown: AtomicBool,
     /// meshbus patch: how many times the member was invalidated, published the moment it
     /// happens, so an application can stop work on its partitions at once instead of at its
     /// next poll (which a stalled fetch can hold for a whole request timeout).
@@ -108,6 +114,7 @@ impl Default for HeartbeatController {
             running: AtomicBool::new(false),
             rebalance_needed: AtomicBool::new(false),
             member_invalidated: AtomicBool::new(false),
+            member_unknown: AtomicBool::new(false),
             lost_count: tokio::sync::watch::Sender::new(0),
             session_deadline: parking_lot::Mutex::new(None),
         }
@@ -140,6 +147,18 @@ impl HeartbeatController {
         self.member_invalidated.store(true, Ordering::Release);
         self.rebalance_needed.store(true, Ordering::Release);
         self.lost_count.send_modify(|n| *n += 1);
+    }
+
+    /// meshbus patch: record that the coordinator answered UNKNOWN_MEMBER_ID: the member is
+    /// invalidated and its id is no longer held.
+    pub(crate) fn signal_member_unknown(&self) {
+        self.member_unknown.store(true, Ordering::Release);
+        self.signal_member_invalidated();
+    }
+
+    /// meshbus patch: whether the last invalidation was an UNKNOWN_MEMBER_ID answer, once.
+    pub(crate) fn take_member_unknown(&self) -> bool {
+        self.member_unknown.swap(false, Ordering::AcqRel)
     }
 
     /// meshbus patch: publishes the heartbeat task's session deadline.

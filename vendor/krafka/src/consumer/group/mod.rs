@@ -239,6 +239,10 @@ pub(crate) struct GroupCoordinator {
     topic_names_cache: Arc<RwLock<HashMap<[u8; 16], String>>>,
     /// A KIP-848 heartbeat delivered a new assignment for `poll()` to apply.
     assignment_changed: Arc<AtomicBool>,
+    /// meshbus patch: a member id this (dynamic, classic) member gave up after an
+    /// UNKNOWN_MEMBER_ID answer, still to be left with a LeaveGroup in case the
+    /// current coordinator holds it.
+    abandoned_member_id: Mutex<Option<String>>,
 }
 
 impl GroupCoordinator {
@@ -284,6 +288,7 @@ impl GroupCoordinator {
             owned_assignment: Arc::new(RwLock::new(Vec::new())),
             topic_names_cache: Arc::new(RwLock::new(HashMap::new())),
             assignment_changed: Arc::new(AtomicBool::new(false)),
+            abandoned_member_id: Mutex::new(None),
         }
     }
 
@@ -416,13 +421,26 @@ impl GroupCoordinator {
     /// identity as its protocol requires, so the next poll rejoins.
     pub(crate) fn take_lost(&self) -> bool {
         let invalidated = self.heartbeat.take_member_invalidated();
+        let unknown = self.heartbeat.take_member_unknown();
         if invalidated {
             if self.is_consumer_protocol() {
                 // KIP-848: a fenced member rejoins with the same member id at
                 // epoch 0.
                 self.reset_for_kip848_fencing();
             } else {
-                self.reset_member_identity();
+                // meshbus patch: only an UNKNOWN_MEMBER_ID answer gives the id up.
+                // After ILLEGAL_GENERATION, or no heartbeat answered within the
+                // session (a frozen or unreachable coordinator), the coordinator
+                // may still hold the id: rejoining with it keeps one member, where
+                // an empty id would register a second one and leave the first as a
+                // ghost the next rebalance waits for until its session expires.
+                // A coordinator that has expired it answers UNKNOWN_MEMBER_ID to
+                // the JoinGroup, and the member registers afresh then.
+                if unknown {
+                    self.forget_member_id();
+                } else {
+                    self.reset_generation();
+                }
                 self.inner.write().state = GroupState::Unjoined;
             }
         }
@@ -568,18 +586,10 @@ impl GroupCoordinator {
         let coordinator_addr = crate::util::broker_address(&find_response.host, find_response.port);
         let old_coordinator_id = self.coordinator_id.lock().replace(find_response.node_id);
         *self.coordinator_addr.write() = Some(coordinator_addr.clone());
-
-        // A new coordinator does not know the previous generation or member
-        // epoch; rejoin rather than commit or heartbeat with a stale one.
         if let Some(old_id) = old_coordinator_id
             && old_id != find_response.node_id
         {
-            info!(
-                "Group coordinator for '{}' changed from node {} to node {}; rejoining",
-                self.group_id, old_id, find_response.node_id
-            );
-            self.reset_member_identity();
-            self.inner.write().state = GroupState::PreparingRebalance;
+            self.on_coordinator_moved(old_id, find_response.node_id);
         }
 
         info!(
@@ -587,6 +597,42 @@ impl GroupCoordinator {
             self.group_id, find_response.node_id, coordinator_addr
         );
         Ok(())
+    }
+
+    /// What a coordinator move does to the membership.
+    ///
+    /// meshbus patch: a classic member keeps its member id and generation. The
+    /// group's members and generation live in `__consumer_offsets`, and the new
+    /// coordinator loads them from there, so it goes on accepting this member's
+    /// heartbeats and commits (the Java client likewise only marks the
+    /// coordinator unknown and finds the new one). Clearing the id and
+    /// rejoining, as before, registered a second member while the new
+    /// coordinator still held the first: the join waited for the ghost until its
+    /// session expired, and its expiry cost another rebalance. A coordinator
+    /// that does not know the member after all answers UNKNOWN_MEMBER_ID or
+    /// ILLEGAL_GENERATION, which the ordinary paths handle.
+    ///
+    /// KIP-848 members rejoin as before: a new coordinator does not know the
+    /// member epoch.
+    fn on_coordinator_moved(&self, old_id: i32, new_id: i32) {
+        if self.is_consumer_protocol() {
+            info!(
+                "Group coordinator for '{}' changed from node {} to node {}; rejoining",
+                self.group_id, old_id, new_id
+            );
+            self.reset_member_identity();
+            self.inner.write().state = GroupState::PreparingRebalance;
+        } else {
+            info!(
+                "Group coordinator for '{}' changed from node {} to node {}; keeping \
+                 member id '{}' and generation {}",
+                self.group_id,
+                old_id,
+                new_id,
+                self.member_id(),
+                self.inner.read().generation_id
+            );
+        }
     }
 
     /// Drop the cached coordinator when the broker says it is not (or not yet)
@@ -1067,8 +1113,13 @@ impl GroupCoordinator {
         self.membership_epoch.fetch_add(1, Ordering::AcqRel);
         self.clear_pending_rebalance();
 
+        // meshbus patch: an Unjoined member may still hold its id at the
+        // coordinator (after a join or sync that timed out, or a loss that kept
+        // the id): it leaves too, or the id lingers for a session.
         let state = self.state();
-        if state == GroupState::Unjoined || state == GroupState::Dead {
+        let holds_an_id = !self.is_consumer_protocol()
+            && (!self.member_id().is_empty() || self.abandoned_member_id.lock().is_some());
+        if (state == GroupState::Unjoined && !holds_an_id) || state == GroupState::Dead {
             self.stop_heartbeat_task();
             return Ok(());
         }
@@ -1119,15 +1170,27 @@ impl GroupCoordinator {
             inner.member_id.clone()
         };
 
-        // v3+ uses only the `members` array.
-        let request = LeaveGroupRequest {
-            group_id: self.group_id.clone(),
-            member_id: String::new(),
-            members: vec![LeaveGroupMember {
+        // v3+ uses only the `members` array. meshbus patch: an id given up
+        // earlier and not yet left leaves with this one.
+        let mut members = Vec::new();
+        if !member_id.is_empty() {
+            members.push(LeaveGroupMember {
                 member_id: member_id.clone(),
                 group_instance_id: self.group_instance_id.clone(),
                 reason: None,
-            }],
+            });
+        }
+        if let Some(abandoned) = self.abandoned_member_id.lock().take() {
+            members.push(LeaveGroupMember {
+                member_id: abandoned,
+                group_instance_id: None,
+                reason: None,
+            });
+        }
+        let request = LeaveGroupRequest {
+            group_id: self.group_id.clone(),
+            member_id: String::new(),
+            members,
         };
 
         debug!(
@@ -1151,7 +1214,7 @@ impl GroupCoordinator {
                     match LeaveGroupResponse::decode_versioned(lg_version, &mut buf) {
                         Ok(r) if r.error_code.is_ok() => {
                             for member in &r.members {
-                                if !member.error_code.is_ok() {
+                                if !member.error_code.is_ok() && member.member_id == member_id {
                                     warn!(
                                         "LeaveGroup per-member error for '{}' (member '{}'): {:?}",
                                         self.group_id, member.member_id, member.error_code
@@ -1186,6 +1249,97 @@ impl GroupCoordinator {
         self.stop_heartbeat_task();
         self.reset();
         Ok(())
+    }
+
+    /// meshbus patch: leave the member id this member gave up, if any, before
+    /// a join registers a new one. Best effort: no answer keeps the id for the
+    /// next attempt (or the LeaveGroup on close) and lets the join go ahead; a
+    /// coordinator error is returned so the join loop re-discovers the
+    /// coordinator and tries again there.
+    pub(super) async fn leave_abandoned_member(&self) -> Result<()> {
+        if self.group_instance_id.is_some() || !self.member_id().is_empty() {
+            return Ok(());
+        }
+        let Some(abandoned) = self.abandoned_member_id.lock().take() else {
+            return Ok(());
+        };
+        match self.send_leave_abandoned(&abandoned).await {
+            Ok(code)
+                if matches!(
+                    code,
+                    ErrorCode::NotCoordinator
+                        | ErrorCode::CoordinatorNotAvailable
+                        | ErrorCode::CoordinatorLoadInProgress
+                ) =>
+            {
+                self.drop_coordinator();
+                *self.abandoned_member_id.lock() = Some(abandoned);
+                Err(KrafkaError::broker(
+                    code,
+                    "LeaveGroup of an abandoned member id",
+                ))
+            }
+            Ok(code) => {
+                info!(
+                    "Left group '{}' with the member id '{}' this member gave up ({:?}) \
+                     before registering a new one",
+                    self.group_id, abandoned, code
+                );
+                Ok(())
+            }
+            Err(e) => {
+                debug!(
+                    "LeaveGroup of the abandoned member id '{}' of group '{}' failed: {}; \
+                     joining anyway",
+                    abandoned, self.group_id, e
+                );
+                *self.abandoned_member_id.lock() = Some(abandoned);
+                Ok(())
+            }
+        }
+    }
+
+    /// One LeaveGroup for `member_id`; the top-level error code, or the
+    /// member's own when the request as a whole succeeded.
+    async fn send_leave_abandoned(&self, member_id: &str) -> Result<ErrorCode> {
+        let conn = self.get_coordinator_connection().await?;
+        let lg_version = conn
+            .negotiate_api_version(ApiKey::LeaveGroup, LEAVE_GROUP_MAX, LEAVE_GROUP_MIN)
+            .ok_or_else(|| {
+                KrafkaError::protocol_kind(
+                    ProtocolErrorKind::UnknownApiVersion,
+                    format!(
+                        "broker does not support LeaveGroup v{LEAVE_GROUP_MIN}-v{LEAVE_GROUP_MAX}"
+                    ),
+                )
+            })?;
+        let request = LeaveGroupRequest {
+            group_id: self.group_id.clone(),
+            member_id: String::new(),
+            members: vec![LeaveGroupMember {
+                member_id: member_id.to_string(),
+                group_instance_id: None,
+                reason: Some("the member registers afresh".to_string()),
+            }],
+        };
+        let response = tokio::time::timeout(
+            Duration::from_secs(5),
+            conn.send_request(ApiKey::LeaveGroup, lg_version, |buf| {
+                request.encode_versioned(lg_version, buf)
+            }),
+        )
+        .await
+        .map_err(|_| KrafkaError::timeout("LeaveGroup of an abandoned member id"))??;
+        let mut buf = response;
+        let response = LeaveGroupResponse::decode_versioned(lg_version, &mut buf)?;
+        if !response.error_code.is_ok() {
+            return Ok(response.error_code);
+        }
+        Ok(response
+            .members
+            .iter()
+            .find(|m| m.member_id == member_id)
+            .map_or(ErrorCode::None, |m| m.error_code))
     }
 
     /// Forget the membership: identity, assignment, coordinator.
@@ -1240,6 +1394,24 @@ impl GroupCoordinator {
         self.target_assignment.write().clear();
         self.owned_assignment.write().clear();
         self.topic_names_cache.write().clear();
+    }
+
+    /// meshbus patch: give the member id up after the coordinator answered
+    /// UNKNOWN_MEMBER_ID: the next join registers afresh, and a dynamic member
+    /// first leaves the old id ([`leave_abandoned_member`](Self::leave_abandoned_member)).
+    fn forget_member_id(&self) {
+        let member_id = self.member_id();
+        if !member_id.is_empty() && self.group_instance_id.is_none() {
+            *self.abandoned_member_id.lock() = Some(member_id);
+        }
+        self.reset_member_identity();
+    }
+
+    /// meshbus patch: clear the generation and keep the member id, which the
+    /// coordinator may still hold: the next join rejoins as the same member.
+    fn reset_generation(&self) {
+        self.inner.write().generation_id = -1;
+        self.member_epoch.store(0, Ordering::Release);
     }
 
     /// Clear member id and generation so the next join registers afresh.

@@ -88,6 +88,15 @@ fn the_join_timeout_covers_the_rebalance_window() {
     assert!(defaults.max_poll_interval > Duration::from_secs(30));
 }
 
+/// meshbus patch: a `SyncGroup` is held until the leader's arrives, which may
+/// take the whole rebalance window: it gets the JoinGroup's budget.
+#[test]
+fn the_sync_timeout_covers_the_rebalance_window() {
+    let c = coordinator(S::Range);
+    assert!(c.sync_group_timeout() > Duration::from_secs(30));
+    assert_eq!(c.sync_group_timeout(), c.join_group_timeout());
+}
+
 // ── subscription encoding ───────────────────────────────────────────────
 
 fn round_trip(subscription: &ConsumerProtocolSubscription) -> ConsumerProtocolSubscription {
@@ -244,11 +253,94 @@ fn a_lost_member_is_reported_once() {
     let c = coordinator(S::Range);
     c.inner.write().member_id = "m".to_string();
     c.inner.write().state = GroupState::Stable;
-    c.heartbeat.signal_member_invalidated();
+    c.heartbeat.signal_member_unknown();
     assert!(c.take_lost());
     assert!(!c.take_lost());
-    assert!(c.member_id().is_empty(), "a classic member re-registers");
+    assert!(
+        c.member_id().is_empty(),
+        "a classic member the coordinator no longer knows re-registers"
+    );
+    assert_eq!(
+        c.abandoned_member_id.lock().as_deref(),
+        Some("m"),
+        "and leaves the old id first"
+    );
     assert!(c.needs_rejoin());
+}
+
+/// meshbus patch: no heartbeat answered within the session (a frozen or cut-off
+/// coordinator) or ILLEGAL_GENERATION: the coordinator may still hold the id,
+/// so the rejoin uses it instead of registering a second member.
+#[test]
+fn a_member_lost_without_being_forgotten_rejoins_with_its_id() {
+    let c = coordinator(S::Range);
+    {
+        let mut inner = c.inner.write();
+        inner.member_id = "m".to_string();
+        inner.generation_id = 4;
+        inner.state = GroupState::Stable;
+    }
+    c.heartbeat.signal_member_invalidated();
+    assert!(c.take_lost());
+    assert_eq!(c.member_id(), "m");
+    assert_eq!(c.inner.read().generation_id, -1, "no commit with the old generation");
+    assert!(c.abandoned_member_id.lock().is_none());
+    assert!(c.needs_rejoin());
+}
+
+/// meshbus patch: the new coordinator loads the group from `__consumer_offsets`
+/// and knows this member: a classic member keeps its id and generation and does
+/// not rejoin (no rebalance, no second member id).
+#[test]
+fn a_coordinator_move_keeps_a_classic_members_identity() {
+    let c = coordinator(S::Range);
+    {
+        let mut inner = c.inner.write();
+        inner.member_id = "m".to_string();
+        inner.generation_id = 4;
+        inner.state = GroupState::Stable;
+    }
+    c.on_coordinator_moved(1, 2);
+    assert_eq!(c.member_id(), "m");
+    assert_eq!(c.inner.read().generation_id, 4);
+    assert!(!c.needs_rejoin());
+
+    let k = coordinator(S::Range).with_group_protocol(GroupProtocol::Consumer);
+    k.inner.write().member_id = "m".to_string();
+    k.inner.write().state = GroupState::Stable;
+    k.on_coordinator_moved(1, 2);
+    assert!(k.needs_rejoin(), "KIP-848 members rejoin as before");
+}
+
+/// meshbus patch: a member that is not joined but may still hold its id at the
+/// coordinator (a join or sync that timed out, a loss that kept the id) tries a
+/// LeaveGroup on close instead of returning at once.
+#[tokio::test]
+async fn an_unjoined_member_that_holds_an_id_tries_to_leave() {
+    let c = coordinator(S::Range);
+    c.inner.write().member_id = "m".to_string();
+    // No broker is reachable: the attempt fails and the membership is reset,
+    // where the early return kept the id.
+    c.leave_group().await.unwrap();
+    assert!(c.member_id().is_empty());
+}
+
+/// meshbus patch: leaving an abandoned id is best effort: without an answer the
+/// id is kept for later and the join goes ahead.
+#[tokio::test]
+async fn an_abandoned_id_that_could_not_be_left_is_kept() {
+    let c = coordinator(S::Range);
+    *c.abandoned_member_id.lock() = Some("old".to_string());
+    assert!(c.leave_abandoned_member().await.is_ok());
+    assert_eq!(c.abandoned_member_id.lock().as_deref(), Some("old"));
+
+    let s = coordinator(S::Range).with_group_instance_id(Some("inst".to_string()));
+    s.inner.write().member_id = "m".to_string();
+    s.forget_member_id();
+    assert!(
+        s.abandoned_member_id.lock().is_none(),
+        "a static member's id is not left: its instance id is what counts"
+    );
 }
 
 #[test]
