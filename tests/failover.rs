@@ -28,12 +28,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-const TOPICS: [&str; 9] = [
+const TOPICS: [&str; 10] = [
     "fo.leader",
     "fo.frozen",
     "fo.cut",
     "fo.halfcut",
     "fo.cutcoord",
+    "fo.member",
     "fo.coordinator",
     "fo.paused",
     "fo.moved",
@@ -747,4 +748,157 @@ async fn a_group_coordinator_cut_off_for_30s_hands_over_and_handles_each_record_
     .await;
     report.assert_exactly_once(name);
     report.assert_recovered_within(SESSION + Duration::from_secs(10), name);
+}
+
+/// The child validator of `a_member_process_frozen_past_its_session_...`
+/// (tests/common/child.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a child process of a failover test; the test starts it"]
+async fn child_validator() {
+    common::child::run_if_child().await;
+}
+
+/// A member process frozen (SIGSTOP) for twice its session timeout in a group of two: the
+/// other member takes its partitions and handles what arrives meanwhile; once resumed, the
+/// frozen member handles and commits nothing of what it lost, rejoins, and handles its share
+/// of what comes next. Every record is handled exactly once, none by both at once, and the
+/// commits reach the log end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_process_frozen_past_its_session_rejoins_and_handles_each_record_once() {
+    let (_turn, b) = cluster();
+    all_up(b);
+    let (topic, group, name) = ("fo.member", "fo-member", "member process SIGSTOP 12 s");
+    let v = vectors::load();
+    let mut config = config(b, 5);
+    config.topics.insert(Kind::Anomaly, topic.into());
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = common::child::Child::start(
+        b,
+        "child_validator",
+        group,
+        topic,
+        0,
+        &dir.path().join("a.stderr"),
+    );
+    let mut sent = send_anomalies(&ai, 0..300).await;
+    let handled_by = |h: &checker::Handles| -> BTreeSet<(i32, i64)> {
+        h.lock()
+            .unwrap()
+            .iter()
+            .map(|h| (h.partition, h.offset))
+            .collect()
+    };
+    assert!(
+        mesh::wait_for(Duration::from_secs(90), || sent
+            .is_subset(&handled_by(&a.handles)))
+        .await,
+        "the first member did not handle the first records"
+    );
+    // The second member joins; the partitions are shared once the group is stable.
+    let b_handles: checker::Handles = Arc::default();
+    let recorded = b_handles.clone();
+    let member_b = meshbus::consumer::Consumer::connect(
+        config.clone(),
+        mesh::verifier(&v),
+        meshbus::metrics::Metrics::new(),
+        mesh::options(group),
+    )
+    .await
+    .unwrap()
+    .handle(Kind::Anomaly, move |r: meshbus::consumer::Consumed| {
+        let recorded = recorded.clone();
+        async move {
+            checker::record(&recorded, 1, &r, Instant::now());
+            Ok(())
+        }
+    });
+    let b_stats = member_b.stats();
+    let (stop_b, task_b) = mesh::spawn(member_b);
+    assert!(
+        mesh::wait_for(Duration::from_secs(60), || {
+            b_stats
+                .assignments
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        })
+        .await,
+        "the second member got no assignment"
+    );
+    assert!(
+        mesh::commits_reach_end(b, group, topic, Duration::from_secs(60))
+            .await
+            .0
+    );
+    a.freeze();
+    let frozen_at = Instant::now();
+    let during = send_anomalies(&ai, 300..600).await;
+    sent.extend(during.iter().copied());
+    tokio::time::sleep((SESSION * 2).saturating_sub(frozen_at.elapsed())).await;
+    a.resume();
+    let resumed = Instant::now();
+    eprintln!("{name}: resumed after {:?}", frozen_at.elapsed());
+    // What came while A was frozen is B's to handle (A's session expired).
+    assert!(
+        mesh::wait_for(Duration::from_secs(90), || {
+            let all: BTreeSet<_> = handled_by(&a.handles)
+                .union(&handled_by(&b_handles))
+                .copied()
+                .collect();
+            during.is_subset(&all)
+        })
+        .await,
+        "records sent during the freeze were not handled"
+    );
+    // A rejoins: new records go to both members again.
+    let after = send_anomalies(&ai, 600..900).await;
+    sent.extend(after.iter().copied());
+    let rejoined = mesh::wait_for(Duration::from_secs(120), || {
+        let a_after = a
+            .handles
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.began > resumed && after.contains(&(h.partition, h.offset)));
+        let all: BTreeSet<_> = handled_by(&a.handles)
+            .union(&handled_by(&b_handles))
+            .copied()
+            .collect();
+        a_after && sent.is_subset(&all)
+    })
+    .await;
+    let (committed, _) = mesh::commits_reach_end(b, group, topic, Duration::from_secs(60)).await;
+    stop_b.send(()).unwrap();
+    task_b.await.unwrap().unwrap();
+    let status = a.stop();
+    let mut handles = a.handles.lock().unwrap().clone();
+    handles.extend(b_handles.lock().unwrap().iter().cloned());
+    let report = checker::check_consume(
+        b,
+        topic,
+        &config.dlq_topic,
+        group,
+        &handles,
+        Some((resumed, &after)),
+    );
+    checker::row(name, None, Some(&report));
+    let a_lost: Vec<_> = a
+        .handles
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.began > frozen_at && during.contains(&(h.partition, h.offset)))
+        .map(|h| (h.partition, h.offset))
+        .collect();
+    assert!(
+        a_lost.is_empty(),
+        "the resumed member handled records it had lost: {a_lost:?}"
+    );
+    assert!(
+        rejoined,
+        "the resumed member did not rejoin and handle new records: {report:?}"
+    );
+    assert!(committed, "commits stopped short: {report:?}");
+    report.assert_exactly_once(name);
+    assert!(status.success(), "the child validator failed: {status:?}");
 }

@@ -203,8 +203,11 @@ pub struct ConsumeReport {
     pub neither: usize,
     /// Partitions whose committed offset is not the log end: (partition, committed, end).
     pub lagging: Vec<(i32, Option<i64>, i64)>,
-    /// From the fault's end until every record sent after it was handled (None: not all were).
+    /// From the fault's end until every record sent after it was handled (None: not all were,
+    /// or the run measured no recovery).
     pub recovery: Option<Duration>,
+    /// Whether the run measured the recovery (it named records sent after the fault).
+    pub recovery_measured: bool,
 }
 
 impl ConsumeReport {
@@ -329,6 +332,7 @@ pub fn check_consume(
         }
     }
     if let Some((fault_end, after)) = after {
+        report.recovery_measured = true;
         let firsts: Option<Vec<Instant>> = after
             .iter()
             .map(|place| {
@@ -372,7 +376,11 @@ pub fn row(fault: &str, p: Option<&ProduceReport>, c: Option<&ConsumeReport>) ->
             c.dead_lettered,
             c.neither,
             c.lagging.len(),
-            c.recovery.map_or("never".to_string(), |r| format!("{r:.1?}"))
+            match (c.recovery, c.recovery_measured) {
+                (Some(r), _) => format!("{r:.1?}"),
+                (None, true) => "never".to_string(),
+                (None, false) => "-".to_string(),
+            }
         )
     });
     let line = format!("| {fault} | {produce} | {consume} |");

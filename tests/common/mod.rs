@@ -1,5 +1,6 @@
 pub mod broker;
 pub mod checker;
+pub mod child;
 pub mod cli;
 pub mod fake_broker;
 pub mod mesh;
