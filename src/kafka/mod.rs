@@ -30,6 +30,11 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Largest fetch response of a [`Reader`] (one partition at a time).
 const READER_FETCH_BYTES: i32 = 4 * 1024 * 1024;
 
+/// The longest one request may take while its response is still arriving, in request timeouts:
+/// the request timeout bounds silence (no byte of an owed response for that long), so a large
+/// fetch over a slow link completes instead of starting over (vendored krafka, change 10).
+pub const REQUEST_TIMEOUT_MAX_FACTOR: u32 = 6;
+
 /// Largest decompressed record batch meshbus accepts (decompression bombs stop here).
 pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
@@ -170,6 +175,7 @@ impl Client {
             .client_id(format!("meshbus-node-{}", config.node_id))
             .security(security(config)?)
             .request_timeout(timeout)
+            .request_timeout_max(timeout.saturating_mul(REQUEST_TIMEOUT_MAX_FACTOR))
             .connect_timeout(timeout)
             .allow_auto_create_topics(false)
             .max_response_size(MAX_RESPONSE_BYTES)
@@ -261,7 +267,9 @@ impl Client {
             .await?;
         Ok(Reader {
             consumer: c,
-            timeout: self.timeout(),
+            // One fetch may be in flight for this long over a slow link (its bytes arriving):
+            // polls that return nothing meanwhile are not a stalled read.
+            timeout: self.timeout().saturating_mul(REQUEST_TIMEOUT_MAX_FACTOR),
         })
     }
 
@@ -282,6 +290,7 @@ pub struct Scan {
 /// Reads partitions from given offsets, without a consumer group.
 pub struct Reader {
     consumer: krafka::consumer::Consumer,
+    /// How long polls may return nothing before a scan fails (one fetch's hard bound).
     timeout: Duration,
 }
 

@@ -97,7 +97,8 @@ fn kafka_home() -> PathBuf {
         .unwrap_or_else(|| cache().join("kafka-4.4.0"))
 }
 
-fn script(args: &[&str]) -> Command {
+/// A `scripts/kafka` command (`common::toxiproxy` starts its server through it too).
+pub(super) fn script(args: &[&str]) -> Command {
     let mut c = Command::new("bash");
     c.arg(repo().join("scripts/kafka")).args(args);
     // The harness asks this build's `meshbus topics` for the per-kind table's topics.
@@ -105,7 +106,7 @@ fn script(args: &[&str]) -> Command {
     c
 }
 
-fn run_ok(mut c: Command, what: &str) -> String {
+pub(super) fn run_ok(mut c: Command, what: &str) -> String {
     let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),

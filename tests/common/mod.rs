@@ -7,4 +7,5 @@ pub mod mesh;
 pub mod proxy;
 #[path = "../../src/cli/sample.rs"]
 pub mod sample;
+pub mod toxiproxy;
 pub mod vectors;

@@ -78,6 +78,7 @@ impl Kafka {
             client_id: "krafka".to_string(),
             security: None,
             request_timeout: Duration::from_secs(30),
+            request_timeout_max: None,
             connect_timeout: crate::network::DEFAULT_CONNECT_TIMEOUT,
             metadata_max_age: Duration::from_secs(300),
             metadata_recovery_strategy: MetadataRecoveryStrategy::Rebootstrap,
@@ -290,6 +291,8 @@ pub struct KafkaBuilder {
     client_id: String,
     security: Option<AuthConfig>,
     request_timeout: Duration,
+    // meshbus patch: the hard bound on a request whose response keeps arriving.
+    request_timeout_max: Option<Duration>,
     connect_timeout: Duration,
     metadata_max_age: Duration,
     metadata_recovery_strategy: MetadataRecoveryStrategy,
@@ -333,6 +336,19 @@ impl KafkaBuilder {
     /// request's clock covers establishing the connection it is sent over.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// The longest a request may take while its response is still arriving.
+    /// Default: 6 times the request timeout.
+    ///
+    /// The request timeout bounds silence: a response whose bytes keep
+    /// arriving (a large fetch over a slow link) keeps its request alive
+    /// while no gap between them reaches the request timeout, up to this
+    /// bound counted from the write.
+    // meshbus patch
+    pub fn request_timeout_max(mut self, timeout: Duration) -> Self {
+        self.request_timeout_max = Some(timeout);
         self
     }
 
@@ -498,6 +514,10 @@ impl KafkaBuilder {
                 .request_timeout(self.request_timeout)
                 .connect_timeout(self.connect_timeout),
         );
+        // meshbus patch
+        if let Some(max) = self.request_timeout_max {
+            pool_config = pool_config.request_timeout_max(max);
+        }
         if let Some(security) = self.security {
             pool_config = pool_config.auth(security);
         }

@@ -165,6 +165,10 @@ pub struct Consumer {
     wakeup_flag: AtomicBool,
     /// Wakes a `poll()` parked on a fetch or an idle wait.
     wakeup_notify: tokio::sync::Notify,
+    /// meshbus patch: per broker, how many halvings of the configured fetch
+    /// sizes its next fetch asks for (raised by a fetch that timed out,
+    /// lowered by one answered within half the request timeout).
+    fetch_shrink: SyncMutex<HashMap<crate::BrokerId, u32>>,
     group_coordinator: Option<Arc<GroupCoordinator>>,
     metrics: Arc<ConsumerRecorder>,
     /// Where `metrics()` and the KIP-714 reporter read from.
@@ -227,6 +231,7 @@ impl Consumer {
             closed: AtomicBool::new(false),
             wakeup_flag: AtomicBool::new(false),
             wakeup_notify: tokio::sync::Notify::new(),
+            fetch_shrink: SyncMutex::default(),
             group_coordinator,
             metrics,
             metrics_source,
@@ -620,8 +625,10 @@ impl Consumer {
                 max.saturating_add(headroom)
             });
             let remaining = deadline.saturating_duration_since(Instant::now());
+            // meshbus patch: the round may outlast the poll's timeout while a
+            // response is still arriving; the application is polling then.
             let round = match self
-                .fetch_round(self.config.fetch_max_wait.min(remaining), budget)
+                .while_polling(self.fetch_round(self.config.fetch_max_wait.min(remaining), budget))
                 .await
             {
                 Err(KrafkaError::Wakeup) => {
@@ -659,6 +666,32 @@ impl Consumer {
         }
         self.metrics.empty_polls.inc();
         Ok(Vec::new())
+    }
+
+    /// meshbus patch: runs `work` (a fetch round) inside `poll()`, telling the
+    /// group every second that the application is polling.
+    ///
+    /// A fetch round waits for its responses, and a response still arriving
+    /// keeps its request alive past the request timeout (up to the
+    /// connection's `request_timeout_max`): over a slow link one round can
+    /// take longer than `max_poll_interval`. That time is spent inside
+    /// `poll()`, waiting for the network, not in the application between
+    /// polls, which is what `max_poll_interval` bounds; without this the
+    /// heartbeat task would leave the group while the records the group
+    /// needs are arriving.
+    async fn while_polling<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        let Some(group) = &self.group_coordinator else {
+            return work.await;
+        };
+        let mut work = std::pin::pin!(work);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => group.note_poll(),
+            }
+        }
     }
 
     /// Hand out up to `max` buffered records.

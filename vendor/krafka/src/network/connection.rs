@@ -7,7 +7,10 @@
 //! - **KIP-219 muting**: after a response carries a throttle time, nothing is
 //!   written on the connection until the throttle has passed.
 //! - **Close on timeout**: the first request to time out closes the
-//!   connection; every other request pending on it fails retriably.
+//!   connection; every other request pending on it fails retriably. A
+//!   request times out when its connection has been silent for its budget:
+//!   while a response is still arriving, bytes keep it (and the requests
+//!   behind it) alive, up to the hard bound `request_timeout_max`.
 //! - **TLS/SSL encryption** and **SASL authentication** (PLAIN,
 //!   SCRAM-SHA-256/512, OAUTHBEARER, AWS MSK IAM) on connect.
 
@@ -51,6 +54,8 @@ struct ConnectionLoopParams {
     max_in_flight_requests: usize,
     /// Budget for a fire-and-forget write.
     request_timeout: Duration,
+    /// meshbus patch: the hard bound on a request whose response keeps arriving.
+    request_timeout_max: Duration,
 }
 
 /// How the owner of a connection wants it closed.
@@ -230,6 +235,12 @@ use super::secure::{ChallengeResponse, SaslAuthenticator};
 /// [`KafkaBuilder::connect_timeout`](crate::KafkaBuilder::connect_timeout).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The default hard bound on a request whose response is still arriving, as a
+/// multiple of the request timeout (see
+/// [`ConnectionConfigBuilder::request_timeout_max`]).
+// meshbus patch
+pub const DEFAULT_REQUEST_TIMEOUT_MAX_FACTOR: u32 = 6;
+
 /// Settings of every connection a pool opens.
 #[derive(Clone)]
 pub struct ConnectionConfig {
@@ -237,6 +248,10 @@ pub struct ConnectionConfig {
     pub(crate) connect_timeout: Duration,
     /// Request timeout.
     pub(crate) request_timeout: Duration,
+    /// meshbus patch: the longest a request may take while its response is
+    /// still arriving (`None`: [`DEFAULT_REQUEST_TIMEOUT_MAX_FACTOR`] times
+    /// `request_timeout`).
+    pub(crate) request_timeout_max: Option<Duration>,
     /// Socket send buffer size.
     pub(crate) send_buffer_size: Option<usize>,
     /// Socket receive buffer size.
@@ -323,6 +338,7 @@ impl std::fmt::Debug for ConnectionConfig {
         let mut s = f.debug_struct("ConnectionConfig");
         s.field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("request_timeout_max", &self.request_timeout_max())
             .field("send_buffer_size", &self.send_buffer_size)
             .field("recv_buffer_size", &self.recv_buffer_size)
             .field("nodelay", &self.nodelay)
@@ -423,6 +439,16 @@ impl ConnectionConfig {
         self.request_timeout
     }
 
+    /// Returns the hard bound on a request whose response is still arriving
+    /// (see [`ConnectionConfigBuilder::request_timeout_max`]).
+    // meshbus patch
+    pub fn request_timeout_max(&self) -> Duration {
+        self.request_timeout_max.unwrap_or_else(|| {
+            self.request_timeout
+                .saturating_mul(DEFAULT_REQUEST_TIMEOUT_MAX_FACTOR)
+        })
+    }
+
     /// Returns the socket send buffer size, if set.
     #[inline]
     pub fn send_buffer_size(&self) -> Option<usize> {
@@ -500,6 +526,7 @@ impl Default for ConnectionConfigBuilder {
         ConnectionConfigBuilder(ConnectionConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: Duration::from_secs(30),
+            request_timeout_max: None,
             send_buffer_size: None,
             recv_buffer_size: None,
             nodelay: true,
@@ -539,6 +566,22 @@ impl ConnectionConfigBuilder {
     /// request's clock covers establishing the connection it is sent over.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.0.request_timeout = timeout;
+        self
+    }
+
+    /// Set the hard bound on a request whose response is still arriving.
+    /// Default: [`DEFAULT_REQUEST_TIMEOUT_MAX_FACTOR`] times the request
+    /// timeout.
+    ///
+    /// The request timeout is a bound on *silence*: a request fails when no
+    /// byte of a response has arrived on its connection for that long. A
+    /// response that is arriving, only slowly (a large fetch over a slow
+    /// link), keeps its request alive as long as its bytes keep coming, up
+    /// to this bound counted from the write; past it the request times out
+    /// as before. Values below the request timeout are raised to it.
+    // meshbus patch
+    pub fn request_timeout_max(mut self, timeout: Duration) -> Self {
+        self.0.request_timeout_max = Some(timeout);
         self
     }
 
@@ -858,6 +901,70 @@ impl BrokerFeatures {
     }
 }
 
+/// meshbus patch: when the last bytes of a response still arriving were read.
+///
+/// Written by the connection's reader task, read by its event loop when a
+/// request's timer fires: a request times out on silence, not while the bytes
+/// of a response (its own, or one ahead of it: responses come in order) are
+/// still coming in.
+#[derive(Debug)]
+struct Arrival {
+    base: Instant,
+    /// Nanoseconds after `base`, plus one, of the last read that left a frame
+    /// incomplete; 0 while no frame is partly read.
+    last: AtomicU64,
+}
+
+impl Arrival {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes were just read.
+    fn mark(&self) {
+        let since = Instant::now().saturating_duration_since(self.base);
+        let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1);
+        self.last.store(nanos.saturating_add(1), Ordering::Release);
+    }
+
+    /// Every byte read so far belongs to complete frames.
+    fn clear(&self) {
+        self.last.store(0, Ordering::Release);
+    }
+
+    /// When the last bytes of a frame still incomplete were read.
+    fn last_bytes(&self) -> Option<Instant> {
+        match self.last.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.base + Duration::from_nanos(n - 1)),
+        }
+    }
+}
+
+/// meshbus patch: a reader that stamps [`Arrival`] whenever bytes come in.
+struct ProgressReader<R> {
+    inner: R,
+    arrival: Arc<Arrival>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for ProgressReader<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.arrival.mark();
+        }
+        polled
+    }
+}
+
 /// A pending request waiting for a response.
 struct PendingRequest {
     response_tx: oneshot::Sender<Result<Bytes>>,
@@ -865,6 +972,10 @@ struct PendingRequest {
     api_version: i16,
     /// The request's budget, for the timeout error.
     timeout: Duration,
+    /// meshbus patch: the hard bound (write start + the larger of the budget
+    /// and `request_timeout_max`) up to which a response still arriving keeps
+    /// the request alive.
+    hard_deadline: Instant,
     /// In-flight slot held for the lifetime of this request.
     ///
     /// Dropped when the entry leaves the pending map (response dispatched,
@@ -1027,6 +1138,7 @@ impl BrokerConnection {
             max_response_size: config.max_response_size,
             max_in_flight_requests: config.max_in_flight_requests,
             request_timeout,
+            request_timeout_max: config.request_timeout_max(),
         };
 
         // Determine auth requirements and dispatch to the appropriate path.
@@ -1739,6 +1851,7 @@ impl BrokerConnection {
             max_response_size,
             max_in_flight_requests,
             request_timeout,
+            request_timeout_max,
         } = params;
         // All pending request state is owned exclusively by this task.
         let mut pending: AHashMap<i32, PendingRequest> = AHashMap::new();
@@ -1753,12 +1866,24 @@ impl BrokerConnection {
         // buffering without bound.
         let (frame_tx, mut frame_rx) =
             mpsc::channel::<Result<Bytes>>(max_in_flight_requests.max(1));
+        // meshbus patch: the reader stamps every read, and forgets the stamp
+        // once what it read forms complete frames only.
+        let arrival = Arc::new(Arrival::new());
+        let reader_arrival = Arc::clone(&arrival);
         let reader_handle = tokio::spawn(async move {
-            let mut reader = reader;
+            let mut reader = ProgressReader {
+                inner: reader,
+                arrival: Arc::clone(&reader_arrival),
+            };
             let mut decoder = Decoder::with_max_size(max_response_size);
             loop {
                 let item = match decoder.read_frame(&mut reader).await {
-                    Ok(Some(frame)) => Ok(frame),
+                    Ok(Some(frame)) => {
+                        if decoder.buffered() == 0 {
+                            reader_arrival.clear();
+                        }
+                        Ok(frame)
+                    }
                     Ok(None) => {
                         debug!("Connection closed by peer");
                         return;
@@ -1834,6 +1959,46 @@ impl BrokerConnection {
                     let id = expired.into_inner();
                     if let Some(req) = pending.remove(&id) {
                         delay_keys.remove(&id);
+                        // meshbus patch: a response still arriving is not
+                        // silence. While its bytes keep coming (the last ones
+                        // within the budget), the request stays pending, up
+                        // to its hard deadline. Nothing arriving: as before.
+                        let now = Instant::now();
+                        let arriving = arrival.last_bytes();
+                        let rearm_at = arriving
+                            .map(|last| (last + req.timeout).min(req.hard_deadline))
+                            .filter(|at| *at > now);
+                        if let Some(at) = rearm_at {
+                            trace!(
+                                correlation_id = id,
+                                broker = broker_address,
+                                "A response is still arriving; the request's timeout now \
+                                 counts from its last bytes"
+                            );
+                            let key = delay_queue.insert_at(id, at);
+                            delay_keys.insert(id, key);
+                            pending.insert(id, req);
+                            continue;
+                        }
+                        if arriving.is_some() && now >= req.hard_deadline {
+                            metrics.record_stalled_connection();
+                            let limit = req.timeout.max(request_timeout_max);
+                            warn!(
+                                correlation_id = id,
+                                broker = broker_address,
+                                api_key = ?req.api_key,
+                                in_flight = pending.len(),
+                                "A response was still arriving after {limit:?} \
+                                 (request_timeout_max); closing the connection"
+                            );
+                            let _ = req.response_tx.send(Err(KrafkaError::timeout(format!(
+                                "{:?} request {id} to {broker_address} timed out after {limit:?}: \
+                                 its response was still arriving (request_timeout_max)",
+                                req.api_key
+                            ))));
+                            terminal_error = Some(request_timeout_close_error(id, limit));
+                            break;
+                        }
                         metrics.record_stalled_connection();
                         warn!(
                             correlation_id = id,
@@ -1889,6 +2054,7 @@ impl BrokerConnection {
                 cmd,
                 max_in_flight_requests,
                 request_timeout,
+                request_timeout_max,
             )
             .await
             {
@@ -1947,6 +2113,7 @@ impl BrokerConnection {
         cmd: ConnectionCommand,
         max_in_flight_requests: usize,
         request_timeout: Duration,
+        request_timeout_max: Duration,
     ) -> Result<()> {
         match cmd {
             ConnectionCommand::Request {
@@ -1994,7 +2161,10 @@ impl BrokerConnection {
                 // The request's budget starts here: write and response wait
                 // share one deadline, and a stalled write cannot hold the
                 // event loop longer than that.
-                let deadline = tokio::time::Instant::now() + budget;
+                let write_start = tokio::time::Instant::now();
+                let deadline = write_start + budget;
+                // meshbus patch: a response still arriving may take up to this.
+                let hard_deadline = write_start + budget.max(request_timeout_max);
                 let write_result = tokio::time::timeout_at(deadline, async {
                     writer.write_all(&data).await?;
                     writer.flush().await
@@ -2031,6 +2201,7 @@ impl BrokerConnection {
                         api_key,
                         api_version,
                         timeout: budget,
+                        hard_deadline,
                         _permit: permit,
                     },
                 );
@@ -2918,6 +3089,7 @@ mod tests {
                 api_key: ApiKey::Metadata,
                 api_version: 9,
                 timeout: Duration::from_secs(30),
+                hard_deadline: Instant::now() + Duration::from_secs(30),
                 _permit: test_permit(),
             },
         );
@@ -4080,6 +4252,117 @@ mod tests {
         );
     }
 
+    /// Writes a Produce v0 response to `correlation_id` whose body is `body`
+    /// bytes: the length prefix and header at once, then the body one byte
+    /// every `gap`.
+    async fn trickle(
+        server: &mut tokio::io::DuplexStream,
+        correlation_id: i32,
+        body: usize,
+        gap: Duration,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        server
+            .write_all(&(4 + body as i32).to_be_bytes())
+            .await
+            .unwrap();
+        server
+            .write_all(&correlation_id.to_be_bytes())
+            .await
+            .unwrap();
+        server.flush().await.unwrap();
+        for _ in 0..body {
+            tokio::time::sleep(gap).await;
+            if server.write_all(&[0]).await.is_err() || server.flush().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// meshbus patch: a response whose bytes keep arriving outlives the
+    /// request timeout (it counts silence), and so does a request queued
+    /// behind it.
+    ///
+    /// Reverted-line control: without the re-arm in the delay-queue arm, the
+    /// first request fails with `Timeout` 200 ms after its write.
+    #[tokio::test]
+    async fn test_a_response_still_arriving_outlives_the_request_timeout() {
+        let request_timeout = Duration::from_millis(200);
+        let mut t = spawn_test_loop_with_max(
+            request_timeout,
+            Duration::from_secs(10),
+            crate::protocol::MAX_MESSAGE_SIZE,
+        );
+        let (cmd, first_rx) = test_request(1, b"req1", request_timeout);
+        t.tx.send(cmd).await.unwrap();
+        read4(&mut t.server).await;
+        let (cmd, second_rx) = test_request(2, b"req2", request_timeout);
+        t.tx.send(cmd).await.unwrap();
+        read4(&mut t.server).await;
+        // 8 bytes 120 ms apart: about a second, five request timeouts.
+        trickle(&mut t.server, 1, 8, Duration::from_millis(120)).await;
+        let body = first_rx.await.unwrap().expect("a response still arriving");
+        assert_eq!(body.len(), 8);
+        answer(&mut t.server, 2).await;
+        second_rx
+            .await
+            .unwrap()
+            .expect("the request behind it waited for it");
+        assert_eq!(t.metrics.snapshot().stalled_connections, 0);
+    }
+
+    /// meshbus patch: silence inside a response times the request out one
+    /// budget after the last bytes.
+    #[tokio::test]
+    async fn test_silence_inside_a_response_still_times_out() {
+        use tokio::io::AsyncWriteExt;
+        let request_timeout = Duration::from_millis(200);
+        let mut t = spawn_test_loop(request_timeout, crate::protocol::MAX_MESSAGE_SIZE);
+        let (cmd, rx) = test_request(1, b"req1", request_timeout);
+        t.tx.send(cmd).await.unwrap();
+        read4(&mut t.server).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Half a frame, then nothing.
+        t.server.write_all(&16i32.to_be_bytes()).await.unwrap();
+        t.server.write_all(&1i32.to_be_bytes()).await.unwrap();
+        t.server.flush().await.unwrap();
+        let sent = tokio::time::Instant::now();
+        let err = rx.await.unwrap().unwrap_err();
+        assert!(matches!(err, KrafkaError::Timeout { .. }), "got: {err:?}");
+        let waited = sent.elapsed();
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
+            "timed out {waited:?} after the last bytes"
+        );
+        assert_eq!(t.metrics.snapshot().stalled_connections, 1);
+    }
+
+    /// meshbus patch: a response trickling for longer than
+    /// `request_timeout_max` times its request out there.
+    #[tokio::test]
+    async fn test_a_trickle_stops_at_request_timeout_max() {
+        let request_timeout = Duration::from_millis(200);
+        let mut t = spawn_test_loop_with_max(
+            request_timeout,
+            Duration::from_millis(700),
+            crate::protocol::MAX_MESSAGE_SIZE,
+        );
+        let (cmd, rx) = test_request(1, b"req1", request_timeout);
+        t.tx.send(cmd).await.unwrap();
+        read4(&mut t.server).await;
+        let started = tokio::time::Instant::now();
+        let server = &mut t.server;
+        let trickling = trickle(server, 1, 100, Duration::from_millis(100));
+        let outcome = tokio::select! {
+            r = rx => r,
+            () = trickling => panic!("the trickle ended before the bound"),
+        };
+        let err = outcome.unwrap().unwrap_err();
+        assert!(matches!(err, KrafkaError::Timeout { .. }), "got: {err:?}");
+        assert!(err.to_string().contains("request_timeout_max"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
     /// An event loop over an in-memory duplex, with the broker side and the
     /// loop's inputs exposed.
     struct TestLoop {
@@ -4092,6 +4375,18 @@ mod tests {
     }
 
     fn spawn_test_loop(request_timeout: Duration, max_response_size: usize) -> TestLoop {
+        spawn_test_loop_with_max(
+            request_timeout,
+            request_timeout * DEFAULT_REQUEST_TIMEOUT_MAX_FACTOR,
+            max_response_size,
+        )
+    }
+
+    fn spawn_test_loop_with_max(
+        request_timeout: Duration,
+        request_timeout_max: Duration,
+        max_response_size: usize,
+    ) -> TestLoop {
         let (client, server) = tokio::io::duplex(4096);
         let (reader, writer) = tokio::io::split(client);
         let (tx, request_rx) = mpsc::channel(16);
@@ -4110,6 +4405,7 @@ mod tests {
                 max_response_size,
                 max_in_flight_requests: 32,
                 request_timeout,
+                request_timeout_max,
             },
         ));
         TestLoop {

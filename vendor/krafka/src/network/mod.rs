@@ -21,6 +21,9 @@ pub use transport::{TransportConfig, TransportConfigBuilder};
 // For `__private`, benches and tests.
 #[cfg_attr(not(feature = "internal"), allow(unused_imports))]
 pub use connection::{BrokerFeatures, ConnectionConfigBuilder, ProxyCredentials};
+// meshbus patch
+#[cfg_attr(not(feature = "internal"), allow(unused_imports))]
+pub use connection::DEFAULT_REQUEST_TIMEOUT_MAX_FACTOR;
 #[cfg_attr(not(feature = "internal"), allow(unused_imports))]
 pub use pool::{ConnectionPurpose, DEFAULT_MAX_IDLE};
 #[cfg_attr(not(feature = "internal"), allow(unused_imports))]

@@ -232,6 +232,11 @@ impl ConnectionPool {
         pool
     }
 
+    /// meshbus patch: the request timeout of this pool's connections.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.config.request_timeout()
+    }
+
     /// The recorder every connection of this pool writes to.
     #[inline]
     pub(crate) fn recorder(&self) -> &Arc<ConnectionRecorder> {

@@ -31,6 +31,23 @@ use crate::consumer::offsets::needs_metadata_refresh;
 use decode::decode_partition_batches;
 use plan::build_fetch_routing_plan;
 
+/// meshbus patch: the most halvings of the fetch sizes after timed-out
+/// fetches (4 MiB becomes 64 KiB), and the smallest size they go down to.
+/// A broker returns at least one whole batch whatever the size asked for.
+const MAX_FETCH_SHRINK: u32 = 6;
+const MIN_SHRUNK_FETCH_BYTES: i32 = 64 * 1024;
+
+/// meshbus patch: `configured` halved `shrink` times, not below
+/// [`MIN_SHRUNK_FETCH_BYTES`] (nor above `configured`).
+fn shrunk_fetch_bytes(configured: i32, shrink: u32) -> i32 {
+    if shrink == 0 {
+        return configured;
+    }
+    (configured >> shrink.min(MAX_FETCH_SHRINK))
+        .max(MIN_SHRUNK_FETCH_BYTES)
+        .min(configured)
+}
+
 /// A partition whose batch at the fetch position could not be decoded, so it
 /// cannot advance. Re-fetching returns the same bytes, so it is reported to
 /// the application rather than retried in a loop.
@@ -148,10 +165,13 @@ impl Consumer {
             return Ok(FetchRound::default());
         }
 
-        let fetches = plan
-            .by_broker
-            .iter()
-            .map(|(broker_id, targets)| self.fetch_from_broker(*broker_id, targets, max_wait));
+        // meshbus patch: each fetch timed, for the fetch sizes of the next.
+        let fetches = plan.by_broker.iter().map(|(broker_id, targets)| async move {
+            let started = Instant::now();
+            let response = self.fetch_from_broker(*broker_id, targets, max_wait).await;
+            self.adapt_fetch_size(*broker_id, &response, started.elapsed());
+            response
+        });
         let responses = tokio::select! {
             biased;
             () = self.wakeup_notify.notified() => return Err(KrafkaError::Wakeup),
@@ -200,6 +220,37 @@ impl Consumer {
         let mut round = self.apply_fetched(fetched, &endpoints, budget).await;
         round.requested = true;
         Ok(round)
+    }
+
+    /// meshbus patch: a fetch whose response could not arrive within its
+    /// timeout (a large response over a slow link: the connection's timeout
+    /// counts silence, but the response still took longer than its hard
+    /// bound) would take as long again when asked for the same bytes, so
+    /// the next fetch from that broker asks for a quarter of them, down to
+    /// [`MIN_SHRUNK_FETCH_BYTES`]. Each fetch answered within half the
+    /// request timeout doubles the sizes back towards the configured ones.
+    fn adapt_fetch_size(&self, broker_id: BrokerId, response: &Result<BrokerFetch>, took: Duration) {
+        let mut shrink = self.fetch_shrink.lock();
+        let level = shrink.get(&broker_id).copied().unwrap_or(0);
+        let next = match response {
+            Err(e) if e.is_timeout() => (level + 2).min(MAX_FETCH_SHRINK),
+            Ok(_) if took < self.pool.request_timeout() / 2 => level.saturating_sub(1),
+            _ => level,
+        };
+        if next != level {
+            debug!(
+                broker_id,
+                shrink = next,
+                max_bytes = shrunk_fetch_bytes(self.config.fetch_max_bytes, next),
+                ?took,
+                "Fetch sizes adapted to how long the last fetch took"
+            );
+        }
+        if next == 0 {
+            shrink.remove(&broker_id);
+        } else {
+            shrink.insert(broker_id, next);
+        }
     }
 
     /// Decode and install a round's responses, and act on partition errors.
@@ -399,6 +450,8 @@ impl Consumer {
             .map(|b| b.address().to_string())
             .ok_or_else(|| KrafkaError::unavailable(format!("broker {broker_id} not found")))?;
         let conn = self.pool.get_connection_by_id(broker_id, &address).await?;
+        // meshbus patch: smaller after a fetch from this broker timed out.
+        let shrink = self.fetch_shrink.lock().get(&broker_id).copied().unwrap_or(0);
 
         let mut topic_order: Vec<String> = Vec::new();
         let mut by_topic: HashMap<String, Vec<FetchPartitionRequest>> = HashMap::new();
@@ -422,12 +475,14 @@ impl Consumer {
                     // at the position is unknown.
                     last_fetched_epoch: target.last_fetched_epoch,
                     log_start_offset: -1,
-                    partition_max_bytes: self
-                        .config
-                        .topic_fetch_max_bytes
-                        .get(topic.as_str())
-                        .copied()
-                        .unwrap_or(self.config.max_partition_fetch_bytes),
+                    partition_max_bytes: shrunk_fetch_bytes(
+                        self.config
+                            .topic_fetch_max_bytes
+                            .get(topic.as_str())
+                            .copied()
+                            .unwrap_or(self.config.max_partition_fetch_bytes),
+                        shrink,
+                    ),
                     replica_directory_id: None,
                     high_watermark: None,
                 });
@@ -496,7 +551,7 @@ impl Consumer {
             replica_id: -1,
             max_wait_ms: crate::util::duration_to_millis_i32(max_wait),
             min_bytes: self.config.fetch_min_bytes,
-            max_bytes: self.config.fetch_max_bytes,
+            max_bytes: shrunk_fetch_bytes(self.config.fetch_max_bytes, shrink),
             isolation_level: self.config.isolation_level.to_i8(),
             session_id,
             session_epoch,
