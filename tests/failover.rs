@@ -485,6 +485,24 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
         "coordinator freeze: {} member id(s) in the brokers' logs: {members:?}",
         members.len()
     );
+    let now = Instant::now();
+    let handles: Vec<checker::Handle> = handled
+        .iter()
+        .map(|(_, p, o)| checker::Handle {
+            member: 0,
+            partition: *p,
+            offset: *o,
+            began: now,
+            ended: now,
+        })
+        .collect();
+    let report = checker::check_consume(b, "fo.paused", &config.dlq_topic, group, &handles, None);
+    checker::row(
+        &format!("coordinator SIGSTOP 20 s ({redelivered} redelivered, skipped)"),
+        None,
+        Some(&report),
+    );
+    report.assert_exactly_once("coordinator freeze");
     assert!(
         all,
         "records were not handled after the freeze: {} of {}",
