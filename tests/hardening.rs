@@ -381,9 +381,14 @@ async fn a_member_whose_coordinator_stalls_stops_before_another_takes_its_partit
 /// thread for 10 s at one record, which freezes the whole member (heartbeats included), as
 /// SIGSTOP freezes a process. Its 6 s session expires and member B takes the partition. When A
 /// runs again it still holds fetched records: it must not handle any of them (the partition is
-/// B's), only notice the loss.
+/// B's), only notice the loss. Its rejoin then starts a rebalance that may give the partition
+/// back to A, which then handles what B had not: the partition is finished by its owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_frozen_past_its_session_handles_nothing_it_lost_once_resumed() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let b = broker();
     let topic = "hard.frozen";
     b.create_topics(1, &[], &[topic]);
@@ -464,41 +469,104 @@ async fn a_member_frozen_past_its_session_handles_nothing_it_lost_once_resumed()
         })
     };
     let (stop_b, task_b) = mesh::spawn(b_member);
+    // Finished: every record handled, by whichever member owns the partition by then. When A
+    // runs again it rejoins, and the eager rebalance that starts may give the partition back
+    // to A (the range assignor gives a 1-partition topic to the first member of the
+    // coordinator's list, usually A, which rejoins before B has revoked): then A handles the
+    // rest, after B's revocation committed what B handled. Only a busy machine gets there (B
+    // is done before A resumes otherwise), so demanding that B finish was a flake.
     let done = wait_for(Duration::from_secs(120), || {
         frozen.lock().unwrap().is_some()
             && timeline
                 .lock()
                 .unwrap()
                 .iter()
-                .any(|(m, o, _)| *m == "B" && *o == 299)
+                .map(|e| e.1)
+                .collect::<std::collections::BTreeSet<i64>>()
+                .len()
+                == 300
     })
     .await;
     let _ = stop_b.send(());
     let _ = stop_a.send(());
     let _ = tokio::time::timeout(Duration::from_secs(40), task_b).await;
     member_a.join().unwrap();
-    assert!(done, "B did not take over and finish the partition");
-    let (_, resumed) = frozen.lock().unwrap().unwrap();
     let events = timeline.lock().unwrap().clone();
-    let after: Vec<i64> = events
+    let (from, resumed) = frozen
+        .lock()
+        .unwrap()
+        .expect("A's handler never came back from the freeze");
+    let at = |t: std::time::Instant| {
+        format!(
+            "{:+.1}s",
+            t.saturating_duration_since(from).as_secs_f64()
+                - from.saturating_duration_since(t).as_secs_f64()
+        )
+    };
+    let handled_by = |m: &str| -> Vec<(i64, std::time::Instant)> {
+        events
+            .iter()
+            .filter(|e| e.0 == m)
+            .map(|e| (e.1, e.2))
+            .collect()
+    };
+    let (by_a, by_b) = (handled_by("A"), handled_by("B"));
+    let after: Vec<i64> = by_a
         .iter()
-        .filter(|(m, _, t)| *m == "A" && *t > resumed)
-        .map(|e| e.1)
+        .filter(|(_, t)| *t > resumed)
+        .map(|e| e.0)
         .collect();
-    let first_b = events
-        .iter()
-        .filter(|e| e.0 == "B")
-        .map(|e| e.2)
-        .min()
-        .unwrap();
+    let span = |h: &[(i64, std::time::Instant)]| match (h.first(), h.last()) {
+        (Some(f), Some(l)) => format!(
+            "{} records, offset {} at {} to offset {} at {}",
+            h.len(),
+            f.0,
+            at(f.1),
+            l.0,
+            at(l.1)
+        ),
+        _ => "nothing".to_string(),
+    };
     eprintln!(
-        "A resumed {:?} after B started; A handled {:?} after resuming",
-        resumed.saturating_duration_since(first_b),
+        "times from the freeze; A resumed at {}. A handled {}; B handled {}; A after resuming: {:?}",
+        at(resumed),
+        span(&by_a),
+        span(&by_b),
         after
     );
     assert!(
-        after.is_empty(),
-        "the resumed member handled records of a partition it had lost: {after:?}"
+        done,
+        "the partition was not finished (offsets 0-299 handled) within 120 s"
+    );
+    assert!(!by_b.is_empty(), "B never took over the partition A lost");
+    let b_offsets: std::collections::BTreeSet<i64> = by_b.iter().map(|e| e.0).collect();
+    // The property: nothing A handled once it ran again was handled by B, i.e. A handled no
+    // record of the partition while it was B's (only what it got back in a later rebalance,
+    // after B's revocation committed what B had handled).
+    let lost: Vec<i64> = after
+        .iter()
+        .copied()
+        .filter(|o| b_offsets.contains(o))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "the resumed member handled records of a partition it had lost: {lost:?} (all it handled after resuming: {after:?})"
+    );
+    // Each member handles a record once; the two both handle only what A handled before
+    // the freeze and could not commit (B starts at the group's committed offset).
+    for (m, h) in [("A", &by_a), ("B", &by_b)] {
+        let mut seen = std::collections::BTreeSet::new();
+        let twice: Vec<i64> = h.iter().map(|e| e.0).filter(|o| !seen.insert(*o)).collect();
+        assert!(twice.is_empty(), "{m} handled {twice:?} twice");
+    }
+    let both: Vec<i64> = by_a
+        .iter()
+        .map(|e| e.0)
+        .filter(|o| b_offsets.contains(o))
+        .collect();
+    assert!(
+        both.iter().all(|o| *o <= 40),
+        "records handled by both members beyond those A handled before its freeze: {both:?}"
     );
 }
 
