@@ -598,7 +598,14 @@ async fn after_a_frozen_coordinator_the_member_is_back_within_a_session_with_one
         "the consumer did not start"
     );
 
-    let coordinator = b.coordinator(group);
+    // The coordinator is the preferred replica first (earlier tests may have moved it), so the
+    // election after the freeze has somewhere to move it back to.
+    let preferred = preferred_coordinator(b, group);
+    let coordinator = elect_preferred_coordinator(b, group, preferred).await;
+    assert_eq!(
+        coordinator, preferred,
+        "the coordinator is not the preferred replica"
+    );
     let frozen = b.pause_node(coordinator);
     let paused_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(20)).await;
@@ -691,6 +698,19 @@ fn last_first_handling(
 
 /// Runs preferred-leader elections of `__consumer_offsets` until `node` coordinates `group`
 /// again (it must first be back in the ISR) or 60 s pass; returns the coordinator then.
+/// The preferred replica (the first) of the `__consumer_offsets` partition that holds `group`:
+/// Kafka's `abs(group.hashCode()) % partitions`, with Java's string hash.
+fn preferred_coordinator(b: &Broker, group: &str) -> i32 {
+    let hash = group
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    let replicas = b.admin(&["replicas", "__consumer_offsets"]);
+    let partitions = replicas.as_object().unwrap().len() as i32;
+    // Kafka's Utils.abs: MIN_VALUE maps to 0.
+    let partition = hash.checked_abs().unwrap_or(0) % partitions;
+    replicas[partition.to_string()][0].as_i64().unwrap() as i32
+}
+
 async fn elect_preferred_coordinator(b: &Broker, group: &str, node: i32) -> i32 {
     let end = Instant::now() + Duration::from_secs(60);
     loop {
