@@ -302,15 +302,7 @@ async fn chaos_soak() {
         s.iter().filter_map(|s| s.landed.clone().ok()).collect()
     };
     let (anomalies, updates) = (places(&sent), places(&policies));
-    let covers = |h: &Handles, want: &BTreeSet<(i32, i64)>| {
-        let got: BTreeSet<_> = h
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|h| (h.partition, h.offset))
-            .collect();
-        want.is_subset(&got)
-    };
+    let covers = |h: &Handles, want: &BTreeSet<(i32, i64)>| want.is_subset(&checker::places(h));
     let caught_up = mesh::wait_for(Duration::from_secs(300), || {
         covers(&validator_a, &anomalies)
             && covers(&child.handles, &anomalies)

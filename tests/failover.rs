@@ -925,7 +925,6 @@ async fn consume_through(
     config.topics.insert(Kind::Anomaly, topic.into());
     let metrics = meshbus::metrics::Metrics::new();
     let handles: checker::Handles = Arc::default();
-    let recorded = handles.clone();
     let consumer = meshbus::consumer::Consumer::connect(
         config.clone(),
         mesh::verifier(&v),
@@ -934,25 +933,12 @@ async fn consume_through(
     )
     .await
     .unwrap()
-    .handle(Kind::Anomaly, move |r: meshbus::consumer::Consumed| {
-        let recorded = recorded.clone();
-        async move {
-            let began = Instant::now();
-            checker::record(&recorded, 0, &r, began);
-            Ok(())
-        }
-    });
+    .handle(Kind::Anomaly, checker::recorder(&handles, 0));
     let stats = consumer.stats();
     let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
     let mut sent = send_anomalies(&ai, 0..600).await;
     let (stop, task) = mesh::spawn(consumer);
-    let handled = |h: &checker::Handles| -> BTreeSet<(i32, i64)> {
-        h.lock()
-            .unwrap()
-            .iter()
-            .map(|h| (h.partition, h.offset))
-            .collect()
-    };
+    let handled = checker::places;
     // Caught up first, so the recovery below measures the consumer, not a backlog.
     assert!(
         mesh::wait_for(Duration::from_secs(90), || sent
@@ -1083,13 +1069,7 @@ async fn a_member_process_frozen_past_its_session_rejoins_and_handles_each_recor
         &dir.path().join("a.stderr"),
     );
     let mut sent = send_anomalies(&ai, 0..300).await;
-    let handled_by = |h: &checker::Handles| -> BTreeSet<(i32, i64)> {
-        h.lock()
-            .unwrap()
-            .iter()
-            .map(|h| (h.partition, h.offset))
-            .collect()
-    };
+    let handled_by = checker::places;
     assert!(
         mesh::wait_for(Duration::from_secs(90), || sent
             .is_subset(&handled_by(&a.handles)))
@@ -1098,7 +1078,6 @@ async fn a_member_process_frozen_past_its_session_rejoins_and_handles_each_recor
     );
     // The second member joins; the partitions are shared once the group is stable.
     let b_handles: checker::Handles = Arc::default();
-    let recorded = b_handles.clone();
     let member_b = meshbus::consumer::Consumer::connect(
         config.clone(),
         mesh::verifier(&v),
@@ -1107,13 +1086,7 @@ async fn a_member_process_frozen_past_its_session_rejoins_and_handles_each_recor
     )
     .await
     .unwrap()
-    .handle(Kind::Anomaly, move |r: meshbus::consumer::Consumed| {
-        let recorded = recorded.clone();
-        async move {
-            checker::record(&recorded, 1, &r, Instant::now());
-            Ok(())
-        }
-    });
+    .handle(Kind::Anomaly, checker::recorder(&b_handles, 1));
     let b_stats = member_b.stats();
     let (stop_b, task_b) = mesh::spawn(member_b);
     assert!(

@@ -21,6 +21,7 @@
 #![allow(clippy::await_holding_lock)]
 
 mod common;
+use checker::places as handled;
 use common::broker::{free_port, Broker};
 use common::checker::{self, Handles, Sent};
 use common::mesh;
@@ -149,7 +150,6 @@ async fn consumer(
 ) {
     let metrics = meshbus::metrics::Metrics::new();
     let handles: Handles = Arc::default();
-    let recorded = handles.clone();
     let mut options = mesh::options(group);
     options.timing = meshbus::consumer::GroupTiming::default();
     let c = meshbus::consumer::Consumer::connect(
@@ -160,23 +160,8 @@ async fn consumer(
     )
     .await
     .expect("consumer connects through the proxy")
-    .handle(Kind::Anomaly, move |r: meshbus::consumer::Consumed| {
-        let recorded = recorded.clone();
-        async move {
-            let began = Instant::now();
-            checker::record(&recorded, 0, &r, began);
-            Ok(())
-        }
-    });
+    .handle(Kind::Anomaly, checker::recorder(&handles, 0));
     (c, handles, metrics)
-}
-
-fn handled(h: &Handles) -> BTreeSet<(i32, i64)> {
-    h.lock()
-        .unwrap()
-        .iter()
-        .map(|h| (h.partition, h.offset))
-        .collect()
 }
 
 fn acked(sent: &Mutex<Vec<Sent>>) -> BTreeSet<(i32, i64)> {

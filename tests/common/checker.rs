@@ -186,6 +186,36 @@ pub fn record(handles: &Handles, member: usize, r: &meshbus::consumer::Consumed,
     });
 }
 
+/// A handler that records each handling as member `member` and accepts the record.
+pub fn recorder(
+    handles: &Handles,
+    member: usize,
+) -> impl Fn(
+    meshbus::consumer::Consumed,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+       + Send
+       + Sync
+       + 'static {
+    let handles = handles.clone();
+    move |r| {
+        let handles = handles.clone();
+        Box::pin(async move {
+            record(&handles, member, &r, Instant::now());
+            Ok(())
+        })
+    }
+}
+
+/// The places (partition, offset) handled so far.
+pub fn places(handles: &Handles) -> BTreeSet<(i32, i64)> {
+    handles
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| (h.partition, h.offset))
+        .collect()
+}
+
 /// What the consuming side of a run came to, for one group.
 #[derive(Debug, Clone, Default)]
 pub struct ConsumeReport {
