@@ -432,3 +432,73 @@ async fn mutual_tls_listener_accepts_the_client_certificate_only() {
         started.elapsed()
     );
 }
+
+/// `enqueue_raw` returns once a record is queued: produce order is queue order whatever order
+/// the answers are awaited in, a dropped answer still leaves its record delivered (and
+/// `flush` waits for it), and each answer names the record's own offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_sends_land_in_queue_order_whatever_order_their_answers_are_awaited() {
+    let b = Broker::start(&["enqueue.order"]);
+    let p = producer(b.config(), signer(1)).await;
+    let mut pending = Vec::new();
+    for i in 0..300u32 {
+        let d = p
+            .enqueue_raw(
+                "enqueue.order",
+                Some(b"one-key".to_vec()),
+                Some(i.to_be_bytes().to_vec()),
+                BTreeMap::new(),
+            )
+            .await
+            .expect("queued");
+        pending.push((i, d));
+    }
+    // Answers in reverse order; every tenth one dropped unread.
+    let mut offsets = BTreeMap::new();
+    for (i, d) in pending.into_iter().rev() {
+        if i % 10 == 3 {
+            drop(d);
+            continue;
+        }
+        let landed = d.await.expect("acknowledged");
+        offsets.insert(i, (landed.partition, landed.offset));
+    }
+    p.flush().await.unwrap();
+    let counts = p.counts();
+    assert_eq!(
+        (counts.acknowledged, counts.in_flight),
+        (270, 0),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.failed, 30,
+        "dropped answers count as abandoned: {counts:?}"
+    );
+    let partitions: HashSet<i32> = offsets.values().map(|(p, _)| *p).collect();
+    assert_eq!(
+        partitions.len(),
+        1,
+        "one key, one partition: {partitions:?}"
+    );
+    let first = offsets[&0].1;
+    for (i, (_, offset)) in &offsets {
+        assert_eq!(
+            *offset,
+            first + i64::from(*i),
+            "record {i} out of queue order"
+        );
+    }
+    let recs = b.py_read("enqueue.order", 300);
+    let values: Vec<u32> = recs
+        .iter()
+        .map(|r| {
+            let v = hex::decode(r["value"].as_str().unwrap()).unwrap();
+            u32::from_be_bytes(v.try_into().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        values,
+        (0..300).collect::<Vec<_>>(),
+        "log order is queue order, none lost"
+    );
+}

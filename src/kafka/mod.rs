@@ -19,7 +19,7 @@ mod produce;
 
 pub use consume::{Assignor, EventFuture, GroupConsumer, GroupSpec, RebalanceEvents};
 pub use error::KafkaError;
-pub use produce::{Sender, PRODUCER_LINGER};
+pub use produce::{Queued, Sender, PRODUCER_LINGER};
 
 use crate::config::{Config, SaslMechanism};
 use std::collections::BTreeMap;

@@ -48,6 +48,29 @@ impl krafka::producer::Partitioner for KeyedOrRoundRobin {
     }
 }
 
+/// A queued record: resolves to where the broker put it, or why it was not acknowledged.
+/// Dropping it does not cancel the send; only its answer is lost.
+#[derive(Debug)]
+#[must_use = "a dropped Queued discards the acknowledgement; the record is still sent"]
+pub struct Queued {
+    handle: krafka::producer::DeliveryHandle,
+    /// The record's share of [`BUFFER_BYTES`], given back with the answer.
+    _reserved: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::future::Future for Queued {
+    type Output = Result<Landed, KafkaError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.handle)
+            .poll(cx)
+            .map(|r| r.map(|m| (m.partition, m.offset)).map_err(KafkaError::from))
+    }
+}
+
 /// Sends records. Cheap to share behind an `Arc`.
 pub struct Sender {
     client: Client,
@@ -126,53 +149,65 @@ impl Sender {
             .await
     }
 
-    /// Sends one record and waits for the broker's acknowledgement (acks=all).
-    pub async fn send(
+    /// Queues one record and returns once it is queued (produce order is queue order); the
+    /// returned [`Queued`] resolves to the broker's acknowledgement (acks=all). The record's
+    /// bytes count against [`BUFFER_BYTES`] until then: a full buffer makes this wait, up to
+    /// the request timeout, then fail with [`KafkaError::BufferFull`].
+    pub async fn enqueue(
         &self,
         topic: &str,
-        key: Option<Vec<u8>>,
-        value: Option<Vec<u8>>,
+        key: Option<bytes::Bytes>,
+        value: Option<bytes::Bytes>,
         headers: &BTreeMap<String, Vec<u8>>,
         timestamp_ms: i64,
-    ) -> Result<Landed, KafkaError> {
+    ) -> Result<Queued, KafkaError> {
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(KafkaError::Closed("producer closed".into()));
         }
         let producer = self.producer().await?;
         // Backpressure: wait (up to the request timeout) for room under the byte bound.
-        let bytes = key.as_ref().map_or(0, Vec::len)
-            + value.as_ref().map_or(0, Vec::len)
+        let bytes = key.as_ref().map_or(0, |k| k.len())
+            + value.as_ref().map_or(0, |v| v.len())
             + headers
                 .iter()
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>();
-        let wait = self.client.timeout();
-        let started = std::time::Instant::now();
         let permits = u32::try_from(bytes.clamp(1, BUFFER_BYTES)).unwrap_or(u32::MAX);
-        let _reserved =
-            match tokio::time::timeout(wait, self.budget.clone().acquire_many_owned(permits)).await
-            {
-                Ok(Ok(p)) => p,
-                Ok(Err(_)) => return Err(KafkaError::Closed("producer closed".into())),
-                Err(_) => {
-                    return Err(KafkaError::BufferFull {
-                        bytes,
-                        limit: BUFFER_BYTES,
-                        waited: started.elapsed(),
-                    })
+        let reserved = match self.budget.clone().try_acquire_many_owned(permits) {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return Err(KafkaError::Closed("producer closed".into()))
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let wait = self.client.timeout();
+                let started = std::time::Instant::now();
+                match tokio::time::timeout(wait, self.budget.clone().acquire_many_owned(permits))
+                    .await
+                {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(KafkaError::Closed("producer closed".into())),
+                    Err(_) => {
+                        return Err(KafkaError::BufferFull {
+                            bytes,
+                            limit: BUFFER_BYTES,
+                            waited: started.elapsed(),
+                        })
+                    }
                 }
-            };
-        let mut r = krafka::Record::new(topic, Vec::new()).timestamp(timestamp_ms);
+            }
+        };
+        let mut r = krafka::Record::new(topic, bytes::Bytes::new()).timestamp(timestamp_ms);
         // A null value stays null on the wire.
-        r.value = value.map(bytes::Bytes::from);
-        if let Some(k) = key {
-            r = r.key(k);
-        }
+        r.value = value;
+        r.key = key;
         for (k, v) in headers {
             r = r.header(k.clone(), v.clone());
         }
-        let m = producer.send(r).await?;
-        Ok((m.partition, m.offset))
+        let handle = producer.enqueue(r).await?;
+        Ok(Queued {
+            handle,
+            _reserved: reserved,
+        })
     }
 
     /// Waits until every record accepted so far is acknowledged or failed.

@@ -3,6 +3,7 @@
 //! acknowledged or fails, so `flush` can wait for exactly the sends accepted before it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// What became of the sends of one producer handle so far.
@@ -30,21 +31,21 @@ pub(crate) struct Lifecycle {
 }
 
 /// One accepted send; finishing (or dropping) it takes it out of the in-flight count.
-pub(crate) struct InFlight<'a> {
-    lifecycle: &'a Lifecycle,
+pub(crate) struct InFlight {
+    lifecycle: Arc<Lifecycle>,
     outcome: Option<bool>,
 }
 
-impl InFlight<'_> {
+impl InFlight {
     /// Records the send's outcome.
     pub(crate) fn finish(mut self, acknowledged: bool) {
         self.outcome = Some(acknowledged);
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        let l = self.lifecycle;
+        let l = &self.lifecycle;
         match self.outcome {
             Some(true) => l.acknowledged.fetch_add(1, Ordering::SeqCst),
             _ => l.failed.fetch_add(1, Ordering::SeqCst),
@@ -58,7 +59,7 @@ impl Drop for InFlight<'_> {
 impl Lifecycle {
     /// Accepts a send, or `None` once closed. Counting before checking the gate means a
     /// `close` that saw zero in flight cannot miss a send that got past the gate.
-    pub(crate) fn enter(&self) -> Option<InFlight<'_>> {
+    pub(crate) fn enter(self: &Arc<Self>) -> Option<InFlight> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         if self.closed.load(Ordering::SeqCst) {
             if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
@@ -68,7 +69,7 @@ impl Lifecycle {
             return None;
         }
         Some(InFlight {
-            lifecycle: self,
+            lifecycle: self.clone(),
             outcome: None,
         })
     }
@@ -109,7 +110,6 @@ impl Lifecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::time::Duration;
 
     #[tokio::test]

@@ -20,10 +20,10 @@ use crate::contract::verify::{ACK_SIGNATURE_ALG_HEADER, ACK_SIGNATURE_HEADER};
 use crate::contract::{Clock as _, Kind, Message, Signer};
 use crate::kafka::{Client, KafkaError, Sender};
 use crate::metrics::Metrics;
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder as _, ExponentialBuilder};
 use lifecycle::Lifecycle;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use throttle::Throttle;
@@ -80,13 +80,46 @@ pub enum SendError {
 
 /// Publishes CyberMesh records. Share it behind an `Arc`.
 pub struct Producer {
+    core: Arc<Core>,
+    signer: std::sync::RwLock<Option<Arc<Signer>>>,
+    throttle: Throttle,
+    lifecycle: Arc<Lifecycle>,
+}
+
+/// What a send still needs after it was queued: the connection's sender, the retry settings,
+/// the breaker and the metrics.
+struct Core {
     sender: Arc<Sender>,
     config: Config,
-    signer: std::sync::RwLock<Option<Arc<Signer>>>,
     metrics: Arc<Metrics>,
     breaker: CircuitBreaker,
-    throttle: Throttle,
-    lifecycle: Lifecycle,
+}
+
+/// A send that was queued: awaiting it gives where the broker put the record, or why it was
+/// not acknowledged after the allowed retries. Produce order is queue order, whatever order
+/// these are awaited in. Dropping one does not cancel the send (the record is still
+/// delivered, and [`Producer::flush`] still waits for it); it only discards the answer, and
+/// the send counts as failed in [`Producer::counts`].
+#[must_use = "a dropped PendingDelivery discards the acknowledgement; the record is still sent"]
+pub struct PendingDelivery {
+    answer: std::pin::Pin<Box<dyn Future<Output = Result<Delivery, SendError>> + Send>>,
+}
+
+impl std::fmt::Debug for PendingDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingDelivery").finish_non_exhaustive()
+    }
+}
+
+impl Future for PendingDelivery {
+    type Output = Result<Delivery, SendError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.answer.as_mut().poll(cx)
+    }
 }
 
 impl std::fmt::Debug for Producer {
@@ -117,17 +150,19 @@ impl Producer {
     ) -> Self {
         let p = &config.producer;
         Producer {
-            breaker: CircuitBreaker::new(
-                p.breaker_failures,
-                p.breaker_open_for,
-                p.breaker_successes,
-            ),
             throttle: Throttle::new(p.max_records_per_sec, p.max_bytes_per_sec),
-            lifecycle: Lifecycle::default(),
-            sender,
-            config,
+            lifecycle: Arc::default(),
             signer: std::sync::RwLock::new(signer),
-            metrics,
+            core: Arc::new(Core {
+                breaker: CircuitBreaker::new(
+                    p.breaker_failures,
+                    p.breaker_open_for,
+                    p.breaker_successes,
+                ),
+                sender,
+                config,
+                metrics,
+            }),
         }
     }
 
@@ -135,16 +170,21 @@ impl Producer {
     /// set of batches) with its own breaker and its own lifecycle: what a consumer writes dead
     /// letters with, so closing the application's handle does not stop dead-lettering.
     pub fn dead_letter_handle(&self) -> Producer {
-        let mut config = self.config.clone();
+        let mut config = self.core.config.clone();
         config.producer.max_records_per_sec = None;
         config.producer.max_bytes_per_sec = None;
-        Self::on_sender(self.sender.clone(), config, None, self.metrics.clone())
+        Self::on_sender(
+            self.core.sender.clone(),
+            config,
+            None,
+            self.core.metrics.clone(),
+        )
     }
 
     /// Waits until every send this handle accepted so far is acknowledged or has failed.
     pub async fn flush(&self) -> Result<(), KafkaError> {
         self.lifecycle.idle().await;
-        self.sender.flush().await
+        self.core.sender.flush().await
     }
 
     /// Refuses later sends with [`SendError::Closed`], flushes, then closes the connection's
@@ -153,7 +193,7 @@ impl Producer {
     pub async fn close(&self) -> Result<(), KafkaError> {
         self.stop_accepting();
         self.flush().await?;
-        self.sender.close().await
+        self.core.sender.close().await
     }
 
     /// Refuses later sends with [`SendError::Closed`] without waiting for anything (the first
@@ -174,12 +214,12 @@ impl Producer {
 
     /// The breaker's current state.
     pub fn breaker_state(&self) -> BreakerState {
-        self.breaker.state()
+        self.core.breaker.state()
     }
 
     /// The configuration.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.core.config
     }
 
     fn current_signer(&self) -> Option<Arc<Signer>> {
@@ -201,8 +241,13 @@ impl Producer {
 
     /// Signs `msg` by its kind and sends it to its configured topic.
     pub async fn sign_and_send(&self, msg: Message) -> Result<Delivery, SendError> {
+        self.sign_and_enqueue(msg).await?.await
+    }
+    /// Signs `msg` by its kind and queues it for its configured topic: returns once it is
+    /// queued; the [`PendingDelivery`] gives the broker's answer.
+    pub async fn sign_and_enqueue(&self, msg: Message) -> Result<PendingDelivery, SendError> {
         let signed = self.signer()?.sign_message(msg);
-        self.send_message(&signed).await
+        self.enqueue_message(&signed).await
     }
     /// Signs and sends an anomaly to `ai.anomalies.v1`.
     pub async fn send_anomaly(&self, m: AnomalyEvent) -> Result<Delivery, SendError> {
@@ -243,6 +288,12 @@ impl Producer {
 
     /// Sends an already signed message to its configured topic with its SPEC 1 key.
     pub async fn send_message(&self, msg: &Message) -> Result<Delivery, SendError> {
+        self.enqueue_message(msg).await?.await
+    }
+
+    /// Queues an already signed message for its configured topic with its SPEC 1 key (a
+    /// policy ack gets its `ack-signature` headers here, as in [`Producer::send_message`]).
+    pub async fn enqueue_message(&self, msg: &Message) -> Result<PendingDelivery, SendError> {
         let value = msg.encode();
         let mut headers = BTreeMap::new();
         if let (Message::PolicyAck(_), Some(s)) = (msg, self.current_signer()) {
@@ -252,8 +303,8 @@ impl Producer {
             );
             headers.insert(ACK_SIGNATURE_ALG_HEADER.to_string(), b"ed25519".to_vec());
         }
-        let topic = self.config.topic(msg.kind()).to_string();
-        self.send(
+        let topic = self.core.config.topic(msg.kind()).to_string();
+        self.enqueue(
             &topic,
             msg.kind().name(),
             msg.record_key(),
@@ -282,136 +333,226 @@ impl Producer {
         value: Option<Vec<u8>>,
         headers: BTreeMap<String, Vec<u8>>,
     ) -> Result<Delivery, SendError> {
+        self.enqueue_raw(topic, key, value, headers).await?.await
+    }
+
+    /// Queues raw bytes for `topic` (a `None` value is Kafka's null value) and returns once
+    /// they are queued: what pipelines sends without a task per record. The
+    /// [`PendingDelivery`] resolves to the broker's answer, after the same retries as
+    /// [`Producer::send_raw`]; the error here is a send refused before it was queued.
+    pub async fn enqueue_raw(
+        &self,
+        topic: &str,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        headers: BTreeMap<String, Vec<u8>>,
+    ) -> Result<PendingDelivery, SendError> {
         let kind = self
+            .core
             .config
             .kind_of_topic(topic)
             .map(Kind::name)
             .unwrap_or("raw");
-        self.send(topic, kind, key, value, headers).await
+        self.enqueue(topic, kind, key, value, headers).await
     }
 
-    async fn send(
+    /// The one send path: admit (gate, size, throttle, breaker), queue (retrying what failed
+    /// before the record was queued), then the answer, which re-queues a record whose
+    /// delivery failed with a retriable error.
+    async fn enqueue(
         &self,
         topic: &str,
         kind: &str,
         key: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
         headers: BTreeMap<String, Vec<u8>>,
-    ) -> Result<Delivery, SendError> {
+    ) -> Result<PendingDelivery, SendError> {
+        let core = &self.core;
         let labels = Metrics::topic_type(topic, kind);
         let Some(in_flight) = self.lifecycle.enter() else {
-            self.metrics.messages_failed.get_or_create(&labels).inc();
+            core.metrics.messages_failed.get_or_create(&labels).inc();
             return Err(SendError::Closed);
         };
-        let result = self.send_inner(topic, key, value, headers).await;
-        in_flight.finish(result.is_ok());
-        self.metrics
-            .circuit_breaker_state
-            .set(self.breaker.state() as i64);
-        match &result {
-            Ok(_) => self.metrics.messages_sent.get_or_create(&labels).inc(),
-            Err(_) => self.metrics.messages_failed.get_or_create(&labels).inc(),
-        };
-        result
-    }
-
-    async fn send_inner(
-        &self,
-        topic: &str,
-        key: Option<Vec<u8>>,
-        value: Option<Vec<u8>>,
-        headers: BTreeMap<String, Vec<u8>>,
-    ) -> Result<Delivery, SendError> {
         let size = value.as_ref().map_or(0, Vec::len);
+        let mut send = Outgoing {
+            core: core.clone(),
+            topic: topic.to_string(),
+            labels,
+            key: key.map(bytes::Bytes::from),
+            value: value.map(bytes::Bytes::from),
+            headers,
+            size: size as u64,
+            started: Instant::now(),
+            timestamp_ms: crate::contract::clock::SystemClock.now_ms(),
+            attempts: 0,
+            backoff: core.backoff(),
+        };
         if size > MAX_RECORD_BYTES {
+            send.count(in_flight, false);
             return Err(SendError::TooLarge { size });
         }
         if !self.throttle.is_unlimited() {
             let waited = self.throttle.admit(size).await;
-            self.metrics
+            core.metrics
                 .producer_throttled_seconds
                 .get_or_create(&Metrics::topic(topic))
                 .inc_by(waited.as_secs_f64());
         }
-        if !self.breaker.allow() {
+        if !core.breaker.allow() {
+            send.count(in_flight, false);
             return Err(SendError::BreakerOpen);
         }
-        let started = Instant::now();
-        let size = size as u64;
-        let timestamp_ms = crate::contract::clock::SystemClock.now_ms();
+        send.started = Instant::now();
+        match send.queue().await {
+            Ok(queued) => Ok(PendingDelivery {
+                answer: Box::pin(send.answer(queued, in_flight)),
+            }),
+            Err(e) => {
+                let e = send.error(e);
+                send.count(in_flight, false);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Core {
+    fn backoff(&self) -> backon::ExponentialBackoff {
         let p = &self.config.producer;
-        let backoff = ExponentialBuilder::default()
+        ExponentialBuilder::default()
             .with_min_delay(p.retry_backoff)
             .with_max_delay(p.retry_backoff_max)
             .with_factor(2.0)
             .with_max_times(p.max_retries)
-            .with_jitter();
-        let attempts = AtomicUsize::new(0);
-        let result = (|| async {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            let (partition, offset) = self
-                .sender
-                .send(topic, key.clone(), value.clone(), &headers, timestamp_ms)
-                .await?;
-            Ok(Delivery {
-                topic: topic.to_string(),
-                partition,
-                offset,
-            })
-        })
-        .retry(backoff)
-        // A delivery timeout means the client already retried the same idempotent batch for
-        // the whole of KAFKA_DELIVERY_TIMEOUT_MS: that send has failed (SPEC 8).
-        .when(|e: &KafkaError| {
-            e.is_retriable() && !matches!(e, KafkaError::DeliveryTimeout { .. })
-        })
-        .notify(|e, after| tracing::warn!(topic, error = %e, retry_in = ?after, "send failed; retrying"))
-        .await;
-        self.finish(
-            topic,
-            started,
-            size,
-            attempts.load(Ordering::Relaxed),
-            result,
-        )
+            .with_jitter()
+            .build()
+    }
+}
+
+/// One record on its way: what it takes to queue it again, and what its attempts so far were.
+struct Outgoing {
+    core: Arc<Core>,
+    topic: String,
+    labels: crate::metrics::TopicType,
+    key: Option<bytes::Bytes>,
+    value: Option<bytes::Bytes>,
+    headers: BTreeMap<String, Vec<u8>>,
+    size: u64,
+    started: Instant,
+    timestamp_ms: i64,
+    attempts: usize,
+    backoff: backon::ExponentialBackoff,
+}
+
+impl Outgoing {
+    /// Whether `e` is retried, and after how long: retriable errors within the allowed
+    /// retries, except a delivery timeout, which means the client already retried the same
+    /// idempotent batch for the whole of KAFKA_DELIVERY_TIMEOUT_MS: that send has failed
+    /// (SPEC 8).
+    fn retry_after(&mut self, e: &KafkaError) -> Option<std::time::Duration> {
+        if !e.is_retriable() || matches!(e, KafkaError::DeliveryTimeout { .. }) {
+            return None;
+        }
+        let after = self.backoff.next()?;
+        tracing::warn!(topic = %self.topic, error = %e, retry_in = ?after, "send failed; retrying");
+        Some(after)
     }
 
-    /// Breaker, metrics and error shape for a finished send.
-    fn finish(
-        &self,
-        topic: &str,
-        started: Instant,
-        size: u64,
-        attempts: usize,
-        result: Result<Delivery, KafkaError>,
-    ) -> Result<Delivery, SendError> {
-        match result {
-            Ok(d) => {
-                self.breaker.on_success();
-                self.metrics
-                    .bytes_sent
-                    .get_or_create(&Metrics::topic(topic))
-                    .inc_by(size);
-                self.metrics
-                    .send_latency
-                    .get_or_create(&Metrics::topic(topic))
-                    .observe(started.elapsed().as_secs_f64());
-                Ok(d)
-            }
-            Err(KafkaError::Closed(_)) => Err(SendError::Closed),
-            // A full buffer says the broker is slow, not that it failed: the breaker is left
-            // alone.
-            Err(KafkaError::BufferFull { bytes, waited, .. }) => {
-                Err(SendError::Backpressure { bytes, waited })
-            }
-            Err(source) => {
-                self.breaker.on_failure();
-                Err(SendError::Transport {
-                    topic: topic.to_string(),
-                    attempts,
-                    source,
-                })
+    /// Queues the record, retrying what fails before it is queued.
+    async fn queue(&mut self) -> Result<crate::kafka::Queued, KafkaError> {
+        loop {
+            self.attempts += 1;
+            let e = match self
+                .core
+                .sender
+                .enqueue(
+                    &self.topic,
+                    self.key.clone(),
+                    self.value.clone(),
+                    &self.headers,
+                    self.timestamp_ms,
+                )
+                .await
+            {
+                Ok(queued) => return Ok(queued),
+                Err(e) => e,
+            };
+            match self.retry_after(&e) {
+                Some(after) => tokio::time::sleep(after).await,
+                None => return Err(e),
             }
         }
+    }
+
+    /// The broker's answer for a queued record; a retriable failure queues it again.
+    async fn answer(
+        mut self,
+        mut queued: crate::kafka::Queued,
+        in_flight: lifecycle::InFlight,
+    ) -> Result<Delivery, SendError> {
+        let result = loop {
+            let e = match queued.await {
+                Ok((partition, offset)) => {
+                    break Ok(Delivery {
+                        topic: self.topic.clone(),
+                        partition,
+                        offset,
+                    })
+                }
+                Err(e) => e,
+            };
+            match self.retry_after(&e) {
+                Some(after) => tokio::time::sleep(after).await,
+                None => break Err(self.error(e)),
+            }
+            queued = match self.queue().await {
+                Ok(q) => q,
+                Err(e) => break Err(self.error(e)),
+            };
+        };
+        self.count(in_flight, result.is_ok());
+        result
+    }
+
+    /// The caller's error for a failed send, and the breaker's count of it.
+    fn error(&self, e: KafkaError) -> SendError {
+        match e {
+            KafkaError::Closed(_) => SendError::Closed,
+            // A full buffer says the broker is slow, not that it failed: the breaker is left
+            // alone.
+            KafkaError::BufferFull { bytes, waited, .. } => {
+                SendError::Backpressure { bytes, waited }
+            }
+            source => {
+                self.core.breaker.on_failure();
+                SendError::Transport {
+                    topic: self.topic.clone(),
+                    attempts: self.attempts,
+                    source,
+                }
+            }
+        }
+    }
+
+    /// Counts a finished send: the handle's lifecycle, the breaker and the metrics.
+    fn count(&self, in_flight: lifecycle::InFlight, acknowledged: bool) {
+        in_flight.finish(acknowledged);
+        let m = &self.core.metrics;
+        match acknowledged {
+            true => {
+                self.core.breaker.on_success();
+                let topic = Metrics::topic(&self.topic);
+                m.bytes_sent.get_or_create(&topic).inc_by(self.size);
+                m.send_latency
+                    .get_or_create(&topic)
+                    .observe(self.started.elapsed().as_secs_f64());
+                m.messages_sent.get_or_create(&self.labels).inc();
+            }
+            false => {
+                m.messages_failed.get_or_create(&self.labels).inc();
+            }
+        }
+        m.circuit_breaker_state
+            .set(self.core.breaker.state() as i64);
     }
 }

@@ -81,6 +81,8 @@ pub struct Verifier {
     allowlist: std::sync::RwLock<Option<Arc<HashSet<[u8; 32]>>>>,
     clock: Arc<dyn Clock>,
     replay: Arc<ReplayGuard>,
+    /// Signers' keys as curve points, decompressed once per key.
+    keys: KeyCache,
 }
 
 impl Verifier {
@@ -101,6 +103,7 @@ impl Verifier {
             trust: std::sync::RwLock::new(Arc::new(trust)),
             clock,
             replay,
+            keys: KeyCache::default(),
         }
     }
 
@@ -275,7 +278,8 @@ impl Verifier {
             );
         }
         // 5. signature
-        check_signature(m.pubkey(), &ai_message_sign_bytes(&m), m.signature())?;
+        self.keys
+            .check_signature(m.pubkey(), &ai_message_sign_bytes(&m), m.signature())?;
         // 6. producer
         if m.producer_id() != m.pubkey() {
             return fail(Reason::ProducerMismatch, "producer_id differs from pubkey");
@@ -313,7 +317,7 @@ impl Verifier {
         }
         m.check_content_hash()?;
         let domain = self.config.domains.for_kind(M::KIND);
-        check_signature(
+        self.keys.check_signature(
             m.pubkey(),
             &control_sign_bytes_in(&m, domain),
             m.signature(),
@@ -424,18 +428,54 @@ fn check_skew(ts: i64, now: i64, skew: i64, name: &str) -> Result<(), VerifyErro
     Ok(())
 }
 
-/// Pure Ed25519 with Go's `crypto/ed25519.Verify` acceptance: cofactorless, S < L.
-fn check_signature(pubkey: &[u8], msg: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
-    let bad = |d: &str| VerifyError::new(Reason::BadSignature, d);
-    let pk: [u8; 32] = pubkey
-        .try_into()
-        .map_err(|_| bad("pubkey is not 32 bytes"))?;
-    let sig: [u8; 64] = signature
-        .try_into()
-        .map_err(|_| bad("signature is not 64 bytes"))?;
-    let vk = VerifyingKey::from_bytes(&pk).map_err(|_| bad("pubkey is not a curve point"))?;
-    vk.verify(msg, &Signature::from_bytes(&sig))
-        .map_err(|_| bad("Ed25519 signature does not verify"))
+/// Signers' public keys, decompressed to curve points once: decompressing costs about a
+/// sixth of a verification, and a mesh has few signers. Bounded: past [`KeyCache::MAX`] keys
+/// it starts over, so a peer inventing keys costs time, never memory. A key that is not a
+/// point is never remembered.
+#[derive(Debug, Default)]
+struct KeyCache {
+    points: std::sync::RwLock<std::collections::HashMap<[u8; 32], VerifyingKey>>,
+}
+
+impl KeyCache {
+    /// Keys remembered at most.
+    const MAX: usize = 4096;
+
+    fn point(&self, pk: &[u8; 32]) -> Option<VerifyingKey> {
+        let read = self.points.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(vk) = read.get(pk) {
+            return Some(*vk);
+        }
+        drop(read);
+        let vk = VerifyingKey::from_bytes(pk).ok()?;
+        let mut write = self.points.write().unwrap_or_else(|p| p.into_inner());
+        if write.len() >= Self::MAX {
+            write.clear();
+        }
+        write.insert(*pk, vk);
+        Some(vk)
+    }
+
+    /// Pure Ed25519 with Go's `crypto/ed25519.Verify` acceptance: cofactorless, S < L.
+    fn check_signature(
+        &self,
+        pubkey: &[u8],
+        msg: &[u8],
+        signature: &[u8],
+    ) -> Result<(), VerifyError> {
+        let bad = |d: &str| VerifyError::new(Reason::BadSignature, d);
+        let pk: [u8; 32] = pubkey
+            .try_into()
+            .map_err(|_| bad("pubkey is not 32 bytes"))?;
+        let sig: [u8; 64] = signature
+            .try_into()
+            .map_err(|_| bad("signature is not 64 bytes"))?;
+        let vk = self
+            .point(&pk)
+            .ok_or_else(|| bad("pubkey is not a curve point"))?;
+        vk.verify(msg, &Signature::from_bytes(&sig))
+            .map_err(|_| bad("Ed25519 signature does not verify"))
+    }
 }
 
 fn short_hex(b: &[u8]) -> String {
