@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/IBM/sarama v1.61.1
 	github.com/xdg-go/scram v1.4.0
+	google.golang.org/protobuf v1.36.12
 )
 
 require (

@@ -285,7 +285,9 @@ public final class Peer {
     }
 
     /** Produces every record of FILE (hex values, one per line) as fast as the client can
-     *  (acks=all, idempotent, snappy, linger 5 ms); prints records, seconds and CPU seconds. */
+     *  with the benchmark's shared settings (acks=all, idempotent, snappy, linger 2 ms, 256 KiB
+     *  batches, 5 requests in flight per connection, 32 MiB of buffer); prints records, seconds
+     *  and CPU seconds. */
     private static void pbench(Properties conf, String topic, String file) throws Exception {
         List<byte[]> values = new ArrayList<>();
         for (String l : java.nio.file.Files.readAllLines(java.nio.file.Path.of(file))) {
@@ -294,7 +296,10 @@ public final class Peer {
         conf.put("acks", "all");
         conf.put("enable.idempotence", "true");
         conf.put("compression.type", "snappy");
-        conf.put("linger.ms", "5");
+        conf.put("linger.ms", "2");
+        conf.put("batch.size", "262144");
+        conf.put("max.in.flight.requests.per.connection", "5");
+        conf.put("buffer.memory", "33554432");
         conf.put("key.serializer", ByteArraySerializer.class.getName());
         conf.put("value.serializer", ByteArraySerializer.class.getName());
         try (Producer<byte[], byte[]> p = new KafkaProducer<>(conf)) {

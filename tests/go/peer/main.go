@@ -7,6 +7,8 @@
 //	sarama-peer read    --conf JSON --topic T --count N
 //	sarama-peer pbench  --conf JSON --topic T --file HEXLINES   (benchmark: produce, timed)
 //	sarama-peer cbench  --conf JSON --topic T --group G --count N (benchmark: consume, timed)
+//	sarama-peer vbench  --conf JSON --topic T --group G --count N (benchmark: consume and verify
+//	                    ai.anomalies.v1 records by SPEC 4, timed; verify.go)
 //
 // --conf: {"brokers": "h:p,...", "ca": path, "mechanism": "SCRAM-SHA-512", "user", "password"}.
 package main
@@ -244,8 +246,10 @@ func cpuSeconds() float64 {
 	return tv(ru.Utime) + tv(ru.Stime)
 }
 
-// pbench produces every record of FILE (hex values, one per line) as fast as Sarama can
-// (acks=all, idempotent, snappy, 5 ms flush), timed after the client connected.
+// pbench produces every record of FILE (hex values, one per line) as fast as Sarama can, with
+// the benchmark's shared settings (acks=all, idempotent, snappy, 2 ms flush, 256 KiB batches;
+// one request in flight per connection, Sarama's limit for an idempotent producer), timed
+// after the client connected.
 func pbench(c conf, topic, file string) {
 	data, err := os.ReadFile(file)
 	must(err)
@@ -262,7 +266,8 @@ func pbench(c conf, topic, file string) {
 	cfg.Producer.Idempotent = true
 	cfg.Net.MaxOpenRequests = 1
 	cfg.Producer.Compression = sarama.CompressionSnappy
-	cfg.Producer.Flush.Frequency = 5 * time.Millisecond
+	cfg.Producer.Flush.Frequency = 2 * time.Millisecond
+	cfg.Producer.Flush.Bytes = 262144
 	cfg.Producer.Return.Successes = true
 	cfg.Producer.Partitioner = sarama.NewRoundRobinPartitioner
 	p, err := sarama.NewAsyncProducer(strings.Split(c.Brokers, ","), cfg)
@@ -338,6 +343,79 @@ func cbench(c conf, topic, id string, count int) {
 	out(map[string]any{"records": h.got, "seconds": secs, "cpu_seconds": cpu})
 }
 
+// vcounter verifies each record as an AnomalyEvent (verify.go) as it counts it: ConsumeClaim
+// runs on one goroutine per claimed partition, so verification runs in parallel, all
+// partitions sharing the verifier's replay guard, as in the deployed validators.
+type vcounter struct {
+	want     int
+	v        *Verifier
+	mu       sync.Mutex
+	got      int
+	verified int
+	refused  int
+	reasons  map[string]int
+	done     chan struct{}
+}
+
+func (h *vcounter) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (h *vcounter) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+func (h *vcounter) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	for m := range claim.Messages() {
+		reason, ok := h.v.Verify(m.Value, time.Now().Unix())
+		s.MarkMessage(m, "")
+		h.mu.Lock()
+		if h.got == h.want { // past COUNT (other partitions still delivering): not counted
+			h.mu.Unlock()
+			continue
+		}
+		h.got++
+		if ok {
+			h.verified++
+		} else {
+			h.refused++
+			h.reasons[reason]++
+		}
+		finished := h.got == h.want
+		h.mu.Unlock()
+		if finished {
+			close(h.done)
+		}
+	}
+	return nil
+}
+
+// vbench is cbench with verification: it consumes COUNT records of TOPIC in a fresh group,
+// verifying each as an ai.anomalies.v1 AnomalyEvent (SPEC 4 steps 1-9 against the wall clock,
+// skew 300 s, so the records must have been signed within the last 5 minutes), committing
+// once at the end; timed from joining. Prints {"records", "seconds", "cpu_seconds",
+// "verified", "refused", "reasons": {reason: count}}.
+func vbench(c conf, topic, id string, count int) {
+	cfg := config(c)
+	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	cfg.Consumer.Offsets.AutoCommit.Enable = false
+	g, err := sarama.NewConsumerGroup(strings.Split(c.Brokers, ","), id, cfg)
+	must(err)
+	h := &vcounter{want: count, v: NewVerifier(), reasons: map[string]int{}, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	c0, t0 := cpuSeconds(), time.Now()
+	go func() {
+		for ctx.Err() == nil {
+			if err := g.Consume(ctx, []string{topic}, h); err != nil && ctx.Err() == nil {
+				fmt.Fprintln(os.Stderr, "sarama-peer: consume:", err)
+			}
+		}
+	}()
+	<-h.done
+	secs := time.Since(t0).Seconds()
+	cpu := cpuSeconds() - c0
+	cancel()
+	must(g.Close())
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out(map[string]any{"records": h.got, "seconds": secs, "cpu_seconds": cpu,
+		"verified": h.verified, "refused": h.refused, "reasons": h.reasons})
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: sarama-peer produce|group|read --conf JSON ...")
@@ -364,6 +442,8 @@ func main() {
 		pbench(c, *topic, *file)
 	case "cbench":
 		cbench(c, *topic, *groupID, *count)
+	case "vbench":
+		vbench(c, *topic, *groupID, *count)
 	default:
 		os.Exit(2)
 	}
