@@ -17,6 +17,7 @@ mod broker;
 
 #[path = "../src/cli/sample.rs"]
 mod sample;
+use meshbus::contract::messages::AnomalyEvent;
 use meshbus::contract::Signer;
 use meshbus::kafka::Client;
 use meshbus::metrics::Metrics;
@@ -27,6 +28,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const SIZE: usize = 1024;
+/// Record sizes of the produce curve.
+const SIZES: [usize; 4] = [256, 1024, 64 * 1024, 512 * 1024];
 
 use broker::cpu_seconds;
 
@@ -35,22 +38,37 @@ struct Row {
     records: usize,
     seconds: f64,
     cpu: f64,
+    broker_cpu: f64,
+}
+
+/// What a meshbus run sends.
+enum Values {
+    /// These values as they are (moved into the producer, no copy).
+    Raw(Vec<Vec<u8>>),
+    /// These anomalies, signed in the timed loop.
+    Sign(Vec<AnomalyEvent>),
 }
 
 /// Queues every record with [`Producer::enqueue_raw`] (no task per record, no cap but the
 /// producer's own 32 MiB buffer), then awaits every answer.
-async fn run_meshbus(p: &Producer, signer: &Signer, topic: &str, n: usize, signed: bool) -> Row {
-    let payload = sample::anomaly_payload(5, 0.5, SIZE);
+async fn run_meshbus(
+    b: &broker::Broker,
+    p: &Producer,
+    signer: &Signer,
+    topic: &str,
+    values: Values,
+) -> Row {
+    let n = match &values {
+        Values::Raw(v) => v.len(),
+        Values::Sign(v) => v.len(),
+    };
     let mut pending = Vec::with_capacity(n);
-    let (c0, t0) = (cpu_seconds(), Instant::now());
-    for i in 0..n {
-        let value = if signed {
-            signer
-                .sign_ai(sample::anomaly(i as u64, SIZE))
-                .encode_to_vec()
-        } else {
-            payload.clone()
-        };
+    let (c0, b0, t0) = (cpu_seconds(), b.cpu_seconds(), Instant::now());
+    let values: Box<dyn Iterator<Item = Vec<u8>>> = match values {
+        Values::Raw(v) => Box::new(v.into_iter()),
+        Values::Sign(v) => Box::new(v.into_iter().map(|m| signer.sign_ai(m).encode_to_vec())),
+    };
+    for value in values {
         pending.push(
             p.enqueue_raw(topic, None, Some(value), BTreeMap::new())
                 .await
@@ -65,6 +83,7 @@ async fn run_meshbus(p: &Producer, signer: &Signer, topic: &str, n: usize, signe
         records: n,
         seconds: t0.elapsed().as_secs_f64(),
         cpu: cpu_seconds() - c0,
+        broker_cpu: b.cpu_seconds() - b0,
     }
 }
 
@@ -78,10 +97,12 @@ fn run_peer(b: &broker::Broker, peer: broker::Peer, topic: &str, values: &[Vec<u
     } else {
         "pbench"
     };
+    let b0 = b.cpu_seconds();
     let out = b
         .peer_command(peer, &[cmd, "--topic", topic, "--file", &file])
         .output()
         .unwrap();
+    let broker_cpu = b.cpu_seconds() - b0;
     assert!(
         out.status.success(),
         "{peer:?} bench: {}",
@@ -97,6 +118,8 @@ fn run_peer(b: &broker::Broker, peer: broker::Peer, topic: &str, values: &[Vec<u
         records: r["records"].as_u64().unwrap() as usize,
         seconds: r["seconds"].as_f64().unwrap(),
         cpu: r["cpu_seconds"].as_f64().unwrap(),
+        // Of the peer's whole run, start-up included.
+        broker_cpu,
     }
 }
 
@@ -111,6 +134,8 @@ fn main() {
     let topics = [
         "bench.meshbus.unsigned",
         "bench.meshbus.signed",
+        "bench.meshbus.signing",
+        "bench.warmup",
         "bench.rdkafka.unsigned",
         "bench.rdkafka.signed",
         "bench.java.unsigned",
@@ -119,6 +144,12 @@ fn main() {
         "bench.sarama.signed",
     ];
     let b = broker::Broker::start(&topics);
+    let size_topics: Vec<String> = SIZES.iter().map(|s| format!("bench.size.{s}")).collect();
+    b.create_topics(
+        3,
+        &[],
+        &size_topics.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -128,19 +159,6 @@ fn main() {
         ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
         1,
     ));
-    let mut rows = Vec::new();
-    rt.block_on(async {
-        let config = b.config();
-        let t = Client::connect(&config).await.unwrap();
-        let p = Producer::new(t, config, Some(signer.clone()), Metrics::new());
-        // warm-up: connections and partition clients
-        run_meshbus(&p, &signer, topics[0], 200, false).await;
-        rows.push((
-            "unsigned",
-            run_meshbus(&p, &signer, topics[0], n, false).await,
-        ));
-        rows.push(("signed", run_meshbus(&p, &signer, topics[1], n, true).await));
-    });
     let unsigned: Vec<Vec<u8>> = (0..n)
         .map(|_| sample::anomaly_payload(5, 0.5, SIZE))
         .collect();
@@ -151,6 +169,53 @@ fn main() {
                 .encode_to_vec()
         })
         .collect();
+    let mut rows = Vec::new();
+    let mut by_size = Vec::new();
+    rt.block_on(async {
+        let config = b.config();
+        let t = Client::connect(&config).await.unwrap();
+        let p = Producer::new(t, config, Some(signer.clone()), Metrics::new());
+        // Warm-up: connections, partition clients and the broker's JIT, before any client is
+        // measured.
+        let raw = |count: usize, size: usize| {
+            Values::Raw(vec![sample::anomaly_payload(5, 0.5, size); count])
+        };
+        run_meshbus(
+            &b,
+            &p,
+            &signer,
+            "bench.warmup",
+            raw(if bench_mode { n.max(20_000) } else { n }, SIZE),
+        )
+        .await;
+        rows.push((
+            "unsigned",
+            run_meshbus(&b, &p, &signer, topics[0], raw(n, SIZE)).await,
+        ));
+        rows.push((
+            "pre-signed",
+            run_meshbus(&b, &p, &signer, topics[1], Values::Raw(signed.clone())).await,
+        ));
+        let anomalies = (0..n).map(|i| sample::anomaly(i as u64, SIZE)).collect();
+        rows.push((
+            "signing included",
+            run_meshbus(
+                &b,
+                &p,
+                &signer,
+                "bench.meshbus.signing",
+                Values::Sign(anomalies),
+            )
+            .await,
+        ));
+        // Produce against record size: the same bytes per size, at least 200 records.
+        for size in SIZES {
+            let count = (n * SIZE / size).clamp(200.min(n), n);
+            let topic = format!("bench.size.{size}");
+            let row = run_meshbus(&b, &p, &signer, &topic, raw(count, size)).await;
+            by_size.push((size, row));
+        }
+    });
     for (i, peer) in [
         broker::Peer::Librdkafka,
         broker::Peer::Java,
@@ -159,22 +224,58 @@ fn main() {
     .into_iter()
     .enumerate()
     {
-        rows.push(("unsigned", run_peer(&b, peer, topics[2 + 2 * i], &unsigned)));
-        rows.push(("signed", run_peer(&b, peer, topics[3 + 2 * i], &signed)));
+        rows.push(("unsigned", run_peer(&b, peer, topics[4 + 2 * i], &unsigned)));
+        rows.push(("pre-signed", run_peer(&b, peer, topics[5 + 2 * i], &signed)));
     }
-    println!("\nproduce benchmark: {n} records of ~{SIZE} B, snappy, acks=all, TLS+SCRAM-SHA-512, local Apache Kafka");
-    println!(
-        "{:<11} {:<9} {:>10} {:>12} {:>22}",
-        "client", "records", "seconds", "records/s", "CPU s per 100k records"
-    );
-    for (kind, r) in rows {
+    // The bare cost of signing one record: SHA-256 of the payload and an Ed25519 signature.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+    let payload = sample::anomaly_payload(5, 0.5, SIZE);
+    let reps = n.max(1000);
+    let t0 = Instant::now();
+    for i in 0..reps {
+        use ed25519_dalek::Signer as _;
+        use sha2::Digest as _;
+        let hash: [u8; 32] = sha2::Sha256::digest(&payload).into();
+        let bytes = meshbus::contract::signing::ai_sign_bytes(
+            meshbus::contract::Kind::Anomaly,
+            i as i64,
+            &key.verifying_key().to_bytes(),
+            &[0; 16],
+            &hash,
+        );
+        std::hint::black_box(key.sign(&bytes));
+    }
+    let bare_sign = t0.elapsed().as_secs_f64() / reps as f64;
+
+    println!("\nproduce benchmark: {n} records of ~{SIZE} B, snappy, acks=all, idempotent, TLS + SCRAM-SHA-512, local Apache Kafka (3 partitions); every client: linger 2 ms, 256 KiB batches, 5 requests in flight per connection (Sarama 1), 32 MiB buffer");
+    println!("\n| client | records | seconds | records/s | client CPU s per 100k | broker CPU s per 100k |\n|---|---|---:|---:|---:|---:|");
+    let per_100k = |x: f64, r: &Row| x * 100_000.0 / r.records as f64;
+    for (kind, r) in &rows {
         println!(
-            "{:<11} {:<9} {:>10.2} {:>12.0} {:>22.2}",
+            "| {} | {kind} | {:.2} | {:.0} | {:.2} | {:.2} |",
             r.client,
-            kind,
             r.seconds,
             r.records as f64 / r.seconds,
-            r.cpu * 100_000.0 / r.records as f64
+            per_100k(r.cpu, r),
+            per_100k(r.broker_cpu, r)
+        );
+    }
+    let (presigned, signing) = (&rows[1].1, &rows[2].1);
+    let signing = (signing.cpu - presigned.cpu) / n as f64;
+    println!(
+        "\nsigning on top of pre-signed produce: {:.1} us of CPU per record; bare SHA-256 + Ed25519 sign: {:.1} us ({:.2}x)",
+        signing * 1e6,
+        bare_sign * 1e6,
+        signing / bare_sign
+    );
+    println!("\n| record size (meshbus, unsigned) | records | records/s | MiB/s | client CPU s per 100k |\n|---|---:|---:|---:|---:|");
+    for (size, r) in &by_size {
+        println!(
+            "| {size} B | {} | {:.0} | {:.1} | {:.2} |",
+            r.records,
+            r.records as f64 / r.seconds,
+            r.records as f64 * *size as f64 / r.seconds / (1024.0 * 1024.0),
+            per_100k(r.cpu, r)
         );
     }
 }

@@ -502,3 +502,32 @@ async fn queued_sends_land_in_queue_order_whatever_order_their_answers_are_await
         "log order is queue order, none lost"
     );
 }
+
+/// Queuing more than the 32 MiB buffer before awaiting a single answer does not stall: the
+/// buffer is freed as the broker answers, whether or not the caller awaits (a caller that
+/// queued 48 MiB first used to wait out the request timeout and get `Backpressure`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queuing_past_the_buffer_before_awaiting_any_answer_does_not_stall() {
+    let b = Broker::start(&["enqueue.past.buffer"]);
+    let mut config = b.config();
+    config.producer.compression = Compression::None;
+    let p = producer(config, signer(1)).await;
+    let value = vec![7u8; 100_000];
+    let mut pending = Vec::new();
+    for _ in 0..480 {
+        pending.push(
+            p.enqueue_raw(
+                "enqueue.past.buffer",
+                None,
+                Some(value.clone()),
+                BTreeMap::new(),
+            )
+            .await
+            .expect("queued: the buffer frees as the broker answers"),
+        );
+    }
+    for d in pending {
+        d.await.expect("acknowledged");
+    }
+    assert_eq!(p.counts().acknowledged, 480);
+}

@@ -14,17 +14,14 @@ use tokio::sync::OnceCell;
 /// Where an acknowledged record landed: (partition, offset).
 pub type Landed = (i32, i64);
 
-/// Bytes (keys, values and headers) a producer may hold unacknowledged before sends wait, and
-/// then fail with [`KafkaError::BufferFull`] after the request timeout: 32 MiB, enough for 32
-/// maximal records. meshbus enforces it itself, before the client's own buffer (sized above
-/// it for the per-record overhead) can fill.
+/// Bytes (keys, values and headers, and krafka's few dozen bytes of overhead per record) a
+/// producer may hold unacknowledged before sends wait, and then fail with
+/// [`KafkaError::BufferFull`] after the request timeout: 32 MiB, enough for 32 maximal
+/// records. It is krafka's own buffer (`buffer_memory`), freed as the broker answers.
 pub const BUFFER_BYTES: usize = 32 * 1024 * 1024;
 
-/// The client's own buffer: the bound plus room for batch and record overhead.
 /// How long the producer waits to fill a batch before sending it.
 pub const PRODUCER_LINGER: Duration = Duration::from_millis(2);
-
-const CLIENT_BUFFER_BYTES: usize = BUFFER_BYTES + 4 * 1024 * 1024;
 
 /// Keyed records go where Kafka's Java client puts them (murmur2 of the key), so a key's
 /// records stay in order on one partition across clients; keyless records (every `ai.*`
@@ -54,8 +51,6 @@ impl krafka::producer::Partitioner for KeyedOrRoundRobin {
 #[must_use = "a dropped Queued discards the acknowledgement; the record is still sent"]
 pub struct Queued {
     handle: krafka::producer::DeliveryHandle,
-    /// The record's share of [`BUFFER_BYTES`], given back with the answer.
-    _reserved: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl std::future::Future for Queued {
@@ -77,8 +72,6 @@ pub struct Sender {
     settings: ProducerSettings,
     producer: OnceCell<krafka::producer::Producer>,
     closed: std::sync::atomic::AtomicBool,
-    /// Unacknowledged bytes, one permit per byte.
-    budget: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Sender {
@@ -115,7 +108,6 @@ impl Sender {
             settings,
             producer: OnceCell::new(),
             closed: Default::default(),
-            budget: std::sync::Arc::new(tokio::sync::Semaphore::new(BUFFER_BYTES)),
         }
     }
 
@@ -135,7 +127,7 @@ impl Sender {
                     .batch_size(256 * 1024)
                     // One maximal record plus batch and request overhead.
                     .max_request_size(MAX_RECORD_BYTES + 64 * 1024)
-                    .buffer_memory(CLIENT_BUFFER_BYTES)
+                    .buffer_memory(BUFFER_BYTES)
                     .max_block(timeout)
                     // Within it krafka retries the same idempotent batch (same producer id,
                     // epoch and sequence); `Config::validate` keeps it >= linger + request timeout.
@@ -151,8 +143,8 @@ impl Sender {
 
     /// Queues one record and returns once it is queued (produce order is queue order); the
     /// returned [`Queued`] resolves to the broker's acknowledgement (acks=all). The record's
-    /// bytes count against [`BUFFER_BYTES`] until then: a full buffer makes this wait, up to
-    /// the request timeout, then fail with [`KafkaError::BufferFull`].
+    /// bytes count against [`BUFFER_BYTES`] until the broker answers: a full buffer makes this
+    /// wait, up to the request timeout, then fail with [`KafkaError::BufferFull`].
     pub async fn enqueue(
         &self,
         topic: &str,
@@ -165,37 +157,12 @@ impl Sender {
             return Err(KafkaError::Closed("producer closed".into()));
         }
         let producer = self.producer().await?;
-        // Backpressure: wait (up to the request timeout) for room under the byte bound.
         let bytes = key.as_ref().map_or(0, |k| k.len())
             + value.as_ref().map_or(0, |v| v.len())
             + headers
                 .iter()
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>();
-        let permits = u32::try_from(bytes.clamp(1, BUFFER_BYTES)).unwrap_or(u32::MAX);
-        let reserved = match self.budget.clone().try_acquire_many_owned(permits) {
-            Ok(p) => p,
-            Err(tokio::sync::TryAcquireError::Closed) => {
-                return Err(KafkaError::Closed("producer closed".into()))
-            }
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                let wait = self.client.timeout();
-                let started = std::time::Instant::now();
-                match tokio::time::timeout(wait, self.budget.clone().acquire_many_owned(permits))
-                    .await
-                {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) => return Err(KafkaError::Closed("producer closed".into())),
-                    Err(_) => {
-                        return Err(KafkaError::BufferFull {
-                            bytes,
-                            limit: BUFFER_BYTES,
-                            waited: started.elapsed(),
-                        })
-                    }
-                }
-            }
-        };
         let mut r = krafka::Record::new(topic, bytes::Bytes::new()).timestamp(timestamp_ms);
         // A null value stays null on the wire.
         r.value = value;
@@ -203,11 +170,19 @@ impl Sender {
         for (k, v) in headers {
             r = r.header(k.clone(), v.clone());
         }
-        let handle = producer.enqueue(r).await?;
-        Ok(Queued {
-            handle,
-            _reserved: reserved,
-        })
+        // Backpressure: krafka waits (up to max_block, the request timeout) for room in its
+        // buffer, which is freed as the broker answers, whether or not anyone awaits them.
+        match producer.enqueue(r).await {
+            Ok(handle) => Ok(Queued { handle }),
+            Err(krafka::KrafkaError::BufferExhausted { waited, .. }) => {
+                Err(KafkaError::BufferFull {
+                    bytes,
+                    limit: BUFFER_BYTES,
+                    waited,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Waits until every record accepted so far is acknowledged or failed.

@@ -293,6 +293,21 @@ impl Broker {
         }
     }
 
+    /// CPU seconds the cluster's JVMs have used so far (what a benchmark shows beside the
+    /// client's own).
+    pub fn cpu_seconds(&self) -> f64 {
+        let mut total = 0.0;
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let Ok(pid) = std::fs::read_to_string(entry.unwrap().path().join("pid")) else {
+                continue;
+            };
+            if let Some(cpu) = process_cpu_seconds(&format!("/proc/{}/stat", pid.trim())) {
+                total += cpu;
+            }
+        }
+        total
+    }
+
     /// Kills every node by pid (storage is kept).
     pub fn stop(&mut self) {
         for n in self.nodes() {
@@ -724,11 +739,16 @@ pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
 
 /// CPU seconds (user + system) this process has used so far, for the benchmarks.
 pub fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    process_cpu_seconds("/proc/self/stat").unwrap()
+}
+
+/// User + system CPU seconds from a `/proc/PID/stat` file (None once the process is gone).
+fn process_cpu_seconds(stat_path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the file (11 and 12 after the command name).
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    Some((f[11].parse::<f64>().ok()? + f[12].parse::<f64>().ok()?) / 100.0)
 }
 
 impl Drop for Broker {

@@ -109,6 +109,20 @@ pub enum KrafkaError {
         operation: String,
     },
 
+    /// meshbus patch: the producer's buffer memory (`buffer_memory`) stayed
+    /// too full for the record for the whole of `max_block` (Java's
+    /// `BufferExhaustedException`, a `TimeoutException`): nothing was queued.
+    /// Retriable, and a timeout ([`is_timeout`](Self::is_timeout)).
+    #[error("buffer memory exhausted: {record_bytes} bytes did not fit in {capacity} within {waited:?}")]
+    BufferExhausted {
+        /// The record's size as the buffer counts it (its data and overhead).
+        record_bytes: usize,
+        /// The buffer's size (`buffer_memory`).
+        capacity: usize,
+        /// How long the send waited.
+        waited: std::time::Duration,
+    },
+
     /// A record was not acknowledged within `delivery_timeout`.
     ///
     /// `possibly_written` is `true` when a produce request carrying the record
@@ -530,7 +544,7 @@ impl KrafkaError {
     /// is not: the producer has already retried for the whole delivery budget.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Self::Network(_) | Self::Timeout { .. } => true,
+            Self::Network(_) | Self::Timeout { .. } | Self::BufferExhausted { .. } => true,
             Self::Broker { code, .. } => code.is_retriable(),
             Self::Protocol { kind, .. } => kind.is_retriable(),
             _ => false,
@@ -549,7 +563,7 @@ impl KrafkaError {
     /// into a cause chain or at message text.
     pub fn is_timeout(&self) -> bool {
         match self {
-            Self::Timeout { .. } => true,
+            Self::Timeout { .. } | Self::BufferExhausted { .. } => true,
             Self::Network(io) => io.kind() == io::ErrorKind::TimedOut,
             _ => false,
         }

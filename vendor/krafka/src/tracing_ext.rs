@@ -165,6 +165,7 @@ pub(crate) fn error_type(error: &KrafkaError) -> Cow<'static, str> {
         KrafkaError::UndecodableBatch { .. } => "undecodable_batch".into(),
         KrafkaError::Auth { .. } => "auth".into(),
         KrafkaError::Timeout { .. } => "timeout".into(),
+        KrafkaError::BufferExhausted { .. } => "buffer_exhausted".into(),
         KrafkaError::DeliveryTimeout { .. } => "delivery_timeout".into(),
         KrafkaError::Config { .. } => "config".into(),
         KrafkaError::Compression { .. } => "compression".into(),

@@ -262,7 +262,11 @@ impl Accumulator {
             }
             Err(_) => {
                 return Err(EnqueueRejected::new(
-                    KrafkaError::timeout("max_block elapsed while waiting for buffer memory"),
+                    KrafkaError::BufferExhausted {
+                        record_bytes: record_size,
+                        capacity: self.memory_capacity,
+                        waited: send_started_at.elapsed(),
+                    },
                     obligation.take_context(),
                     record,
                 ));

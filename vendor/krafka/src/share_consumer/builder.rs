@@ -173,7 +173,8 @@ impl ShareConsumerBuilder {
 
     /// Push this consumer's metrics to the brokers when a cluster operator
     /// subscribes to them (KIP-714, Java `enable.metrics.push`). Default: on.
-    /// Nothing is sent to a cluster without a client-telemetry plugin.
+    /// Nothing is sent to a cluster without a client-telemetry plugin, nor by a
+    /// krafka built without the `telemetry` feature.
     pub fn metrics_push(mut self, enable: bool) -> Self {
         self.config.metrics_push = enable;
         self

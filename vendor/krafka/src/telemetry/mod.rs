@@ -84,7 +84,9 @@ impl Telemetry {
         client_type: ClientType,
         source: Arc<MetricsSource>,
     ) -> Self {
-        if !enabled {
+        // Without the `telemetry` feature no reporter is ever started, so the reporter and
+        // the OTLP encoder are dead code a release build drops.
+        if !enabled || !cfg!(feature = "telemetry") {
             return Self::disabled();
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
