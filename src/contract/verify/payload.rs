@@ -380,10 +380,7 @@ impl<'a> Scanner<'a> {
         let start = self.pos;
         loop {
             let rest = &self.buf[self.pos..];
-            let Some(i) = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            else {
+            let Some(i) = string_stop(rest) else {
                 self.pos = self.buf.len();
                 return Err(self.error("in string literal", None));
             };
@@ -478,6 +475,31 @@ impl<'a> Scanner<'a> {
         }
         Ok(Member::Other)
     }
+}
+
+/// The first byte of `s` that ends a string's plain run: a quote, a backslash or a control
+/// byte (below 0x20). Eight bytes at a time (a payload is mostly long strings; a byte-by-byte
+/// scan of a 64 KiB one cost more than its SHA-256), then byte by byte inside the word that
+/// holds the stop.
+fn string_stop(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Whether any byte of `w` is below `n` (n <= 128): exact, whatever the other bytes are.
+    let any_below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH != 0;
+    let mut i = 0;
+    while let Some(word) = s.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        if any_below(quote, 1) || any_below(backslash, 1) || any_below(w, 0x20) {
+            break;
+        }
+        i += 8;
+    }
+    s[i..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|p| i + p)
 }
 
 #[cfg(test)]
@@ -610,6 +632,30 @@ mod tests {
         assert_eq!(e.to_string(), "unexpected end of JSON input at byte 7");
         let e = scan_metadata(b"{\"a\":2e999}").unwrap_err();
         assert_eq!(e, JsonError::OutOfRange { at: 5 });
+    }
+
+    #[test]
+    fn the_word_scan_stops_where_the_byte_scan_does() {
+        let bytes = [
+            b'a', b'"', b'\\', 0x00, 0x1f, 0x20, 0x7f, 0x80, 0xff, b'!', b'#',
+        ];
+        for len in 0..40 {
+            for at in 0..len {
+                for &stop in &bytes {
+                    let mut s = vec![b'x'; len];
+                    s[at] = stop;
+                    // Neighbours that trip naive word tricks (borrows, high bytes).
+                    if at + 1 < len {
+                        s[at + 1] = 0x80;
+                    }
+                    if at > 0 {
+                        s[at - 1] = 0x21;
+                    }
+                    let want = s.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+                    assert_eq!(string_stop(&s), want, "{s:?}");
+                }
+            }
+        }
     }
 
     #[test]
