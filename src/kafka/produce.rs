@@ -143,8 +143,9 @@ impl Sender {
 
     /// Queues one record and returns once it is queued (produce order is queue order); the
     /// returned [`Queued`] resolves to the broker's acknowledgement (acks=all). The record's
-    /// bytes count against [`BUFFER_BYTES`] until the broker answers: a full buffer makes this
-    /// wait, up to the request timeout, then fail with [`KafkaError::BufferFull`].
+    /// bytes count against the 32 MiB of `BUFFER_BYTES` until the broker answers: a full
+    /// buffer makes this wait, up to the request timeout, then fail with
+    /// [`KafkaError::BufferFull`].
     pub async fn enqueue(
         &self,
         topic: &str,
