@@ -317,15 +317,15 @@ func (h *counter) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 	return nil
 }
 
-// cbench consumes COUNT records of TOPIC in a fresh group without verification, committing
-// once at the end; timed from joining (as for meshbus).
-func cbench(c conf, topic, id string, count int) {
+// timedGroup consumes TOPIC in a fresh group GROUP from the oldest offset with handler h,
+// without auto-commit (the group's offsets are committed when it closes), until done is
+// closed; timed from joining (as for meshbus). Returns the seconds and CPU seconds spent.
+func timedGroup(c conf, topic, group string, h sarama.ConsumerGroupHandler, done <-chan struct{}) (secs, cpu float64) {
 	cfg := config(c)
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
 	cfg.Consumer.Offsets.AutoCommit.Enable = false
-	g, err := sarama.NewConsumerGroup(strings.Split(c.Brokers, ","), id, cfg)
+	g, err := sarama.NewConsumerGroup(strings.Split(c.Brokers, ","), group, cfg)
 	must(err)
-	h := &counter{want: count, done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	c0, t0 := cpuSeconds(), time.Now()
 	go func() {
@@ -335,11 +335,18 @@ func cbench(c conf, topic, id string, count int) {
 			}
 		}
 	}()
-	<-h.done
-	secs := time.Since(t0).Seconds()
-	cpu := cpuSeconds() - c0
+	<-done
+	secs, cpu = time.Since(t0).Seconds(), cpuSeconds()-c0
 	cancel()
 	must(g.Close())
+	return secs, cpu
+}
+
+// cbench consumes COUNT records of TOPIC in a fresh group without verification, committing
+// once at the end; timed from joining (as for meshbus).
+func cbench(c conf, topic, id string, count int) {
+	h := &counter{want: count, done: make(chan struct{})}
+	secs, cpu := timedGroup(c, topic, id, h, h.done)
 	out(map[string]any{"records": h.got, "seconds": secs, "cpu_seconds": cpu})
 }
 
@@ -390,26 +397,8 @@ func (h *vcounter) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Cons
 // once at the end; timed from joining. Prints {"records", "seconds", "cpu_seconds",
 // "verified", "refused", "reasons": {reason: count}}.
 func vbench(c conf, topic, id string, count int) {
-	cfg := config(c)
-	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
-	cfg.Consumer.Offsets.AutoCommit.Enable = false
-	g, err := sarama.NewConsumerGroup(strings.Split(c.Brokers, ","), id, cfg)
-	must(err)
 	h := &vcounter{want: count, v: NewVerifier(), reasons: map[string]int{}, done: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	c0, t0 := cpuSeconds(), time.Now()
-	go func() {
-		for ctx.Err() == nil {
-			if err := g.Consume(ctx, []string{topic}, h); err != nil && ctx.Err() == nil {
-				fmt.Fprintln(os.Stderr, "sarama-peer: consume:", err)
-			}
-		}
-	}()
-	<-h.done
-	secs := time.Since(t0).Seconds()
-	cpu := cpuSeconds() - c0
-	cancel()
-	must(g.Close())
+	secs, cpu := timedGroup(c, topic, id, h, h.done)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out(map[string]any{"records": h.got, "seconds": secs, "cpu_seconds": cpu,
