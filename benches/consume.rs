@@ -347,7 +347,11 @@ fn main() {
         &["max.message.bytes=2097152"],
         &["bench.size.524288"],
     );
-    let signer = Signer::new(ed25519_dalek::SigningKey::from_bytes(&[3; 32]), 1);
+    let signer = Signer::new(
+        ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+        1,
+        Default::default(),
+    );
     let config = b.config();
     let records = signed(&signer, n, 1024);
 

@@ -19,6 +19,7 @@ fn signer() -> Signer {
     Signer::with_clock(
         SigningKey::from_bytes(&[1; 32]),
         1,
+        Default::default(),
         Arc::new(FixedClock::at_secs(NOW)),
     )
 }

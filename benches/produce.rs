@@ -158,6 +158,7 @@ fn main() {
     let signer = Arc::new(Signer::new(
         ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
         1,
+        Default::default(),
     ));
     let unsigned: Vec<Vec<u8>> = (0..n)
         .map(|_| sample::anomaly_payload(5, 0.5, SIZE))

@@ -38,7 +38,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let signer = Signer::new(ed25519_dalek::SigningKey::from_bytes(&[5; 32]), 1);
+    let signer = Signer::new(
+        ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
+        1,
+        Default::default(),
+    );
     let mut config = b.config();
     config.topics.insert(Kind::Anomaly, TOPIC.into());
     let records: Vec<Vec<u8>> = (0..n)

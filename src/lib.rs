@@ -53,6 +53,11 @@ pub mod mesh;
 pub mod metrics;
 pub mod producer;
 
+/// The README's examples, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The CLI's sample messages, for the library's own unit tests.
 #[cfg(test)]
 #[path = "cli/sample.rs"]

@@ -424,7 +424,7 @@ async fn handler_failures_are_retried_then_dead_lettered_and_a_failing_dlq_block
         async move {
             *a.lock().unwrap().entry(r.offset).or_default() += 1;
             if r.offset == 1 {
-                Err("downstream refused".to_string())
+                Err("downstream refused".into())
             } else {
                 Ok(())
             }
@@ -606,10 +606,21 @@ async fn verification_settings_from_the_environment_reach_the_consumer() {
     let config = meshbus::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
     let at =
         |secs: i64| -> Arc<dyn meshbus::contract::Clock> { Arc::new(FixedClock::at_secs(secs)) };
-    let ai = |secs| Signer::with_clock(vectors::seed(&v.keys.ai_producer_seed_hex), 0, at(secs));
+    let ai = |secs| {
+        Signer::with_clock(
+            vectors::seed(&v.keys.ai_producer_seed_hex),
+            0,
+            SigningDomains::default(),
+            at(secs),
+        )
+    };
     let backend = |secs, domains: SigningDomains| {
-        Signer::with_clock(vectors::seed(&v.keys.control_signer_seed_hex), 0, at(secs))
-            .with_domains(domains)
+        Signer::with_clock(
+            vectors::seed(&v.keys.control_signer_seed_hex),
+            0,
+            domains,
+            at(secs),
+        )
     };
     let v2 = config.signing_domains.clone();
     let raw = mesh::producer(&config, None).await;
@@ -699,4 +710,102 @@ async fn verification_settings_from_the_environment_reach_the_consumer() {
             "untrusted_key"
         ]
     );
+}
+
+/// The next item of `records`, within 60 s.
+async fn next<T>(
+    records: &mut meshbus::consumer::VerifiedStream<T>,
+) -> meshbus::consumer::Received<T> {
+    tokio::time::timeout(Duration::from_secs(60), records.next())
+        .await
+        .expect("an item within 60 s")
+        .expect("the stream is open")
+}
+
+/// The stream API on the same partition workers: an acked item is committed, a nacked one is
+/// dead-lettered at once (no retries) and then committed, a dropped one stays uncommitted and
+/// comes again, and the stream ends when the consumer stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_commits_acked_dead_letters_nacked_and_offers_a_dropped_item_again() {
+    use meshbus::consumer::Consumer;
+    use meshbus::contract::messages::AnomalyEvent;
+    let b = Broker::start(&[]);
+    let v = vectors::load();
+    let mut config = b.config();
+    config
+        .topics
+        .insert(Kind::Anomaly, "stream.anomalies".into());
+    config.dlq_topic = "stream.dlq".into();
+    config.consumer.retry_max = 3;
+    config.consumer.retry_backoff = Duration::from_millis(20);
+    b.create_topics(1, &[], &["stream.anomalies", "stream.dlq"]);
+    let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
+    let sent = send_anomalies(&ai, 0, 5).await;
+    assert_eq!(sent.len(), 5);
+    let mut consumer = Consumer::connect(
+        config.clone(),
+        mesh::verifier(&v),
+        meshbus::metrics::Metrics::new(),
+        mesh::options("streaming"),
+    )
+    .await
+    .unwrap();
+    let mut records = consumer.stream::<AnomalyEvent>();
+    let (offsets, stats) = (consumer.offsets(), consumer.stats());
+    let (stop, task) = mesh::spawn(consumer);
+    let tp = ("stream.anomalies".to_string(), 0);
+    let first = next(&mut records).await;
+    assert_eq!(first.offset, 0);
+    assert_eq!(
+        first.message.id,
+        sample::anomaly(0, 256).id,
+        "typed: an AnomalyEvent"
+    );
+    first.ack();
+    let second = next(&mut records).await;
+    assert_eq!(second.offset, 1);
+    second.nack("the policy engine refused it");
+    let third = next(&mut records).await;
+    assert_eq!(third.offset, 2);
+    drop(third);
+    let again = next(&mut records).await;
+    assert_eq!(again.offset, 2, "a dropped item comes again, in order");
+    // While offset 2 is unanswered, nothing past it is committed.
+    assert!(
+        mesh::wait_for(Duration::from_secs(30), || offsets.committed(&tp)
+            == Some(2))
+        .await,
+        "{:?}",
+        offsets.committed(&tp)
+    );
+    again.ack();
+    for offset in [3, 4] {
+        let d = next(&mut records).await;
+        assert_eq!(d.offset, offset);
+        d.ack();
+    }
+    assert!(
+        mesh::wait_for(Duration::from_secs(30), || offsets.committed(&tp)
+            == Some(5))
+        .await
+    );
+    let (received, handled, _, failed, dead) = stats.snapshot();
+    assert_eq!(
+        (received, handled, failed, dead),
+        (5, 4, 1, 1),
+        "the offer again is no new fetch"
+    );
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the consumer stops")
+        .unwrap()
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(30), records.next()).await;
+    assert!(matches!(end, Ok(None)), "the stream ends with the consumer");
+    let rows = b.py_read("stream.dlq", 1);
+    let h = &rows[0]["headers"];
+    assert_eq!(h["reason"], hex::encode("handler_failed"));
+    assert_eq!(h["original_offset"], hex::encode("1"));
+    assert_eq!(h["error"], hex::encode("the policy engine refused it"));
 }

@@ -17,6 +17,7 @@ fn signer(seed: u8) -> Arc<Signer> {
     Arc::new(Signer::new(
         ed25519_dalek::SigningKey::from_bytes(&[seed; 32]),
         1,
+        Default::default(),
     ))
 }
 

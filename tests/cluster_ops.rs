@@ -204,11 +204,15 @@ async fn kip848_members_share_a_group_with_java_without_stopping_each_other() {
         let d = ai.send_anomaly(sample::anomaly(i, 100)).await.unwrap();
         valid.insert((d.partition, d.offset));
     }
-    let mut forged = meshbus::contract::Signer::new(vectors::seed(&v.keys.ai_producer_seed_hex), 0)
-        .sign_message(meshbus::contract::Message::Anomaly(sample::anomaly(
-            99, 100,
-        )))
-        .encode();
+    let mut forged = meshbus::contract::Signer::new(
+        vectors::seed(&v.keys.ai_producer_seed_hex),
+        0,
+        Default::default(),
+    )
+    .sign_message(meshbus::contract::Message::Anomaly(sample::anomaly(
+        99, 100,
+    )))
+    .encode();
     let n = forged.len();
     forged[n - 40] ^= 1;
     raw.send_raw(topic, None, forged, BTreeMap::new())
@@ -372,6 +376,7 @@ fn the_trust_store_reloads_on_change_and_sighup_and_a_bad_file_keeps_the_last_go
                 Some(std::sync::Arc::new(meshbus::contract::Signer::new(
                     key.clone(),
                     0,
+                    Default::default(),
                 ))),
             )
             .await;
@@ -502,7 +507,7 @@ fn the_policy_allowlist_file_reloads_on_change_and_sighup_and_a_bad_file_keeps_t
     config.topics.insert(Kind::Policy, topic.into());
     let send = |key: &ed25519_dalek::SigningKey, n: u64| {
         rt.block_on(async {
-            let signer = meshbus::contract::Signer::new(key.clone(), 0);
+            let signer = meshbus::contract::Signer::new(key.clone(), 0, Default::default());
             let p = mesh::producer(&config, Some(std::sync::Arc::new(signer))).await;
             p.send_policy(sample::policy(n, 64)).await.unwrap();
         })
@@ -595,6 +600,7 @@ async fn the_producer_switches_its_signing_key_without_dropping_or_failing_a_sen
         Some(std::sync::Arc::new(meshbus::contract::Signer::new(
             old.clone(),
             0,
+            Default::default(),
         ))),
     )
     .await;
@@ -608,7 +614,11 @@ async fn the_producer_switches_its_signing_key_without_dropping_or_failing_a_sen
     // Half the sends go out, and the key changes while many of them are still in flight.
     spawn(&mut sends, 0..200);
     assert!(wait_for(Duration::from_secs(30), || p.counts().acknowledged >= 20).await);
-    p.set_signer(meshbus::contract::Signer::new(new.clone(), 0));
+    p.set_signer(meshbus::contract::Signer::new(
+        new.clone(),
+        0,
+        Default::default(),
+    ));
     spawn(&mut sends, 200..400);
     let mut ok = 0;
     while let Some(r) = sends.join_next().await {
@@ -643,7 +653,11 @@ fn json_logs_carry_record_coordinates_and_reason_codes_and_no_secret() {
     config.topics.insert(Kind::Anomaly, topic.into());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let signer = meshbus::contract::Signer::new(vectors::seed(&v.keys.ai_producer_seed_hex), 0);
+        let signer = meshbus::contract::Signer::new(
+            vectors::seed(&v.keys.ai_producer_seed_hex),
+            0,
+            Default::default(),
+        );
         let p = mesh::producer(&config, None).await;
         for i in 0..4u64 {
             let mut bytes = signer
@@ -847,8 +861,8 @@ fn the_static_binary_runs_from_an_empty_root_against_kafka() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_library_roles_run_a_small_mesh() {
     use meshbus::consumer::Consumed;
-    use meshbus::contract::{Signer, TrustStore, Verifier, VerifierConfig};
-    use meshbus::mesh::roles;
+    use meshbus::contract::{TrustStore, Verifier, VerifierConfig};
+    use meshbus::mesh::{roles, Mesh};
     let b = broker();
     let mut config = b.config();
     for kind in Kind::ALL {
@@ -883,33 +897,34 @@ async fn the_library_roles_run_a_small_mesh() {
     };
     let mut c = config.clone();
     c.consumer_group = "ops-roles".into();
-    let validator = roles::validator(c.clone(), verifier(None), metrics.clone(), record(&seen))
+    let builder = |c: &meshbus::config::Config, acks| {
+        Mesh::builder(c.clone())
+            .verifier(verifier(acks))
+            .metrics(metrics.clone())
+    };
+    let validator = roles::validator(builder(&c, None), record(&seen))
         .await
         .unwrap();
     let applied = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     c.consumer_group = "ops-roles-agent".into();
+    c.node_id = 9;
     let agent = roles::agent(
-        c.clone(),
-        Signer::new(agent_key.clone(), 9),
-        verifier(None),
-        metrics.clone(),
+        builder(&c, None).signing_key(agent_key.clone()),
         applied.clone(),
     )
     .await
     .unwrap();
     let feedback: mesh::Seen = Default::default();
     c.consumer_group = "ops-roles-ai".into();
+    c.node_id = 7;
     let acks = Some(agent_key.verifying_key().to_bytes());
-    let ai = roles::ai_service(
-        c.clone(),
-        Signer::new(ai_key, 7),
-        verifier(acks),
-        metrics.clone(),
-        record(&feedback),
-    )
-    .await
-    .unwrap();
-    let backend = roles::backend(config.clone(), Signer::new(backend_key, 1), metrics.clone())
+    let ai = roles::ai_service(builder(&c, acks).signing_key(ai_key), record(&feedback))
+        .await
+        .unwrap();
+    // A role that signs refuses to start without a key, naming the role.
+    let unkeyed = roles::backend(builder(&config, None)).await.unwrap_err();
+    assert_eq!(unkeyed.code(), "no_signer", "{unkeyed}");
+    let backend = roles::backend(builder(&config, None).signing_key(backend_key))
         .await
         .unwrap();
 

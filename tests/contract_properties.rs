@@ -12,6 +12,7 @@ fn signer(seed: u8) -> Signer {
     Signer::with_clock(
         ed25519_dalek::SigningKey::from_bytes(&[seed; 32]),
         7,
+        Default::default(),
         Arc::new(FixedClock::at_secs(NOW)),
     )
 }

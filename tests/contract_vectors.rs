@@ -79,9 +79,15 @@ fn sign_bytes_and_resigning_reproduce_valid_vectors() {
     let ai = Signer::with_clock(
         vectors::seed(&v.keys.ai_producer_seed_hex),
         0,
+        SigningDomains::default(),
         clock.clone(),
     );
-    let ctl = Signer::with_clock(vectors::seed(&v.keys.control_signer_seed_hex), 0, clock);
+    let ctl = Signer::with_clock(
+        vectors::seed(&v.keys.control_signer_seed_hex),
+        0,
+        SigningDomains::default(),
+        clock,
+    );
     assert_eq!(hex::encode(ai.public_key()), v.keys.ai_producer_pubkey_hex);
     assert_eq!(
         hex::encode(ctl.public_key()),
@@ -195,7 +201,7 @@ fn policy_updates_signed_under_control_policy_v2_interoperate_when_configured() 
     let mut v2 = SigningDomains::default();
     v2.set(Kind::PolicyUpdate, "control.policy.v2");
     let clock = || Arc::new(FixedClock::at_secs(v.now));
-    let signer = Signer::with_clock(seed.clone(), 0, clock()).with_domains(v2.clone());
+    let signer = Signer::with_clock(seed.clone(), 0, v2.clone(), clock());
     let m = signer.sign_control(common::sample::policy_update(1, 100));
     let record = m.encode_to_vec();
 
@@ -232,7 +238,7 @@ fn policy_updates_signed_under_control_policy_v2_interoperate_when_configured() 
         "bad_signature"
     );
     // A policy update signed with the default domain is refused under v2.
-    let default_signed = Signer::with_clock(seed, 0, clock())
+    let default_signed = Signer::with_clock(seed, 0, SigningDomains::default(), clock())
         .sign_control(common::sample::policy_update(2, 100))
         .encode_to_vec();
     assert_eq!(

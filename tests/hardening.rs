@@ -216,7 +216,7 @@ async fn a_record_whose_handling_stopped_unfinished_is_handled_by_the_next_owner
     .unwrap()
     .handle(Kind::Anomaly, move |_r: Consumed| {
         a.fetch_add(1, Ordering::SeqCst);
-        async { Err("downstream unavailable".to_string()) }
+        async { Err("downstream unavailable".into()) }
     });
     let stats = failing.stats();
     let (stop, task) = mesh::spawn(failing);

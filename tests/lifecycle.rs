@@ -7,8 +7,6 @@ use common::broker::Broker;
 use common::cli::{
     consumed_places, meshbus, probe, run, signal, spawn_collecting, text, wait_exit, wait_probe,
 };
-use meshbus::config::Config;
-use meshbus::contract::{TrustStore, Verifier};
 use meshbus::mesh::Mesh;
 use meshbus::producer::SendError;
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,10 +18,6 @@ fn broker() -> &'static Broker {
     B.get_or_init(|| Broker::start(&[]))
 }
 
-fn verifier(config: &Config) -> Verifier {
-    Verifier::new(config.verifier_config(), TrustStore::from_keys([]))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_a_thousand_sends_in_flight_loses_none() {
     let b = broker();
@@ -32,9 +26,7 @@ async fn shutdown_with_a_thousand_sends_in_flight_loses_none() {
     // Paced at 2000/s so that the 1000 sends are still going when the stop comes (unpaced,
     // loopback acknowledges them all before a test can look).
     config.producer.max_records_per_sec = Some(2000);
-    let mesh = Mesh::connect(config.clone(), None, verifier(&config))
-        .await
-        .unwrap();
+    let mesh = Mesh::builder(config.clone()).connect().await.unwrap();
     let producer = mesh.producer().clone();
     let mut sends = tokio::task::JoinSet::new();
     for i in 0..1000u32 {
@@ -124,18 +116,14 @@ async fn a_500_records_per_second_cap_holds_within_ten_percent() {
     b.create_topics(3, &[], &["life.rate"]);
     let config = b.config();
     // Uncapped, the same senders go well past the cap, so the cap is what holds them.
-    let free = Mesh::connect(config.clone(), None, verifier(&config))
-        .await
-        .unwrap();
+    let free = Mesh::builder(config.clone()).connect().await.unwrap();
     let uncapped = send_for(&free, "life.rate", Duration::from_secs(1)).await;
     free.shutdown(Duration::from_secs(10)).await;
     assert!(uncapped > 1000, "uncapped only {uncapped}/s");
 
     let mut capped = config.clone();
     capped.producer.max_records_per_sec = Some(500);
-    let mesh = Mesh::connect(capped.clone(), None, verifier(&capped))
-        .await
-        .unwrap();
+    let mesh = Mesh::builder(capped.clone()).connect().await.unwrap();
     let sent = send_for(&mesh, "life.rate", Duration::from_secs(5)).await;
     let rate = sent as f64 / 5.0;
     assert!(
@@ -293,9 +281,7 @@ fn a_partition_stalled_on_an_unwritable_dead_letter_makes_consume_exit_non_zero(
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let config = b.config();
-        let mesh = Mesh::connect(config.clone(), None, verifier(&config))
-            .await
-            .unwrap();
+        let mesh = Mesh::builder(config.clone()).connect().await.unwrap();
         mesh.producer()
             .send_raw(topic, None, b"not a protobuf".to_vec(), BTreeMap::new())
             .await
@@ -388,9 +374,7 @@ async fn each_readiness_check_fails_for_its_own_reason() {
     // Long enough to connect on a loaded machine; each failed send below waits it out.
     config.request_timeout = Duration::from_secs(5);
     config.producer.max_retries = 0;
-    let mut mesh = Mesh::connect(config.clone(), None, verifier(&config))
-        .await
-        .unwrap();
+    let mut mesh = Mesh::builder(config.clone()).connect().await.unwrap();
     let ready = mesh.readiness();
     let failing = || -> Vec<&'static str> {
         ready

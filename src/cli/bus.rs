@@ -3,7 +3,7 @@
 use super::sample;
 use super::{config, progress, signals, signing_key, trust_store, CliResult, Exit};
 use meshbus::consumer::{Consumed, ConsumerOptions, StartFrom};
-use meshbus::contract::{json, Kind, Message, Signer, Verifier};
+use meshbus::contract::{json, Kind, Message, Verifier};
 use meshbus::mesh::Mesh;
 use meshbus::metrics::http::ReadySlot;
 use meshbus::metrics::Metrics;
@@ -61,12 +61,13 @@ fn messages(a: &ProduceArgs) -> Result<Vec<Message>, String> {
 /// SIGTERM/SIGINT stop).
 pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot>) -> CliResult {
     let config = config()?;
-    let signer = Signer::new(signing_key(&a.key)?, config.node_id)
-        .with_domains(config.signing_domains.clone());
+    let key = signing_key(&a.key)?;
     let messages = messages(&a)?;
     let timeout = config.shutdown_timeout;
-    let verifier = Verifier::new(config.verifier_config(), Default::default());
-    let mesh = Mesh::connect_with_metrics(config, Some(signer), verifier, metrics)
+    let mesh = Mesh::builder(config)
+        .signing_key(key)
+        .metrics(metrics)
+        .connect()
         .await
         .map_err(|e| e.to_string())?;
     ready.set(mesh.readiness());
@@ -199,7 +200,10 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot
     }
     let timeout = config.shutdown_timeout;
     let allowlist_file = config.verification.policy_allowlist_file.clone();
-    let mut mesh = Mesh::connect_with_metrics(config, None, verifier, metrics)
+    let mut mesh = Mesh::builder(config)
+        .verifier(verifier)
+        .metrics(metrics)
+        .connect()
         .await
         .map_err(|e| e.to_string())?;
     if !a.trust.is_empty() {
@@ -234,7 +238,7 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot
                     Ok(())
                 } else {
                     closed.notify_one();
-                    Err("standard output is closed".to_string())
+                    Err("standard output is closed".into())
                 }
             }
         });

@@ -16,6 +16,7 @@ use meshbus::contract::{
 };
 use meshbus::kafka::Client;
 use meshbus::mesh::roles::{self, Role};
+use meshbus::mesh::Mesh;
 use meshbus::metrics::http;
 use meshbus::metrics::Metrics;
 use prost::Message as _;
@@ -138,7 +139,7 @@ impl Keys {
     /// A signer of `key` as node `id`, with the configured control signing domains
     /// (CONTROL_*_SIGNING_DOMAIN).
     fn signer(&self, key: &ed25519_dalek::SigningKey, id: u32) -> Signer {
-        Signer::new(key.clone(), id).with_domains(self.domains.clone())
+        Signer::new(key.clone(), id, self.domains.clone())
     }
 
     /// A verifier with the configured skews and domains, the demo AI's key as the policy
@@ -166,63 +167,60 @@ struct Cast {
 }
 
 async fn start_cast(config: &Config, metrics: &Arc<Metrics>, keys: &Keys) -> Result<Cast, String> {
-    let e = |e: meshbus::kafka::KafkaError| e.to_string();
+    let e = |e: meshbus::mesh::MeshError| e.to_string();
+    // Each role as its own node: its node id numbers its signer's nonces.
+    let role = |node: u32, group: Option<&str>| {
+        let mut c = config.clone();
+        c.node_id = node;
+        if let Some(g) = group {
+            c.consumer_group = format!("{}-{g}", config.consumer_group);
+        }
+        c
+    };
     let counts: Counts = Arc::default();
     let mut validators = Vec::new();
     for node in [1u32, 2] {
-        let mut c = config.clone();
-        c.node_id = node;
+        let c = role(node, None);
         let name = format!("validator-{node}");
-        let v = keys.verifier(&c, None);
+        let builder = Mesh::builder(c.clone())
+            .verifier(keys.verifier(&c, None))
+            .metrics(metrics.clone());
         validators.push(
-            roles::validator(c, v, metrics.clone(), counting(&counts, &name))
+            roles::validator(builder, counting(&counts, &name))
                 .await
                 .map_err(e)?,
         );
     }
     let applied = Arc::new(AtomicU64::new(0));
-    let mut c = config.clone();
-    c.consumer_group = format!("{}-agent", config.consumer_group);
-    c.node_id = 9;
-    let agent_signer = keys.signer(&keys.agent, 9);
-    let agent = roles::agent(
-        c.clone(),
-        agent_signer,
-        keys.verifier(&c, None),
-        metrics.clone(),
-        applied.clone(),
-    )
-    .await
-    .map_err(e)?;
-    let mut c = config.clone();
-    c.consumer_group = format!("{}-ai", config.consumer_group);
+    let c = role(9, Some("agent"));
+    let builder = Mesh::builder(c.clone())
+        .signing_key(keys.agent.clone())
+        .verifier(keys.verifier(&c, None))
+        .metrics(metrics.clone());
+    let agent = roles::agent(builder, applied.clone()).await.map_err(e)?;
+    let c = role(AI_NODE, Some("ai"));
     let acks = Some(TrustStore::from_keys([keys
         .agent
         .verifying_key()
         .to_bytes()]));
-    let ai = roles::ai_service(
-        c.clone(),
-        keys.signer(&keys.ai, AI_NODE),
-        keys.verifier(&c, acks),
-        metrics.clone(),
-        counting(&counts, "ai"),
-    )
-    .await
-    .map_err(e)?;
-    let backend = roles::backend(
-        config.clone(),
-        keys.signer(&keys.backend, 1),
-        metrics.clone(),
-    )
-    .await
-    .map_err(e)?;
-    let rogue = roles::backend(
-        config.clone(),
-        keys.signer(&keys.rogue, 66),
-        metrics.clone(),
-    )
-    .await
-    .map_err(e)?;
+    let builder = Mesh::builder(c.clone())
+        .signing_key(keys.ai.clone())
+        .verifier(keys.verifier(&c, acks))
+        .metrics(metrics.clone());
+    let ai = roles::ai_service(builder, counting(&counts, "ai"))
+        .await
+        .map_err(e)?;
+    let producing = |node: u32, key: &ed25519_dalek::SigningKey| {
+        Mesh::builder(role(node, None))
+            .signing_key(key.clone())
+            .metrics(metrics.clone())
+    };
+    let backend = roles::backend(producing(1, &keys.backend))
+        .await
+        .map_err(e)?;
+    let rogue = roles::backend(producing(66, &keys.rogue))
+        .await
+        .map_err(e)?;
     Ok(Cast {
         validators,
         agent,
@@ -246,8 +244,13 @@ fn tampered(keys: &Keys, replay: &AnomalyEvent) -> Vec<(&'static str, Vec<u8>)> 
         .sign_ai(sample::anomaly(9002, 256));
     altered.payload.push(b' ');
     let an_hour_ago = Arc::new(FixedClock::at_secs(SystemClock.now_secs() - 3600));
-    let stale = Signer::with_clock(keys.ai.clone(), AI_HAND_SIGNED + 3, an_hour_ago)
-        .sign_ai(sample::anomaly(9003, 256));
+    let stale = Signer::with_clock(
+        keys.ai.clone(),
+        AI_HAND_SIGNED + 3,
+        keys.domains.clone(),
+        an_hour_ago,
+    )
+    .sign_ai(sample::anomaly(9003, 256));
     vec![
         ("bad_signature", forged.encode_to_vec()),
         ("content_hash_mismatch", altered.encode_to_vec()),

@@ -45,7 +45,7 @@ pub fn sign(a: SignArgs) -> CliResult {
         None => Arc::new(SystemClock),
     };
     let (domains, _) = meshbus::config::Config::contract_from_env().map_err(|e| e.to_string())?;
-    let signer = Signer::with_clock(key, a.node_id, clock).with_domains(domains);
+    let signer = Signer::with_clock(key, a.node_id, domains, clock);
     let signed = signer.sign_message(message);
     let bytes = signed.encode();
     if a.kind == Kind::PolicyAck {

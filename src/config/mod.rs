@@ -222,6 +222,12 @@ impl Config {
         Ok((domains, settings))
     }
 
+    /// A signer for `key` with this configuration's node id (in its nonces) and signing
+    /// domains, the ones its verifier checks.
+    pub fn signer(&self, key: ed25519_dalek::SigningKey) -> crate::contract::Signer {
+        crate::contract::Signer::new(key, self.node_id, self.signing_domains.clone())
+    }
+
     /// The verifier configuration these settings ask for: skews, the replay window (twice
     /// the `ai.*` skew), the policy allowlist and the control signing domains.
     pub fn verifier_config(&self) -> VerifierConfig {

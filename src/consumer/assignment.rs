@@ -11,7 +11,7 @@ use crate::contract::Kind;
 use crate::kafka::{EventFuture, GroupConsumer, InRecord, RebalanceEvents};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tokio::sync::{mpsc, watch};
 
 /// Queued records above which a partition is paused, and below which it resumes.
@@ -37,7 +37,10 @@ pub(crate) struct Assignment {
     /// Partitions stopped because the membership was lost, until assigned again: records of
     /// theirs still arriving from a poll are not handled (their next owner has them).
     lost: Mutex<std::collections::BTreeSet<TopicPartition>>,
-    consumer: OnceLock<Arc<GroupConsumer>>,
+    /// The group consumer, held weakly: it holds this assignment as its rebalance listener,
+    /// and a strong reference both ways would keep both (and the handlers, and a stream's
+    /// sender) alive after the consumer's run ended.
+    consumer: OnceLock<Weak<GroupConsumer>>,
     lost_count: OnceLock<watch::Receiver<u64>>,
     /// Per partition, the offset after the last record this process finished there, kept
     /// for the process's life (offsets below a partition's high watermark never change).
@@ -70,10 +73,15 @@ impl Assignment {
         })
     }
 
+    /// The group consumer, while it exists.
+    fn member(&self) -> Option<Arc<GroupConsumer>> {
+        self.consumer.get().and_then(Weak::upgrade)
+    }
+
     /// The group consumer, once built (revocation commits through it).
     pub(crate) fn set_consumer(&self, c: Arc<GroupConsumer>) {
         let _ = self.lost_count.set(c.membership_lost());
-        let _ = self.consumer.set(c);
+        let _ = self.consumer.set(Arc::downgrade(&c));
     }
 
     fn epoch(&self) -> u64 {
@@ -132,7 +140,7 @@ impl Assignment {
                 tracker: self.tracker.clone(),
                 finished,
                 warmup: self.warmup_for(kind),
-                member: self.consumer.get().cloned(),
+                member: self.member(),
                 previous,
                 redelivery_logged: false,
             }
@@ -158,7 +166,7 @@ impl Assignment {
             tracing::warn!("KAFKA_REPLAY_WARMUP_MAX_RECORDS is 0: no read-back; replays of records handled before this assignment are not refused");
             return None;
         }
-        let consumer = self.consumer.get()?.clone();
+        let consumer = self.member()?;
         Some((consumer, Warming::start(&self.shared)))
     }
 
@@ -250,8 +258,10 @@ impl Assignment {
             .revoked_partitions
             .fetch_add(tps.len() as u64, Ordering::Relaxed);
         self.stop(&tps).await;
-        if let Some(c) = self.consumer.get() {
-            self.tracker.commit(c, Some(&tps), &self.shared.stats).await;
+        if let Some(c) = self.member() {
+            self.tracker
+                .commit(&c, Some(&tps), &self.shared.stats)
+                .await;
         }
         self.tracker.forget(&tps);
         tracing::info!(partitions = ?tps, "partitions revoked after their handled offsets were committed (or the commit was logged as failed)");

@@ -8,23 +8,26 @@
 //!   (`assignment.rs`) and on shutdown.
 
 mod assignment;
+mod handler;
 mod offsets;
 mod partition;
 mod poll;
+mod stream;
 mod warmup;
 
 pub use crate::kafka::Assignor;
+pub use handler::{Consumed, Handler, HandlerError, HandlerFuture, HandlerResult, Nack, Verified};
 pub use offsets::{OffsetTracker, Progress, TopicPartition};
+pub use stream::{Received, VerifiedStream};
 
 use crate::config::Config;
-use crate::contract::{Kind, Message, Verifier};
+use crate::contract::{Kind, KindOf, Verifier};
 use crate::kafka::{Client, GroupSpec, KafkaError};
 use crate::metrics::Metrics;
 use crate::producer::Producer;
 use assignment::Assignment;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,46 +50,6 @@ impl Default for GroupTiming {
             rebalance_timeout: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(3),
         }
-    }
-}
-
-/// A verified record handed to a handler.
-#[derive(Debug, Clone)]
-pub struct Consumed {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// Offset.
-    pub offset: i64,
-    /// Record key.
-    pub key: Option<Vec<u8>>,
-    /// Record headers.
-    pub headers: BTreeMap<String, Vec<u8>>,
-    /// The verified, typed message.
-    pub message: Message,
-}
-
-/// What a handler returns: `Err` with a human-readable reason means "retry, then dead-letter".
-pub type HandlerResult = Result<(), String>;
-
-/// A boxed handler future.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
-
-/// Something that handles verified records of one kind. Closures
-/// `Fn(Consumed) -> impl Future<Output = HandlerResult>` are handlers.
-pub trait Handler: Send + Sync + 'static {
-    /// Handles one record. Must tolerate redelivery (delivery is at least once).
-    fn handle(&self, record: Consumed) -> HandlerFuture;
-}
-
-impl<F, Fut> Handler for F
-where
-    F: Fn(Consumed) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = HandlerResult> + Send + 'static,
-{
-    fn handle(&self, record: Consumed) -> HandlerFuture {
-        Box::pin(self(record))
     }
 }
 
@@ -208,10 +171,14 @@ pub struct ConsumerHealth {
 
 /// Why the consumer stopped with an error (retriable broker trouble is retried, not returned).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConsumeError {
     /// No handler registered: nothing to subscribe to.
     #[error("no handlers registered")]
     NoHandlers,
+    /// Two handlers (or streams) were registered for one kind.
+    #[error("two handlers registered for {0} records")]
+    DuplicateHandler(Kind),
     /// A broker error that retrying cannot fix (TLS, authentication, protocol).
     #[error(transparent)]
     Kafka(#[from] KafkaError),
@@ -255,6 +222,8 @@ pub struct Consumer {
     tracker: Arc<OffsetTracker>,
     /// Whether the DLQ producer is this consumer's own (built by `connect`): closed by `run`.
     owns_producer: bool,
+    /// A kind registered twice (refused by `run`).
+    duplicate: Option<Kind>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -294,6 +263,7 @@ impl Consumer {
             },
             tracker: Arc::default(),
             owns_producer: false,
+            duplicate: None,
         })
     }
 
@@ -317,10 +287,49 @@ impl Consumer {
         Ok(c)
     }
 
-    /// Registers the handler for `kind`, subscribing to its topic.
+    /// Registers `handler` for every record of `kind` (the whole [`Message`](crate::contract::Message)),
+    /// subscribing to its topic. For one message type, [`Consumer::on`] is simpler.
     pub fn handle(mut self, kind: Kind, handler: impl Handler) -> Self {
-        self.shared.handlers.insert(kind, Arc::new(handler));
+        self.route(kind, Arc::new(handler));
         self
+    }
+
+    /// Registers `handler` for the records of message type `T`, subscribing to its kind's
+    /// topic:
+    ///
+    /// ```no_run
+    /// # fn register(consumer: meshbus::consumer::Consumer) -> meshbus::consumer::Consumer {
+    /// use meshbus::consumer::Verified;
+    /// use meshbus::contract::messages::AnomalyEvent;
+    /// consumer.on(|r: Verified<AnomalyEvent>| async move {
+    ///     println!("anomaly {} of severity {}", r.message.id, r.message.severity);
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub fn on<T, F, Fut>(mut self, handler: F) -> Self
+    where
+        T: KindOf,
+        F: Fn(Verified<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.route(T::KIND, Arc::new(handler::Typed::new(handler)));
+        self
+    }
+
+    /// Subscribes to the records of message type `T` as a [`Stream`](futures_core::Stream)
+    /// of [`Received`] records, each acked, nacked or dropped by the reader (see [`VerifiedStream`]).
+    /// The stream ends when the consumer stops.
+    pub fn stream<T: KindOf>(&mut self) -> VerifiedStream<T> {
+        let (feed, stream) = stream::channel::<T>();
+        self.route(T::KIND, Arc::new(feed));
+        stream
+    }
+
+    fn route(&mut self, kind: Kind, handler: Arc<dyn Handler>) {
+        if self.shared.handlers.insert(kind, handler).is_some() {
+            self.duplicate.get_or_insert(kind);
+        }
     }
 
     /// Counters, shared with the running consumer.
@@ -345,6 +354,9 @@ impl Consumer {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumeError> {
         if self.shared.handlers.is_empty() {
             return Err(ConsumeError::NoHandlers);
+        }
+        if let Some(kind) = self.duplicate {
+            return Err(ConsumeError::DuplicateHandler(kind));
         }
         let kinds: BTreeMap<String, Kind> = self
             .shared

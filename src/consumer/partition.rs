@@ -3,7 +3,9 @@
 //! marked handled in the offset tracker. Stopping takes effect between records (or during a
 //! retry pause), never in the middle of one.
 
+use super::handler::{describe, Nack};
 use super::offsets::{OffsetTracker, TopicPartition};
+use super::stream::Unanswered;
 use super::warmup::{self, Warming};
 use super::{Consumed, Shared};
 use crate::contract::{Admitted, Clock as _, Kind, Place, SystemClock};
@@ -207,14 +209,14 @@ impl PartitionWorker {
                 return self.dead_letter(r, code, &e.detail).await;
             }
         };
-        let consumed = Consumed {
-            topic: topic.to_string(),
-            partition: self.tp.1,
-            offset: r.offset,
-            key: r.key.clone(),
-            headers: r.headers.clone(),
+        let consumed = Consumed::new(
+            topic,
+            self.tp.1,
+            r.offset,
+            r.key.clone(),
+            r.headers.clone(),
             message,
-        };
+        );
         let outcome = self.handle(r, consumed, started).await;
         if let (Outcome::Done, Some(reservation)) = (&outcome, reservation) {
             reservation.confirm();
@@ -271,7 +273,7 @@ impl PartitionWorker {
             let (h, c) = (handler.clone(), consumed.clone());
             let result = match tokio::spawn(async move { h.handle(c).await }).await {
                 Ok(r) => r,
-                Err(e) => Err(format!("handler panicked: {e}")),
+                Err(e) => Err(format!("handler panicked: {e}").into()),
             };
             match result {
                 Ok(()) => {
@@ -288,8 +290,23 @@ impl PartitionWorker {
                     shared.stats.handled.fetch_add(1, Ordering::Relaxed);
                     return Outcome::Done;
                 }
-                Err(e) if attempt > settings.retry_max => break e,
+                Err(e) if e.is::<Unanswered>() => {
+                    // A stream's reader dropped the record unanswered: offered again, not
+                    // counted as a failure, never dead-lettered for it.
+                    attempt -= 1;
+                    tracing::debug!(
+                        topic,
+                        partition = self.tp.1,
+                        offset = r.offset,
+                        "stream item dropped unanswered; offered again"
+                    );
+                    if !pause(backoff.next_delay(), &mut self.stop).await {
+                        return Outcome::Stopped;
+                    }
+                }
+                Err(e) if e.is::<Nack>() || attempt > settings.retry_max => break describe(&*e),
                 Err(e) => {
+                    let e = describe(&*e);
                     tracing::warn!(topic, partition = self.tp.1, offset = r.offset, attempt, error = %e, "handler failed; retrying");
                     if !pause(backoff.next_delay(), &mut self.stop).await {
                         return Outcome::Stopped;

@@ -417,7 +417,7 @@ mod tests {
                 TrustStore::default(),
                 clock.clone(),
             ),
-            Signer::with_clock(key, 1, clock),
+            Signer::with_clock(key, 1, Default::default(), clock),
         )
     }
 

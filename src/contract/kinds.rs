@@ -21,7 +21,7 @@
 //! traits. Adding a kind is its proto message, one row here and one fuzz target.
 
 use super::limits::*;
-use super::messages::{AiEnvelope, ControlSigned, ALG_ED25519};
+use super::messages::{AiEnvelope, ControlSigned, KindOf, ALG_ED25519};
 use super::proto::{ai::*, control::*};
 use super::reason::{fail, Reason, VerifyError};
 use super::signing::{

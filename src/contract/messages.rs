@@ -10,6 +10,21 @@ pub use super::proto::ai::*;
 pub use super::proto::control::*;
 use super::wire::GoDecode;
 
+/// A message type of exactly one kind (every type of the per-kind table): what typed
+/// handlers and streams are keyed by, so the kind follows from the type.
+pub trait KindOf: Sized + Send + 'static {
+    /// Its kind.
+    const KIND: Kind;
+
+    /// The typed message inside `m`, or `m` back if it is of another kind (given back whole,
+    /// not an error value: hence the large `Err`).
+    #[allow(clippy::result_large_err)]
+    fn from_message(m: Message) -> Result<Self, Message>;
+
+    /// The message as a [`Message`].
+    fn into_message(self) -> Message;
+}
+
 /// The `alg` value every signed message carries.
 pub const ALG_ED25519: &str = "Ed25519";
 

@@ -37,7 +37,7 @@ pub mod proto {
 }
 
 pub use clock::{Clock, FixedClock, SystemClock};
-pub use messages::{AiEnvelope, ControlSigned, Kind, Message};
+pub use messages::{AiEnvelope, ControlSigned, Kind, KindOf, Message};
 pub use reason::{Reason, VerifyError};
 pub use replay::Place;
 pub use signing::{Signer, SigningDomains};

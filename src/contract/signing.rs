@@ -129,27 +129,35 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// A signer for `key` whose nonces carry `instance_id` (the node id), on the system clock.
-    pub fn new(key: SigningKey, instance_id: u32) -> Self {
-        Self::with_clock(key, instance_id, Arc::new(SystemClock))
+    /// A signer for `key` whose nonces carry `instance_id` (the node id), signing control
+    /// messages under `domains` (SPEC 3b), on the system clock. A process with a
+    /// [`Config`](crate::config::Config) builds it with `config.signer(key)` (or lets
+    /// [`Mesh::builder`](crate::mesh::Mesh::builder) do so), which takes both from the
+    /// configuration the verifier uses too.
+    pub fn new(key: SigningKey, instance_id: u32, domains: SigningDomains) -> Self {
+        Self::with_clock(key, instance_id, domains, Arc::new(SystemClock))
     }
 
     /// A signer on an injected clock.
-    pub fn with_clock(key: SigningKey, instance_id: u32, clock: Arc<dyn Clock>) -> Self {
+    pub fn with_clock(
+        key: SigningKey,
+        instance_id: u32,
+        domains: SigningDomains,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let public = key.verifying_key().to_bytes();
         Signer {
             key,
             public,
             nonces: NonceGenerator::new(instance_id),
             clock,
-            domains: SigningDomains::default(),
+            domains,
         }
     }
 
-    /// The same signer with control signing domains `domains` (SPEC 3b configuration).
-    pub fn with_domains(mut self, domains: SigningDomains) -> Self {
-        self.domains = domains;
-        self
+    /// The control signing domains it signs under.
+    pub fn domains(&self) -> &SigningDomains {
+        &self.domains
     }
 
     /// The raw 32-byte public key (the `producer_id`).

@@ -122,6 +122,24 @@ macro_rules! expand_kinds {
             }
         }
 
+        $(
+            impl KindOf for $ty {
+                const KIND: Kind = Kind::$variant;
+
+                fn from_message(m: Message) -> Result<Self, Message> {
+                    match m {
+                        Message::$variant(m) => Ok(m),
+                        #[allow(unreachable_patterns)]
+                        other => Err(other),
+                    }
+                }
+
+                fn into_message(self) -> Message {
+                    Message::$variant(self)
+                }
+            }
+        )*
+
         /// Signs by family: the AI envelope, the canonical control signature, or nothing.
         pub(crate) fn sign_message(signer: &Signer, m: Message, fill: bool) -> Message {
             match m {

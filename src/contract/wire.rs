@@ -356,7 +356,12 @@ mod tests {
 
     fn signer() -> Signer {
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-        Signer::with_clock(key, 0, Arc::new(FixedClock::at_secs(NOW)))
+        Signer::with_clock(
+            key,
+            0,
+            Default::default(),
+            Arc::new(FixedClock::at_secs(NOW)),
+        )
     }
 
     fn verify(kind: Kind, record: &[u8]) -> Result<Message, crate::contract::VerifyError> {

@@ -120,10 +120,13 @@ impl Client {
         if let Some(id) = &spec.instance_id {
             builder = builder.group_instance_id(id.clone());
         }
-        if spec.protocol == crate::config::GroupProtocol::Consumer {
-            // KIP-848: the coordinator assigns and sets the session and heartbeat timing.
-            builder = builder.group_protocol(krafka::consumer::GroupProtocol::Consumer);
-        }
+        // Chosen explicitly either way (krafka warns only of a defaulted classic protocol):
+        // classic is what a group shared with Sarama and older clients speaks; KIP-848 lets the
+        // coordinator assign and set the session and heartbeat timing.
+        builder = builder.group_protocol(match spec.protocol {
+            crate::config::GroupProtocol::Classic => krafka::consumer::GroupProtocol::Classic,
+            crate::config::GroupProtocol::Consumer => krafka::consumer::GroupProtocol::Consumer,
+        });
         let consumer = builder
             .enable_auto_commit(false)
             .auto_offset_reset(if spec.start_earliest {

@@ -3,14 +3,20 @@
 //!
 //! ```no_run
 //! # async fn role() -> Result<(), Box<dyn std::error::Error>> {
-//! use meshbus::{config::Config, consumer::ConsumerOptions, contract::*, mesh::Mesh};
+//! use meshbus::config::Config;
+//! use meshbus::consumer::{ConsumerOptions, Verified};
+//! use meshbus::contract::{messages::AnomalyEvent, TrustStore};
+//! use meshbus::mesh::Mesh;
+//!
 //! let config = Config::from_env()?;
-//! let verifier = Verifier::new(config.verifier_config(), TrustStore::from_dir("trust".as_ref())?);
-//! let mut mesh = Mesh::connect(config.clone(), None, verifier).await?;
+//! let mut mesh = Mesh::builder(config.clone())
+//!     .trust(TrustStore::from_dir("trust".as_ref())?)
+//!     .connect()
+//!     .await?;
 //! let validator = mesh
 //!     .consumer(ConsumerOptions::validator(&config))?
-//!     .handle(Kind::Anomaly, |r: meshbus::consumer::Consumed| async move {
-//!         println!("{:?}", r.message);
+//!     .on(|r: Verified<AnomalyEvent>| async move {
+//!         println!("anomaly {} from {}", r.message.id, r.message.source);
 //!         Ok(())
 //!     });
 //! mesh.register(validator);
@@ -21,8 +27,11 @@
 //! # Ok(()) }
 //! ```
 
+mod builder;
 mod reload;
 pub mod roles;
+
+pub use builder::{MeshBuilder, MeshError};
 
 pub use reload::CHECK_EVERY as TRUST_CHECK_EVERY;
 
@@ -40,7 +49,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
-/// A process's mesh client. Build it with [`Mesh::connect`], register consumers, [`Mesh::start`]
+/// A process's mesh client. Build it with [`Mesh::builder`], register consumers, [`Mesh::start`]
 /// them, send through [`Mesh::producer`], and end with [`Mesh::shutdown`].
 pub struct Mesh {
     config: Config,
@@ -122,23 +131,18 @@ impl std::fmt::Display for ShutdownReport {
 }
 
 impl Mesh {
-    /// Connects with a fresh metrics registry. `signer` is needed for signed sends.
-    pub async fn connect(
-        config: Config,
-        signer: Option<Signer>,
-        verifier: Verifier,
-    ) -> Result<Mesh, KafkaError> {
-        Self::connect_with_metrics(config, signer, verifier, Metrics::new()).await
+    /// The one way to make a mesh: see [`MeshBuilder`].
+    pub fn builder(config: Config) -> MeshBuilder {
+        MeshBuilder::new(config)
     }
 
-    /// Connects, recording into `metrics` (for a host that serves its own registry).
-    pub async fn connect_with_metrics(
+    /// Connects with the parts the builder checked.
+    async fn connect_parts(
         config: Config,
         signer: Option<Signer>,
         verifier: Verifier,
         metrics: Arc<Metrics>,
     ) -> Result<Mesh, KafkaError> {
-        config.validate()?;
         let client = Client::connect(&config).await?;
         let producer = Producer::new(
             client.clone(),

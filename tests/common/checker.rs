@@ -192,8 +192,9 @@ pub fn recorder(
     member: usize,
 ) -> impl Fn(
     meshbus::consumer::Consumed,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
-       + Send
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = meshbus::consumer::HandlerResult> + Send>,
+> + Send
        + Sync
        + 'static {
     let handles = handles.clone();

@@ -5,7 +5,9 @@
 use super::vectors::{self, Vectors};
 use meshbus::config::Config;
 use meshbus::consumer::{Consumed, Consumer, ConsumerOptions, GroupTiming};
-use meshbus::contract::{FixedClock, Kind, Signer, TrustStore, Verifier, VerifierConfig};
+use meshbus::contract::{
+    FixedClock, Kind, Signer, SigningDomains, TrustStore, Verifier, VerifierConfig,
+};
 use meshbus::kafka::Client;
 use meshbus::metrics::Metrics;
 use meshbus::producer::Producer;
@@ -31,6 +33,7 @@ pub fn ai_signer(v: &Vectors) -> Arc<Signer> {
     Arc::new(Signer::with_clock(
         vectors::seed(&v.keys.ai_producer_seed_hex),
         0,
+        SigningDomains::default(),
         Arc::new(FixedClock::at_secs(v.now)),
     ))
 }
@@ -40,6 +43,7 @@ pub fn control_signer(v: &Vectors) -> Arc<Signer> {
     Arc::new(Signer::with_clock(
         vectors::seed(&v.keys.control_signer_seed_hex),
         0,
+        SigningDomains::default(),
         Arc::new(FixedClock::at_secs(v.now)),
     ))
 }

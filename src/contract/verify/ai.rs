@@ -140,7 +140,7 @@ mod tests {
         let verify_all = || {
             let clock = std::sync::Arc::new(FixedClock::at_secs(1_790_000_000));
             let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-            let signer = Signer::with_clock(key, 1, clock.clone());
+            let signer = Signer::with_clock(key, 1, Default::default(), clock.clone());
             let v = Verifier::with_clock(VerifierConfig::default(), TrustStore::default(), clock);
             let mut out = Vec::new();
             for (i, depth) in [126usize, 127, 200, 5_000, 10_000, 10_001]

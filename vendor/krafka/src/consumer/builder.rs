@@ -222,13 +222,16 @@ impl ConsumerBuilder {
     /// [`GroupProtocol::Classic`](super::GroupProtocol::Classic) remains the
     /// default so that upgrading krafka is never itself a protocol migration,
     /// but Apache Kafka 4.3 has begun deprecating it (KIP-1274) and krafka
-    /// logs a one-time warning when a group starts on it.
+    /// logs a one-time warning when a group starts on it by default. Choosing
+    /// it here is a decision (a group shared with clients that speak only the
+    /// classic protocol) and logs nothing.
     ///
     /// On a cluster without `ConsumerGroupHeartbeat`, `GroupProtocol::Consumer`
     /// fails the first poll with `UnknownApiVersion` naming
     /// `GroupProtocol::Classic`.
     pub fn group_protocol(mut self, protocol: super::GroupProtocol) -> Self {
         self.config.group_protocol = protocol;
+        self.config.group_protocol_chosen = true;
         self
     }
 

@@ -289,6 +289,10 @@ pub(crate) struct ConsumerConfig {
     pub(crate) partition_assignment_strategies: Vec<PartitionAssignmentStrategy>,
     /// Group protocol selection (KIP-848).
     pub(crate) group_protocol: GroupProtocol,
+    /// Whether `group_protocol` was chosen by the caller rather than left at
+    /// its default: only a defaulted classic protocol logs the KIP-1274
+    /// deprecation warning.
+    pub(crate) group_protocol_chosen: bool,
     /// Server-side assignor the coordinator uses for this member
     /// (`group.remote.assignor`, KIP-848 only); `None` lets the broker pick.
     pub(crate) group_remote_assignor: Option<String>,
@@ -365,6 +369,7 @@ impl Default for ConsumerConfig {
                 PartitionAssignmentStrategy::CooperativeSticky,
             ],
             group_protocol: GroupProtocol::Classic,
+            group_protocol_chosen: false,
             group_remote_assignor: None,
             group_instance_id: None,
             client_rack: None,

@@ -212,6 +212,14 @@ impl Consumer {
             )
         });
 
+        // A classic protocol left at its default emits the KIP-1274
+        // deprecation warning, once per process; one chosen explicitly does not.
+        if config.group_id.is_some()
+            && config.group_protocol == GroupProtocol::Classic
+            && !config.group_protocol_chosen
+        {
+            group::warn_classic_protocol_deprecated();
+        }
         info!(group_id = ?config.group_id, "consumer created");
         let metrics = Arc::new(ConsumerRecorder::default());
         let metrics_source = MetricsSource::consumer(kafka, Arc::clone(&metrics));

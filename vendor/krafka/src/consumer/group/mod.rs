@@ -329,12 +329,8 @@ impl GroupCoordinator {
         self
     }
 
-    /// Set the group protocol. Selecting the classic protocol emits the
-    /// KIP-1274 deprecation warning, once per process.
+    /// Set the group protocol.
     pub(crate) fn with_group_protocol(mut self, protocol: GroupProtocol) -> Self {
-        if protocol == GroupProtocol::Classic {
-            warn_classic_protocol_deprecated();
-        }
         self.group_protocol = protocol;
         self
     }
