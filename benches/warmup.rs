@@ -17,7 +17,6 @@ use meshbus::consumer::{Consumed, Consumer, ConsumerOptions};
 use meshbus::contract::{Kind, Signer, TrustStore, Verifier, VerifierConfig};
 use meshbus::metrics::Metrics;
 use prost::Message as _;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,7 +129,7 @@ async fn run_member(
     }));
     loop {
         let done = if warm_only {
-            stats.read_back.load(Ordering::Relaxed) >= n as u64
+            stats.snapshot().read_back >= n as u64
         } else {
             offsets
                 .progress()
@@ -148,7 +147,7 @@ async fn run_member(
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
     let seconds = histogram_sum(&metrics.encode(), "meshbus_replay_warmup_seconds_sum");
-    (stats.read_back.load(Ordering::Relaxed), seconds, cpu)
+    (stats.snapshot().read_back, seconds, cpu)
 }
 
 fn histogram_sum(scrape: &str, name: &str) -> f64 {

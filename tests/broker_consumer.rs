@@ -98,7 +98,11 @@ async fn mixed_stream_valid_handled_once_invalid_dead_lettered_and_committed() {
     let (stop, task) = mesh::spawn(consumer);
     let total = (valid.len() + invalid.len()) as u64;
     let done = mesh::wait_for(Duration::from_secs(90), || {
-        let (_, handled, _, _, dead) = stats.snapshot();
+        let meshbus::consumer::StatsSnapshot {
+            handled,
+            dead_lettered: dead,
+            ..
+        } = stats.snapshot();
         handled + dead >= total
     })
     .await;
@@ -568,7 +572,7 @@ async fn a_consumer_and_its_dlq_writer_share_one_connection_pool() {
     let (stop, task) = mesh::spawn(consumer);
     assert!(
         mesh::wait_for(Duration::from_secs(40), || seen.lock().unwrap().len() >= 6
-            && stats.snapshot().4 >= 1)
+            && stats.snapshot().dead_lettered >= 1)
         .await,
         "the consumer did not handle and dead-letter its records: {:?}",
         stats.snapshot()
@@ -683,7 +687,7 @@ async fn verification_settings_from_the_environment_reach_the_consumer() {
     let stats = consumer.stats();
     let (stop, task) = mesh::spawn(consumer);
     let done = mesh::wait_for(Duration::from_secs(60), || {
-        stats.snapshot().4 >= 4 && !seen.lock().unwrap().is_empty()
+        stats.snapshot().dead_lettered >= 4 && !seen.lock().unwrap().is_empty()
     })
     .await;
     stop.send(()).unwrap();
@@ -789,7 +793,13 @@ async fn a_stream_commits_acked_dead_letters_nacked_and_offers_a_dropped_item_ag
             == Some(5))
         .await
     );
-    let (received, handled, _, failed, dead) = stats.snapshot();
+    let meshbus::consumer::StatsSnapshot {
+        received,
+        handled,
+        handler_failed: failed,
+        dead_lettered: dead,
+        ..
+    } = stats.snapshot();
     assert_eq!(
         (received, handled, failed, dead),
         (5, 4, 1, 1),

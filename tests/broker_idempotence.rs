@@ -7,7 +7,7 @@
 mod common;
 use common::broker::{free_port, Broker};
 use common::proxy;
-use meshbus::config::{Config, ProducerSettings};
+use meshbus::config::Config;
 use meshbus::kafka::Client;
 use meshbus::metrics::Metrics;
 use meshbus::producer::Producer;
@@ -41,9 +41,10 @@ async fn a_lost_acknowledgement_and_an_expired_producer_id_store_each_record_onc
         .build()
         .unwrap();
     let mut config = config;
-    config.producer = ProducerSettings {
-        max_retries: 0, // every retry below is krafka's, with the batch's own sequence
-        ..config.producer
+    config.producer = {
+        let mut p = config.producer;
+        p.max_retries = 0;
+        p
     };
     let client = Client::connect(&config).await.unwrap();
     let p = Producer::new(client, config.clone(), None, Metrics::new());

@@ -57,9 +57,10 @@ async fn every_kind_over_sasl_ssl_is_read_by_librdkafka_and_verifies() {
     be_p.send_policy_ack(ack).await.unwrap();
 
     let verifier = Verifier::new(
-        VerifierConfig {
-            ack_keys: Some(TrustStore::from_keys([backend.public_key()])),
-            ..Default::default()
+        {
+            let mut vc = VerifierConfig::default();
+            vc.ack_keys = Some(TrustStore::from_keys([backend.public_key()]));
+            vc
         },
         TrustStore::from_keys([backend.public_key()]),
     );
@@ -233,15 +234,16 @@ async fn records_over_one_mib_are_refused_before_sending() {
 /// to connect with TLS + SCRAM on a loaded machine) instead of the default 120 s in which the
 /// client rides out an outage.
 fn fast_settings() -> ProducerSettings {
-    ProducerSettings {
-        delivery_timeout: Duration::from_millis(5_100),
-        retry_backoff: Duration::from_millis(100),
-        retry_backoff_max: Duration::from_millis(400),
-        max_retries: 1,
-        breaker_failures: 5,
-        breaker_open_for: Duration::from_secs(2),
-        breaker_successes: 2,
-        ..Default::default()
+    {
+        let mut p = ProducerSettings::default();
+        p.delivery_timeout = Duration::from_millis(5_100);
+        p.retry_backoff = Duration::from_millis(100);
+        p.retry_backoff_max = Duration::from_millis(400);
+        p.max_retries = 1;
+        p.breaker_failures = 5;
+        p.breaker_open_for = Duration::from_secs(2);
+        p.breaker_successes = 2;
+        p
     }
 }
 
@@ -353,9 +355,10 @@ async fn breaker_opens_rejects_at_once_and_recovers() {
     // Long enough for a TLS + SCRAM connect on a loaded machine; a stopped broker refuses
     // connections at once, so the failing sends end by their delivery timeout.
     config.request_timeout = Duration::from_secs(5);
-    config.producer = ProducerSettings {
-        max_retries: 0,
-        ..fast_settings()
+    config.producer = {
+        let mut p = fast_settings();
+        p.max_retries = 0;
+        p
     };
     let metrics = Metrics::new();
     let t = Client::connect(&config).await.unwrap();

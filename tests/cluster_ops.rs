@@ -42,10 +42,12 @@ async fn a_static_member_restarted_within_its_session_gets_its_partitions_back_w
     let config = config_for(b, topic);
     let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
     let mut options = ConsumerOptions::new("ops-static");
-    options.timing = GroupTiming {
-        session_timeout: Duration::from_secs(15),
-        rebalance_timeout: Duration::from_secs(15),
-        heartbeat_interval: Duration::from_millis(500),
+    options.timing = {
+        let mut t = GroupTiming::default();
+        t.session_timeout = Duration::from_secs(15);
+        t.rebalance_timeout = Duration::from_secs(15);
+        t.heartbeat_interval = Duration::from_millis(500);
+        t
     };
     options.fetch_max_wait_ms = 200;
     options.commit_interval = Duration::from_millis(200);
@@ -66,12 +68,7 @@ async fn a_static_member_restarted_within_its_session_gets_its_partitions_back_w
     let stats_b = cb.stats();
     let health_b = cb.health();
     let (stop_b, task_b) = mesh::spawn(cb);
-    assert!(
-        wait_for(Duration::from_secs(30), || health_b
-            .joined
-            .load(Ordering::SeqCst))
-        .await
-    );
+    assert!(wait_for(Duration::from_secs(30), || health_b.joined()).await);
     let (ca, seen_a, _) = mesh::recording_consumer(
         &member("ops-a"),
         options.clone(),
@@ -81,12 +78,7 @@ async fn a_static_member_restarted_within_its_session_gets_its_partitions_back_w
     .await;
     let health_a = ca.health();
     let (stop_a, task_a) = mesh::spawn(ca);
-    assert!(
-        wait_for(Duration::from_secs(30), || health_a
-            .joined
-            .load(Ordering::SeqCst))
-        .await
-    );
+    assert!(wait_for(Duration::from_secs(30), || health_a.joined()).await);
     for i in 0..40 {
         ai.send_anomaly(sample::anomaly(i, 100)).await.unwrap();
     }
@@ -107,8 +99,8 @@ async fn a_static_member_restarted_within_its_session_gets_its_partitions_back_w
         "{parts_a:?} {parts_b:?}"
     );
     assert!(parts_a.is_disjoint(&parts_b));
-    let b_assignments = stats_b.assignments.load(Ordering::SeqCst);
-    let b_revoked = stats_b.revoked_partitions.load(Ordering::SeqCst);
+    let b_assignments = stats_b.snapshot().assignments;
+    let b_revoked = stats_b.snapshot().revoked_partitions;
 
     // A stops (a static member sends no LeaveGroup) and comes back within the session.
     let _ = stop_a.send(());
@@ -122,12 +114,7 @@ async fn a_static_member_restarted_within_its_session_gets_its_partitions_back_w
     .await;
     let health_a2 = ca2.health();
     let (stop_a2, task_a2) = mesh::spawn(ca2);
-    assert!(
-        wait_for(Duration::from_secs(30), || health_a2
-            .joined
-            .load(Ordering::SeqCst))
-        .await
-    );
+    assert!(wait_for(Duration::from_secs(30), || health_a2.joined()).await);
     for i in 40..80 {
         ai.send_anomaly(sample::anomaly(i, 100)).await.unwrap();
     }
@@ -141,8 +128,8 @@ async fn a_static_member_restarted_within_its_session_gets_its_partitions_back_w
         "the second 40 not handled"
     );
     let b_counts = (
-        stats_b.assignments.load(Ordering::SeqCst),
-        stats_b.revoked_partitions.load(Ordering::SeqCst),
+        stats_b.snapshot().assignments,
+        stats_b.snapshot().revoked_partitions,
     );
     let _ = stop_a2.send(());
     let _ = stop_b.send(());
@@ -192,12 +179,7 @@ async fn kip848_members_share_a_group_with_java_without_stopping_each_other() {
     let stats = c.stats();
     let health = c.health();
     let (stop, task) = mesh::spawn(c);
-    assert!(
-        wait_for(Duration::from_secs(30), || health
-            .joined
-            .load(Ordering::SeqCst))
-        .await
-    );
+    assert!(wait_for(Duration::from_secs(30), || health.joined()).await);
     // Alone: 30 valid records and a forged one (DLQ, committed, as under the classic protocol).
     let mut valid = BTreeSet::new();
     for i in 0..30 {
@@ -220,14 +202,18 @@ async fn kip848_members_share_a_group_with_java_without_stopping_each_other() {
         .unwrap();
     assert!(
         wait_for(Duration::from_secs(30), || {
-            let (_, handled, _, _, dead) = stats.snapshot();
+            let meshbus::consumer::StatsSnapshot {
+                handled,
+                dead_lettered: dead,
+                ..
+            } = stats.snapshot();
             handled == 30 && dead == 1
         })
         .await,
         "{:?}",
         stats.snapshot()
     );
-    let revoked_alone = stats.revoked_partitions.load(Ordering::SeqCst);
+    let revoked_alone = stats.snapshot().revoked_partitions;
 
     // A Java member joins on the same protocol: it takes some partitions, meshbus keeps the
     // rest without giving them up (no eager revoke-everything round).
@@ -244,12 +230,12 @@ async fn kip848_members_share_a_group_with_java_without_stopping_each_other() {
     assert!(java_parts.len() < 6, "{java_parts:?}");
     assert!(
         wait_for(Duration::from_secs(20), || stats
+            .snapshot()
             .revoked_partitions
-            .load(Ordering::SeqCst)
             >= revoked_alone + java_parts.len() as u64)
         .await
     );
-    let revoked_for_java = stats.revoked_partitions.load(Ordering::SeqCst) - revoked_alone;
+    let revoked_for_java = stats.snapshot().revoked_partitions - revoked_alone;
     assert_eq!(
         revoked_for_java,
         java_parts.len() as u64,
@@ -861,7 +847,7 @@ fn the_static_binary_runs_from_an_empty_root_against_kafka() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_library_roles_run_a_small_mesh() {
     use meshbus::consumer::Consumed;
-    use meshbus::contract::{TrustStore, Verifier, VerifierConfig};
+    use meshbus::contract::{TrustStore, Verifier};
     use meshbus::mesh::{roles, Mesh};
     let b = broker();
     let mut config = b.config();
@@ -879,9 +865,10 @@ async fn the_library_roles_run_a_small_mesh() {
     let (ai_key, backend_key, agent_key) = (key(1), key(2), key(3));
     let verifier = |acks: Option<[u8; 32]>| {
         Verifier::new(
-            VerifierConfig {
-                ack_keys: acks.map(|k| TrustStore::from_keys([k])),
-                ..config.verifier_config()
+            {
+                let mut vc = config.verifier_config();
+                vc.ack_keys = acks.map(|k| TrustStore::from_keys([k]));
+                vc
             },
             TrustStore::from_keys([backend_key.verifying_key().to_bytes()]),
         )

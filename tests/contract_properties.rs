@@ -236,9 +236,10 @@ fn policy_allowlist_and_policy_ack_signature() {
         params: b"{}".to_vec(),
         ..Default::default()
     });
-    let cfg = VerifierConfig {
-        policy_allowlist: Some(HashSet::from([[7u8; 32]])),
-        ..Default::default()
+    let cfg = {
+        let mut vc = VerifierConfig::default();
+        vc.policy_allowlist = Some(HashSet::from([[7u8; 32]]));
+        vc
     };
     let v = Verifier::with_clock(
         cfg.clone(),
@@ -251,9 +252,10 @@ fn policy_allowlist_and_policy_ack_signature() {
             .reason,
         Reason::UntrustedKey
     );
-    let cfg = VerifierConfig {
-        policy_allowlist: Some(HashSet::from([s.public_key()])),
-        ..Default::default()
+    let cfg = {
+        let mut vc = VerifierConfig::default();
+        vc.policy_allowlist = Some(HashSet::from([s.public_key()]));
+        vc
     };
     let v = Verifier::with_clock(
         cfg,
@@ -268,9 +270,10 @@ fn policy_allowlist_and_policy_ack_signature() {
         ..Default::default()
     }
     .encode_to_vec();
-    let cfg = VerifierConfig {
-        ack_keys: Some(TrustStore::from_keys([s.public_key()])),
-        ..Default::default()
+    let cfg = {
+        let mut vc = VerifierConfig::default();
+        vc.ack_keys = Some(TrustStore::from_keys([s.public_key()]));
+        vc
     };
     let v = Verifier::with_clock(
         cfg,

@@ -221,9 +221,10 @@ fn policy_updates_signed_under_control_policy_v2_interoperate_when_configured() 
     };
     let under = |domains: SigningDomains| {
         Verifier::with_clock(
-            VerifierConfig {
-                domains,
-                ..VerifierConfig::default()
+            {
+                let mut vc = VerifierConfig::default();
+                vc.domains = domains;
+                vc
             },
             trust(),
             clock(),

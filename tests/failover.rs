@@ -23,7 +23,6 @@ use common::checker::{self, ProduceReport, Sent};
 use common::mesh;
 use common::sample;
 use common::vectors;
-use meshbus::config::ProducerSettings;
 use meshbus::contract::Kind;
 use meshbus::producer::Producer;
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,12 +71,13 @@ fn all_up(b: &Broker) {
 fn config(b: &Broker, max_retries: usize) -> meshbus::config::Config {
     let mut c = b.config();
     c.request_timeout = REQUEST_TIMEOUT;
-    c.producer = ProducerSettings {
-        max_retries,
-        retry_backoff: Duration::from_millis(200),
-        retry_backoff_max: Duration::from_secs(2),
-        breaker_failures: 1_000,
-        ..c.producer
+    c.producer = {
+        let mut p = c.producer;
+        p.max_retries = max_retries;
+        p.retry_backoff = Duration::from_millis(200);
+        p.retry_backoff_max = Duration::from_secs(2);
+        p.breaker_failures = 1_000;
+        p
     };
     c
 }
@@ -471,9 +471,14 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
     let handled = handled.lock().unwrap().clone();
-    let received = stats.received.load(std::sync::atomic::Ordering::Relaxed);
-    let redelivered = stats.redelivered.load(std::sync::atomic::Ordering::Relaxed);
-    let (_, handled_count, rejected, _, dead) = stats.snapshot();
+    let received = stats.snapshot().received;
+    let redelivered = stats.snapshot().redelivered;
+    let meshbus::consumer::StatsSnapshot {
+        handled: handled_count,
+        rejected,
+        dead_lettered: dead,
+        ..
+    } = stats.snapshot();
     let scrape = metrics.encode();
     eprintln!(
         "coordinator freeze: {} sent, {} handled, {received} received, {redelivered} redelivered, {rejected} rejected, {dead} dead-lettered",
@@ -1091,10 +1096,7 @@ async fn a_member_process_frozen_past_its_session_rejoins_and_handles_each_recor
     let (stop_b, task_b) = mesh::spawn(member_b);
     assert!(
         mesh::wait_for(Duration::from_secs(60), || {
-            b_stats
-                .assignments
-                .load(std::sync::atomic::Ordering::Relaxed)
-                > 0
+            b_stats.snapshot().assignments > 0
         })
         .await,
         "the second member got no assignment"

@@ -228,7 +228,11 @@ async fn a_record_whose_handling_stopped_unfinished_is_handled_by_the_next_owner
     );
     let _ = stop.send(());
     task.await.unwrap().unwrap();
-    assert_eq!(stats.snapshot().4, 0, "nothing dead-lettered yet");
+    assert_eq!(
+        stats.snapshot().dead_lettered,
+        0,
+        "nothing dead-lettered yet"
+    );
 
     let (next, seen, _) = mesh::recording_consumer(
         &config,
@@ -247,7 +251,7 @@ async fn a_record_whose_handling_stopped_unfinished_is_handled_by_the_next_owner
         "the redelivered record was not handled: {:?}",
         next_stats.snapshot()
     );
-    assert_eq!(next_stats.snapshot().2, 0, "refused (as replayed?)");
+    assert_eq!(next_stats.snapshot().rejected, 0, "refused (as replayed?)");
     // Now it was handled: a copy of it is a replay.
     let copy = read_all(&config, topic).await.remove(0);
     let again = verifier.verify(Kind::Anomaly, copy.value.as_deref().unwrap());
@@ -610,7 +614,12 @@ async fn a_panicking_handler_is_a_handler_failure_not_a_silently_dead_partition(
     let (stop, task) = mesh::spawn(c);
     // Offset 1 is retried once, then dead-lettered as handler_failed; the others are handled.
     let done = wait_for(Duration::from_secs(30), || {
-        let (_, handled, _, failed, dead) = stats.snapshot();
+        let meshbus::consumer::StatsSnapshot {
+            handled,
+            handler_failed: failed,
+            dead_lettered: dead,
+            ..
+        } = stats.snapshot();
         handled == 4 && failed == 1 && dead == 1
     })
     .await;
@@ -813,7 +822,7 @@ async fn members_with_a_garbage_subscription_or_a_missing_topic_do_not_block_the
     let group = "hard-join";
     let (seen, stats, (stop, task)) = mesh::running_anomaly_consumer(&config, group, &v).await;
     assert!(mesh::wait_counts(&stats, 10, 0, Duration::from_secs(30)).await);
-    let rounds_before = stats.assignments.load(std::sync::atomic::Ordering::SeqCst);
+    let rounds_before = stats.snapshot().assignments;
 
     // A member whose subscription is garbage (meshbus leads the group and must decode it), and
     // a Java member subscribed to a topic that does not exist, join the same group.
@@ -831,9 +840,7 @@ async fn members_with_a_garbage_subscription_or_a_missing_topic_do_not_block_the
     let mut java = b.member(Peer::Java, "hard.nonexistent", group, 25);
     // The group completes rounds with them in it, and meshbus keeps consuming.
     assert!(
-        wait_for(Duration::from_secs(40), || stats
-            .assignments
-            .load(std::sync::atomic::Ordering::SeqCst)
+        wait_for(Duration::from_secs(40), || stats.snapshot().assignments
             > rounds_before)
         .await,
         "no round completed after the others joined"

@@ -9,7 +9,7 @@ mod common;
 use common::fake_broker::{
     api_versions, s, serve, standard, Reply, API_VERSIONS, SASL_AUTHENTICATE, SASL_HANDSHAKE,
 };
-use meshbus::config::{Config, ProducerSettings, SaslMechanism};
+use meshbus::config::{Config, SaslMechanism};
 use meshbus::kafka::{Client, KafkaError};
 use meshbus::metrics::Metrics;
 use meshbus::producer::{Producer, SendError};
@@ -94,13 +94,14 @@ fn config(port: u16) -> Config {
         .request_timeout(TIMEOUT)
         .build()
         .unwrap();
-    c.producer = ProducerSettings {
-        idempotent: false,
-        max_retries: 0,
+    c.producer = {
+        let mut p = c.producer;
+        p.idempotent = false;
+        p.max_retries = 0;
         // A hostile answer is retried within the delivery timeout like any failed attempt;
         // the traps want the typed error of one attempt, not two minutes of them.
-        delivery_timeout: TIMEOUT + Duration::from_millis(100),
-        ..c.producer
+        p.delivery_timeout = TIMEOUT + Duration::from_millis(100);
+        p
     };
     c
 }

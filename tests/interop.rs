@@ -97,13 +97,13 @@ async fn peers_read_meshbus_records_and_meshbus_verifies_theirs() {
     let stats = consumer.stats();
     let (stop, task) = mesh::spawn(consumer);
     let done = mesh::wait_for(Duration::from_secs(60), || {
-        let (received, ..) = stats.snapshot();
+        let meshbus::consumer::StatsSnapshot { received, .. } = stats.snapshot();
         received >= (expected_valid + PEERS.len()) as u64
     })
     .await;
     assert!(done, "meshbus did not receive every peer's records");
     assert!(
-        mesh::wait_for(Duration::from_secs(30), || stats.snapshot().4
+        mesh::wait_for(Duration::from_secs(30), || stats.snapshot().dead_lettered
             == PEERS.len() as u64)
         .await,
         "dead letters: {:?}",

@@ -210,7 +210,7 @@ async fn settle(
         None,
     );
     checker::row(fault, Some(&produce), Some(&consume));
-    let redelivered = stats.redelivered.load(Ordering::Relaxed);
+    let redelivered = stats.snapshot().redelivered;
     let scrape = metrics.encode();
     eprintln!(
         "LINK {fault}: sent {}, acked {}, failed {}, in log {}, duplicates {}, handled once {}, more than once {}, replayed {}, redelivered {redelivered}, longest send {:.1?}{extra}",

@@ -15,7 +15,6 @@ use common::{mesh, sample, vectors};
 use meshbus::contract::{Kind, Message};
 use prost::Message as _;
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -252,7 +251,7 @@ async fn a_member_that_gains_a_partition_refuses_a_replay_of_what_the_other_memb
         pa.len() == 1
             && pb.len() == 1
             && pa.keys().next() != pb.keys().next()
-            && health_b.warming.load(Ordering::Relaxed) == 0
+            && health_b.warming() == 0
     })
     .await;
     assert!(
@@ -281,7 +280,10 @@ async fn a_member_that_gains_a_partition_refuses_a_replay_of_what_the_other_memb
         }
     };
     let done = mesh::wait_for(Duration::from_secs(60), || {
-        let (_, _, _, _, dead) = stats_b.snapshot();
+        let meshbus::consumer::StatsSnapshot {
+            dead_lettered: dead,
+            ..
+        } = stats_b.snapshot();
         dead >= 1
             && seen_b
                 .lock()
@@ -302,10 +304,7 @@ async fn a_member_that_gains_a_partition_refuses_a_replay_of_what_the_other_memb
         )),
         "{scrape}"
     );
-    assert!(
-        stats_b.read_back.load(Ordering::Relaxed) > 0,
-        "B read nothing back"
-    );
+    assert!(stats_b.snapshot().read_back > 0, "B read nothing back");
     let on_moved = |s: &mesh::Seen| {
         s.lock()
             .unwrap()
@@ -356,11 +355,7 @@ async fn a_forged_record_in_the_read_back_window_does_not_reserve_the_honest_pro
         *seen.lock().unwrap(),
         vec![(topic.to_string(), 0, d.offset)]
     );
-    assert_eq!(
-        stats.read_back.load(Ordering::Relaxed),
-        1,
-        "the forgery was read back"
-    );
+    assert_eq!(stats.snapshot().read_back, 1, "the forgery was read back");
 }
 
 /// A read-back cut short by its record bound says so (metric, counter) and reads the newest
@@ -396,15 +391,11 @@ async fn a_read_back_cut_short_by_its_record_bound_is_reported_and_reads_the_new
     let (stats, health) = (c.stats(), c.health());
     let (stop, task) = mesh::spawn(c);
     let warm = mesh::wait_for(Duration::from_secs(60), || {
-        stats.read_back.load(Ordering::Relaxed) == 10 && health.warming.load(Ordering::Relaxed) == 0
+        stats.snapshot().read_back == 10 && health.warming() == 0
     })
     .await;
-    assert!(
-        warm,
-        "read back {}",
-        stats.read_back.load(Ordering::Relaxed)
-    );
-    assert_eq!(stats.read_back_cut.load(Ordering::Relaxed), 1);
+    assert!(warm, "read back {}", stats.snapshot().read_back);
+    assert_eq!(stats.snapshot().read_back_cut, 1);
     let scrape = metrics.encode();
     assert!(
         scrape.contains(&format!(
@@ -415,7 +406,11 @@ async fn a_read_back_cut_short_by_its_record_bound_is_reported_and_reads_the_new
     // The newest record was read back: its replay is refused. The oldest was not.
     b.py_produce_at(topic, &[(0, sent[29].2.clone()), (0, sent[0].2.clone())]);
     let settled = mesh::wait_for(Duration::from_secs(60), || {
-        let (_, h, _, _, d) = stats.snapshot();
+        let meshbus::consumer::StatsSnapshot {
+            handled: h,
+            dead_lettered: d,
+            ..
+        } = stats.snapshot();
         h == 1 && d == 1
     })
     .await;

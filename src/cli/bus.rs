@@ -250,7 +250,11 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot
     let watch = stats.clone();
     let limit = async {
         loop {
-            let (_, handled, _, _, dead) = watch.snapshot();
+            let meshbus::consumer::StatsSnapshot {
+                handled,
+                dead_lettered: dead,
+                ..
+            } = watch.snapshot();
             if max.is_some_and(|m| handled + dead >= m) {
                 return;
             }
@@ -274,7 +278,14 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot
         }
     }
     let report = mesh.shutdown(timeout).await;
-    let (received, handled, rejected, handler_failed, dead) = stats.snapshot();
+    let meshbus::consumer::StatsSnapshot {
+        received,
+        handled,
+        rejected,
+        handler_failed,
+        dead_lettered: dead,
+        ..
+    } = stats.snapshot();
     eprintln!("received {received}, verified and handled {handled}, rejected {rejected}, handler failures {handler_failed}, dead-lettered {dead}");
     if !report.errors.is_empty() {
         return Err(report.errors.join("; "));

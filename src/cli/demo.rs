@@ -12,7 +12,6 @@ use meshbus::consumer::{Consumed, HandlerResult, Stats};
 use meshbus::contract::messages::AnomalyEvent;
 use meshbus::contract::{
     keys, Clock as _, FixedClock, Kind, Message, Signer, SystemClock, TrustStore, Verifier,
-    VerifierConfig,
 };
 use meshbus::kafka::Client;
 use meshbus::mesh::roles::{self, Role};
@@ -145,10 +144,11 @@ impl Keys {
     /// A verifier with the configured skews and domains, the demo AI's key as the policy
     /// allowlist, and the backend as the trusted control signer.
     fn verifier(&self, config: &Config, ack_keys: Option<TrustStore>) -> Verifier {
-        let vc = VerifierConfig {
-            policy_allowlist: Some([self.ai.verifying_key().to_bytes()].into_iter().collect()),
-            ack_keys,
-            ..config.verifier_config()
+        let vc = {
+            let mut vc = config.verifier_config();
+            vc.policy_allowlist = Some([self.ai.verifying_key().to_bytes()].into_iter().collect());
+            vc.ack_keys = ack_keys;
+            vc
         };
         let trust = TrustStore::from_keys([self.backend.verifying_key().to_bytes()]);
         Verifier::new(vc, trust)
@@ -409,7 +409,13 @@ fn print_summary(
         "role", "read", "verified", "rejected", "DLQ"
     );
     for (name, stats) in summary {
-        let (received, handled, rejected, _, dead) = stats.snapshot();
+        let meshbus::consumer::StatsSnapshot {
+            received,
+            handled,
+            rejected,
+            dead_lettered: dead,
+            ..
+        } = stats.snapshot();
         println!("{name:<14} {received:>6} {handled:>9} {rejected:>9} {dead:>5}");
     }
     println!();
@@ -451,7 +457,12 @@ pub async fn run(
     // Both validators verify everything valid and refuse the tampered records.
     let validators_done = wait_until(deadline, || {
         cast.validators.iter().all(|r| {
-            let (_, handled, rejected, _, dead) = r.stats().snapshot();
+            let meshbus::consumer::StatsSnapshot {
+                handled,
+                rejected,
+                dead_lettered: dead,
+                ..
+            } = r.stats().snapshot();
             handled >= 3 * n && rejected >= bad && dead >= bad
         })
     })
@@ -460,7 +471,7 @@ pub async fn run(
     let mesh_done = wait_until(deadline, || {
         get(&cast.counts, "ai.commit") >= commits
             && get(&cast.counts, "ai.policy_ack") >= n
-            && cast.agent.stats().snapshot().2 >= 1
+            && cast.agent.stats().snapshot().rejected >= 1
     })
     .await;
     let (counts, applied) = (cast.counts.clone(), cast.applied.clone());

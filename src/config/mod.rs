@@ -21,6 +21,7 @@ use std::time::Duration;
 /// A configuration error naming the variable at fault. Never contains a secret's value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}: {detail}")]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The environment variable (or builder field) at fault.
     pub var: &'static str,
@@ -82,6 +83,7 @@ pub struct Tls {
 
 /// Everything meshbus needs to reach the bus.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Config {
     /// `KAFKA_BROKERS`.
     pub brokers: Vec<String>,

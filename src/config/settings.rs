@@ -37,6 +37,7 @@ impl std::str::FromStr for Compression {
 
 /// Producer knobs of SPEC 5.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ProducerSettings {
     /// `KAFKA_PRODUCER_IDEMPOTENT` (default true).
     pub idempotent: bool,
@@ -100,6 +101,7 @@ pub enum GroupProtocol {
 
 /// Consumer knobs of SPEC 6.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ConsumerSettings {
     /// `KAFKA_CONSUMER_RETRY_MAX` (default 5).
     pub retry_max: usize,
@@ -136,6 +138,7 @@ impl Default for ConsumerSettings {
 /// ones. A read-back cut short by a bound is reported (log, `meshbus_replay_warmup_cut_total`):
 /// replays of the records it did not read are not refused.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct WarmupSettings {
     /// `KAFKA_REPLAY_WARMUP_MAX_RECORDS` (default 1,000,000): most records read back per
     /// partition (the newest ones, when there are more in the window; 0 turns the read-back
@@ -174,6 +177,7 @@ impl WarmupSettings {
 
 /// How records are verified, from the environment (SPEC 3d, 4).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerificationSettings {
     /// `KAFKA_MAX_TIMESTAMP_SKEW` (seconds, default 300): allowed |ts - now| for `ai.*`.
     pub ai_skew_secs: i64,

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 /// Group membership timing.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct GroupTiming {
     /// Session timeout: a member silent for this long is removed.
     pub session_timeout: Duration,
@@ -64,6 +65,7 @@ pub enum StartFrom {
 
 /// How a consumer behaves in its group.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConsumerOptions {
     /// Group id.
     pub group: String,
@@ -106,67 +108,127 @@ impl ConsumerOptions {
     }
 }
 
-/// Counts since the consumer was made.
+/// Counts since the consumer was made, kept current by the running consumer; read them with
+/// [`Stats::snapshot`].
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Records fetched.
-    pub received: AtomicU64,
+    pub(crate) received: AtomicU64,
     /// Records a handler accepted.
-    pub handled: AtomicU64,
+    pub(crate) handled: AtomicU64,
     /// Records refused by verification.
-    pub rejected: AtomicU64,
+    pub(crate) rejected: AtomicU64,
     /// Records whose handler kept failing.
-    pub handler_failed: AtomicU64,
+    pub(crate) handler_failed: AtomicU64,
     /// Dead letters acknowledged by the broker.
-    pub dead_lettered: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
     /// Successful offset commits.
-    pub commits: AtomicU64,
+    pub(crate) commits: AtomicU64,
     /// Assignments received (each completed group join or reconciliation).
-    pub assignments: AtomicU64,
+    pub(crate) assignments: AtomicU64,
     /// Partitions revoked (given up cleanly, with a commit).
-    pub revoked_partitions: AtomicU64,
+    pub(crate) revoked_partitions: AtomicU64,
     /// Partitions that stopped (shutdown or revocation) while a dead letter was still
     /// unacknowledged: the record stays uncommitted for the next owner, and a graceful stop
     /// reports it (the CLI exits non-zero).
-    pub stalled_partitions: AtomicU64,
+    pub(crate) stalled_partitions: AtomicU64,
     /// Records handed out again at a place already handled or dead-lettered: skipped and
     /// committed, neither handled nor dead-lettered again (SPEC 3e).
-    pub redelivered: AtomicU64,
+    pub(crate) redelivered: AtomicU64,
     /// Records read back into the replay guard at assignment (SPEC 3e).
-    pub read_back: AtomicU64,
+    pub(crate) read_back: AtomicU64,
     /// Read-backs cut short by a bound (logged as errors).
-    pub read_back_cut: AtomicU64,
+    pub(crate) read_back_cut: AtomicU64,
 }
 
 impl Stats {
-    fn get(v: &AtomicU64) -> u64 {
-        v.load(Ordering::Relaxed)
+    /// Every counter, read now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        StatsSnapshot {
+            received: get(&self.received),
+            handled: get(&self.handled),
+            rejected: get(&self.rejected),
+            handler_failed: get(&self.handler_failed),
+            dead_lettered: get(&self.dead_lettered),
+            commits: get(&self.commits),
+            assignments: get(&self.assignments),
+            revoked_partitions: get(&self.revoked_partitions),
+            stalled_partitions: get(&self.stalled_partitions),
+            redelivered: get(&self.redelivered),
+            read_back: get(&self.read_back),
+            read_back_cut: get(&self.read_back_cut),
+        }
     }
+}
 
-    /// `(received, handled, rejected, handler_failed, dead_lettered)`.
-    pub fn snapshot(&self) -> (u64, u64, u64, u64, u64) {
-        (
-            Self::get(&self.received),
-            Self::get(&self.handled),
-            Self::get(&self.rejected),
-            Self::get(&self.handler_failed),
-            Self::get(&self.dead_lettered),
-        )
-    }
+/// A consumer's counters at one moment ([`Stats::snapshot`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Records fetched.
+    pub received: u64,
+    /// Records a handler accepted.
+    pub handled: u64,
+    /// Records refused by verification.
+    pub rejected: u64,
+    /// Records whose handler kept failing.
+    pub handler_failed: u64,
+    /// Dead letters acknowledged by the broker.
+    pub dead_lettered: u64,
+    /// Successful offset commits.
+    pub commits: u64,
+    /// Assignments received (each completed group join or reconciliation).
+    pub assignments: u64,
+    /// Partitions revoked (given up cleanly, with a commit).
+    pub revoked_partitions: u64,
+    /// Partitions that stopped (shutdown or revocation) while a dead letter was still
+    /// unacknowledged: the record stays uncommitted for the next owner, and a graceful stop
+    /// reports it (the CLI exits non-zero).
+    pub stalled_partitions: u64,
+    /// Records handed out again at a place already handled or dead-lettered: skipped and
+    /// committed, neither handled nor dead-lettered again (SPEC 3e).
+    pub redelivered: u64,
+    /// Records read back into the replay guard at assignment (SPEC 3e).
+    pub read_back: u64,
+    /// Read-backs cut short by a bound (logged as errors).
+    pub read_back_cut: u64,
 }
 
 /// What `/readyz` needs to know of a consumer, kept current by the running consumer.
 #[derive(Debug, Default)]
 pub struct ConsumerHealth {
     /// Its first group join completed (an assignment, possibly empty, arrived).
-    pub joined: std::sync::atomic::AtomicBool,
+    pub(crate) joined: std::sync::atomic::AtomicBool,
     /// It holds its assignment: joined and not lost since (a fence or an expired session
     /// clears this until the next join).
-    pub holding: std::sync::atomic::AtomicBool,
+    pub(crate) holding: std::sync::atomic::AtomicBool,
     /// Its last poll succeeded (cleared by a failing poll, set by the next good one).
-    pub polling: std::sync::atomic::AtomicBool,
+    pub(crate) polling: std::sync::atomic::AtomicBool,
     /// Partitions whose replay read-back (SPEC 3e) has not finished: not ready until 0.
-    pub warming: std::sync::atomic::AtomicUsize,
+    pub(crate) warming: std::sync::atomic::AtomicUsize,
+}
+
+impl ConsumerHealth {
+    /// Its first group join completed (an assignment, possibly empty, arrived).
+    pub fn joined(&self) -> bool {
+        self.joined.load(Ordering::Relaxed)
+    }
+
+    /// It holds its assignment: joined and not lost since.
+    pub fn holding(&self) -> bool {
+        self.holding.load(Ordering::Relaxed)
+    }
+
+    /// Its last poll succeeded.
+    pub fn polling(&self) -> bool {
+        self.polling.load(Ordering::Relaxed)
+    }
+
+    /// Partitions whose replay read-back (SPEC 3e) has not finished.
+    pub fn warming(&self) -> usize {
+        self.warming.load(Ordering::Relaxed)
+    }
 }
 
 /// Why the consumer stopped with an error (retriable broker trouble is retried, not returned).

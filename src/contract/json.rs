@@ -23,6 +23,7 @@ fn descriptor(kind: Kind) -> MessageDescriptor {
 /// Why JSON could not become a message.
 #[derive(Debug, thiserror::Error)]
 #[error("{kind} JSON: {detail}")]
+#[non_exhaustive]
 pub struct JsonError {
     /// The kind expected.
     pub kind: &'static str,

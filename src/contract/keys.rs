@@ -18,6 +18,7 @@ pub enum KeyPolicy {
 
 /// Why a key could not be loaded. Never carries key bytes.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The file could not be read.
     #[error("cannot read key file {path}: {source}")]

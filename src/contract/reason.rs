@@ -5,6 +5,7 @@ use std::fmt;
 /// Why a record was refused. The string codes are stable API: they appear in errors,
 /// DLQ `reason` headers and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Reason {
     /// Record value over 1 MiB.
     TooLarge,
@@ -86,6 +87,7 @@ impl fmt::Display for Reason {
 /// A refused record: the reason code and a human-readable detail (never key material).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}: {detail}")]
+#[non_exhaustive]
 pub struct VerifyError {
     /// The stable reason code.
     pub reason: Reason,

@@ -11,6 +11,7 @@ pub const REGISTRY_FILE: &str = "validator_registry.json";
 
 /// Why a trust store could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TrustError {
     /// A file or directory could not be read.
     #[error("cannot read trust store {path}: {source}")]
@@ -65,6 +66,7 @@ pub struct ValidatorEntry {
 
 /// The BFT parameters of `validator_registry.json`.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BftConfig {
     /// Number of validators.
     pub total_validators: u32,

@@ -88,6 +88,7 @@ pub struct DeadLetter {
 
 /// Why a dead letter could not be replayed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReplayError {
     /// The dead letter does not hold the value; the original is still at its topic.
     #[error("value omitted ({size} bytes, sha256 {sha256}); the original is at {topic}/{partition}@{offset}")]

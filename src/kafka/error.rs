@@ -6,6 +6,7 @@ use std::time::Duration;
 
 /// Why talking to Kafka failed.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum KafkaError {
     /// Bad configuration (meshbus's or one krafka refused).
     #[error("configuration: {0}")]

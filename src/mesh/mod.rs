@@ -42,7 +42,6 @@ use crate::kafka::{Client, KafkaError};
 use crate::metrics::http::Readiness;
 use crate::metrics::Metrics;
 use crate::producer::{BreakerState, Producer};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -78,6 +77,7 @@ impl std::fmt::Debug for Mesh {
 
 /// What a graceful stop achieved. Sends are counted from the moment the stop began.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// Sends in flight when the stop began.
     pub in_flight_at_start: u64,
@@ -235,16 +235,10 @@ impl Mesh {
             let consumers = health.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let all = |f: fn(&ConsumerHealth) -> bool| consumers.iter().all(|h| f(h));
             vec![
-                ("connected", all(|h| h.polling.load(Ordering::Relaxed))),
-                ("group_joined", all(|h| h.joined.load(Ordering::Relaxed))),
-                (
-                    "assignment_held",
-                    all(|h| h.holding.load(Ordering::Relaxed)),
-                ),
-                (
-                    "replay_guard_warm",
-                    all(|h| h.warming.load(Ordering::Relaxed) == 0),
-                ),
+                ("connected", all(|h| h.polling())),
+                ("group_joined", all(|h| h.joined())),
+                ("assignment_held", all(|h| h.holding())),
+                ("replay_guard_warm", all(|h| h.warming() == 0)),
                 (
                     "breaker_closed",
                     producer.breaker_state() == BreakerState::Closed,
@@ -380,7 +374,7 @@ impl Mesh {
         report.stalled_partitions = self
             .stats
             .iter()
-            .map(|s| s.stalled_partitions.load(Ordering::Relaxed))
+            .map(|s| s.snapshot().stalled_partitions)
             .sum();
         report
     }

@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 
 /// What became of the sends of one producer handle so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SendCounts {
     /// Accepted and not yet acknowledged or failed.
     pub in_flight: u64,

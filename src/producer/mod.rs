@@ -41,6 +41,7 @@ pub struct Delivery {
 
 /// Why a send failed. The record was not acknowledged.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// The value is over 1 MiB; nothing was sent.
     #[error("record of {size} bytes is over the 1 MiB limit; not sent")]
@@ -76,6 +77,21 @@ pub enum SendError {
         /// Last error.
         source: KafkaError,
     },
+}
+
+impl SendError {
+    /// A stable reason code: the variant (`too_large`, `breaker_open`, `no_signer`, `closed`,
+    /// `backpressure`), or `transport/` and the Kafka error's code.
+    pub fn code(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            SendError::TooLarge { .. } => "too_large".into(),
+            SendError::BreakerOpen => "breaker_open".into(),
+            SendError::NoSigner => "no_signer".into(),
+            SendError::Closed => "closed".into(),
+            SendError::Backpressure { .. } => "backpressure".into(),
+            SendError::Transport { source, .. } => format!("transport/{}", source.code()).into(),
+        }
+    }
 }
 
 /// Publishes CyberMesh records. Share it behind an `Arc`.

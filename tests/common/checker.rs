@@ -45,16 +45,7 @@ impl Sent {
 
 /// A stable code for a failed send: the error's variant, and the Kafka error's code under it.
 pub fn error_code(e: &SendError) -> String {
-    match e {
-        SendError::Transport { source, .. } => format!("transport/{}", source.code()),
-        SendError::TooLarge { .. } => "too_large".into(),
-        SendError::BreakerOpen => "breaker_open".into(),
-        SendError::NoSigner => "no_signer".into(),
-        SendError::Closed => "closed".into(),
-        SendError::Backpressure { .. } => "backpressure".into(),
-        #[allow(unreachable_patterns)]
-        other => format!("{other:?}"),
-    }
+    e.code().into_owned()
 }
 
 /// What the producer side of a run came to.

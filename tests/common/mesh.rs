@@ -57,10 +57,12 @@ pub async fn producer(config: &Config, signer: Option<Arc<Signer>>) -> Arc<Produ
 /// Quick membership timing for tests (a killed member is noticed in 6 s).
 pub fn options(group: &str) -> ConsumerOptions {
     let mut o = ConsumerOptions::new(group);
-    o.timing = GroupTiming {
-        session_timeout: Duration::from_secs(6),
-        rebalance_timeout: Duration::from_secs(15),
-        heartbeat_interval: Duration::from_millis(500),
+    o.timing = {
+        let mut t = GroupTiming::default();
+        t.session_timeout = Duration::from_secs(6);
+        t.rebalance_timeout = Duration::from_secs(15);
+        t.heartbeat_interval = Duration::from_millis(500);
+        t
     };
     o.fetch_max_wait_ms = 200;
     o.commit_interval = Duration::from_millis(200);
@@ -164,7 +166,11 @@ pub async fn wait_counts(
     limit: Duration,
 ) -> bool {
     wait_for(limit, || {
-        let (_, h, _, _, d) = stats.snapshot();
+        let meshbus::consumer::StatsSnapshot {
+            handled: h,
+            dead_lettered: d,
+            ..
+        } = stats.snapshot();
         h == handled && d == dead
     })
     .await

@@ -29,6 +29,7 @@ pub const ACK_SIGNATURE_ALG_HEADER: &str = "ack-signature-alg";
 
 /// Tunables of the verifier. `Default` gives SPEC defaults.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct VerifierConfig {
     /// Allowed |ts - now| for `ai.*` (`KAFKA_MAX_TIMESTAMP_SKEW`, default 300 s).
     pub ai_skew_secs: i64,
