@@ -39,6 +39,7 @@
 //! Nothing is committed past a record that was neither handled nor dead-lettered.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![deny(unreachable_pub)]
 
 // Lets files shared with the command and the tests (the CLI's samples) name the crate
 // `meshbus` inside its own unit tests too.
@@ -61,4 +62,5 @@ struct ReadmeDoctests;
 /// The CLI's sample messages, for the library's own unit tests.
 #[cfg(test)]
 #[path = "cli/sample.rs"]
+#[allow(unreachable_pub)] // shared with the command and the tests, where it is a module of theirs
 mod sample;

@@ -17,7 +17,7 @@ pub enum Environment {
 
 impl Environment {
     /// True for staging and production.
-    pub fn is_strict(self) -> bool {
+    pub(crate) fn is_strict(self) -> bool {
         !matches!(self, Environment::Development)
     }
     /// The private key file policy of this environment: 0600 in staging and production.

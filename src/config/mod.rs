@@ -301,7 +301,7 @@ impl Config {
     }
 
     /// The consumer group for a role: validators get `<group>-node-<NODE_ID>` (SPEC 1).
-    pub fn group_for(&self, validator: bool) -> String {
+    pub(crate) fn group_for(&self, validator: bool) -> String {
         if validator {
             format!("{}-node-{}", self.consumer_group, self.node_id)
         } else {

@@ -20,7 +20,7 @@ impl Secret {
         Secret(s.into())
     }
     /// The secret itself, for the one place that must send it (SASL).
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

@@ -167,7 +167,7 @@ impl Default for WarmupSettings {
 
 impl WarmupSettings {
     /// Verifying threads to use: `threads`, or every core the process may use.
-    pub fn thread_count(&self) -> usize {
+    pub(crate) fn thread_count(&self) -> usize {
         match self.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,

@@ -35,14 +35,14 @@ impl OffsetTracker {
 
     /// Starts tracking `tp` (a worker started on it). Nothing is marked or committed for a
     /// partition that is not tracked.
-    pub fn track(&self, tp: &TopicPartition) {
+    pub(crate) fn track(&self, tp: &TopicPartition) {
         self.lock().entry(tp.clone()).or_default();
     }
 
     /// Records that everything before `next` in `tp` was handled or dead-lettered. Ignored for
     /// a partition no longer tracked (a worker finishing after its partition was lost must not
     /// lead to a commit for a partition this member does not hold).
-    pub fn handled(&self, tp: &TopicPartition, next: i64) {
+    pub(crate) fn handled(&self, tp: &TopicPartition, next: i64) {
         if let Some(p) = self.lock().get_mut(tp) {
             p.handled = Some(next);
         }
@@ -96,7 +96,7 @@ impl OffsetTracker {
     }
 
     /// Forgets `tps` after they left this member (their next owner starts at the commit).
-    pub fn forget(&self, tps: &[TopicPartition]) {
+    pub(crate) fn forget(&self, tps: &[TopicPartition]) {
         let mut partitions = self.lock();
         for tp in tps {
             partitions.remove(tp);

@@ -6,8 +6,10 @@ pub use super::kinds::{Kind, Message};
 use std::fmt;
 use std::str::FromStr;
 
-pub use super::proto::ai::*;
-pub use super::proto::control::*;
+pub use super::proto::ai::{AnomalyEvent, ChainOfCustodyEntry, EvidenceEvent, PolicyEvent};
+pub use super::proto::control::{
+    CommitEvent, EvidenceRequestEvent, PolicyAckEvent, PolicyUpdateEvent, ReputationEvent,
+};
 use super::wire::GoDecode;
 
 /// A message type of exactly one kind (every type of the per-kind table): what typed

@@ -21,9 +21,10 @@ pub mod trust;
 pub mod verify;
 pub mod wire;
 
-/// Code generated from `proto/`: prost's messages, and build.rs's [`wire::GoDecode`] impls.
-#[allow(missing_docs, clippy::all)]
-pub mod proto {
+/// Code generated from `proto/`: prost's messages (public as [`messages`]' list), and
+/// build.rs's [`wire::GoDecode`] impls.
+#[allow(missing_docs, clippy::all, unreachable_pub)]
+mod proto {
     /// `cybermesh.ai.v1`.
     pub mod ai {
         include!(concat!(env!("OUT_DIR"), "/cybermesh.ai.v1.rs"));

@@ -284,8 +284,9 @@ impl ReplayGuard {
         }
     }
 
-    /// Checks a message and, if fresh, remembers it at once (offline verification).
-    pub fn check_and_remember(
+    /// Checks a message and, if fresh, remembers it at once (the unit tests' shorthand).
+    #[cfg(test)]
+    pub(crate) fn check_and_remember(
         self: &Arc<Self>,
         producer_id: &[u8],
         nonce: &[u8],

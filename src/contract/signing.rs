@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 /// The domain prefix of an AI envelope, including the policy's 0x00 separator (the per-kind
 /// table's).
-pub fn ai_domain(kind: Kind) -> &'static [u8] {
+pub(crate) fn ai_domain(kind: Kind) -> &'static [u8] {
     match kind.spec().family {
         super::kinds::Family::Ai => kind.spec().domain,
         _ => b"",

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// The registry file name looked for in a trust directory.
-pub const REGISTRY_FILE: &str = "validator_registry.json";
+pub(crate) const REGISTRY_FILE: &str = "validator_registry.json";
 
 /// Why a trust store could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub enum TrustError {
 
 impl TrustError {
     /// The file (or item) at fault, for logs and the reload-failure metric.
-    pub fn culprit(&self) -> String {
+    pub(crate) fn culprit(&self) -> String {
         match self {
             TrustError::Io { path, .. } | TrustError::Registry { path, .. } => {
                 path.display().to_string()
@@ -278,11 +278,11 @@ pub fn parse_allowlist(text: &str, what: &str) -> Result<HashSet<[u8; 32]>, KeyE
 }
 
 /// The largest allowlist file read (about 7,000 keys).
-pub const MAX_ALLOWLIST_BYTES: u64 = 512 * 1024;
+pub(crate) const MAX_ALLOWLIST_BYTES: u64 = 512 * 1024;
 
 /// Loads a policy allowlist file (`AI_POLICY_ALLOWED_PUBKEYS_FILE`, at most
 /// [`MAX_ALLOWLIST_BYTES`]): see [`parse_allowlist`].
-pub fn load_allowlist(path: &Path) -> Result<HashSet<[u8; 32]>, TrustError> {
+pub(crate) fn load_allowlist(path: &Path) -> Result<HashSet<[u8; 32]>, TrustError> {
     use std::io::Read as _;
     let io = |source| TrustError::Io {
         path: path.to_path_buf(),

@@ -12,29 +12,29 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// `original_topic` header.
-pub const ORIGINAL_TOPIC: &str = "original_topic";
+pub(crate) const ORIGINAL_TOPIC: &str = "original_topic";
 /// `original_partition` header (decimal).
-pub const ORIGINAL_PARTITION: &str = "original_partition";
+pub(crate) const ORIGINAL_PARTITION: &str = "original_partition";
 /// `original_offset` header (decimal).
-pub const ORIGINAL_OFFSET: &str = "original_offset";
+pub(crate) const ORIGINAL_OFFSET: &str = "original_offset";
 /// `reason` header: a SPEC 4 reason code or `handler_failed`.
-pub const REASON: &str = "reason";
+pub(crate) const REASON: &str = "reason";
 /// `error` header: human-readable detail.
-pub const ERROR: &str = "error";
+pub(crate) const ERROR: &str = "error";
 /// `node_id` header.
 pub const NODE_ID: &str = "node_id";
 /// `failed_at_ms` header (decimal).
-pub const FAILED_AT_MS: &str = "failed_at_ms";
+pub(crate) const FAILED_AT_MS: &str = "failed_at_ms";
 
 /// `value_omitted` header (`true`): the value was too large for the DLQ.
-pub const VALUE_OMITTED: &str = "value_omitted";
+pub(crate) const VALUE_OMITTED: &str = "value_omitted";
 /// `original_size` header (decimal bytes), with `value_omitted`.
-pub const ORIGINAL_SIZE: &str = "original_size";
+pub(crate) const ORIGINAL_SIZE: &str = "original_size";
 /// `original_sha256` header (hex), with `value_omitted`.
-pub const ORIGINAL_SHA256: &str = "original_sha256";
+pub(crate) const ORIGINAL_SHA256: &str = "original_sha256";
 
 /// Every header meshbus adds to a dead letter.
-pub const DLQ_HEADERS: [&str; 10] = [
+pub(crate) const DLQ_HEADERS: [&str; 10] = [
     ORIGINAL_TOPIC,
     ORIGINAL_PARTITION,
     ORIGINAL_OFFSET,
@@ -147,7 +147,7 @@ impl DeadLetter {
     }
 
     /// Leaves the value out (SPEC 7): null value, plus its size and SHA-256.
-    pub fn omit_value(&mut self) {
+    pub(crate) fn omit_value(&mut self) {
         if let Some(v) = self.value.take() {
             self.omitted = Some(OmittedValue {
                 size: v.len() as u64,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A (topic, partition) pair.
-pub type TopicPartition = (String, i32);
+pub(crate) type TopicPartition = (String, i32);
 
 /// A boxed future of a rebalance callback.
 pub type EventFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -162,7 +162,7 @@ impl GroupConsumer {
     /// How many times this member's partitions were lost, updated the moment the heartbeat
     /// finds out (a fence, or no heartbeat answered within the session): lets the pipeline
     /// stop those partitions before the next poll returns.
-    pub fn membership_lost(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub(crate) fn membership_lost(&self) -> tokio::sync::watch::Receiver<u64> {
         self.consumer
             .membership_lost_watch()
             .unwrap_or_else(|| tokio::sync::watch::channel(0).1)
@@ -190,7 +190,7 @@ impl GroupConsumer {
     /// the process was frozen or cut off past it: the coordinator may have handed this
     /// member's partitions to another, so nothing should be handled for them until a
     /// heartbeat is answered again or the loss is reported.
-    pub fn session_alive(&self) -> bool {
+    pub(crate) fn session_alive(&self) -> bool {
         self.consumer
             .session_deadline()
             .is_none_or(|d| std::time::Instant::now() < d)
@@ -222,7 +222,7 @@ impl GroupConsumer {
     }
 
     /// Records between each assigned partition's position and its end, where known.
-    pub async fn lag(&self) -> Vec<(TopicPartition, i64)> {
+    pub(crate) async fn lag(&self) -> Vec<(TopicPartition, i64)> {
         self.consumer
             .lag()
             .await

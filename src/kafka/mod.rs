@@ -19,7 +19,8 @@ mod produce;
 
 pub use consume::{Assignor, EventFuture, GroupConsumer, GroupSpec, RebalanceEvents};
 pub use error::KafkaError;
-pub use produce::{Queued, Sender, PRODUCER_LINGER};
+pub(crate) use produce::PRODUCER_LINGER;
+pub use produce::{Queued, Sender};
 
 use crate::config::{Config, SaslMechanism};
 use std::collections::BTreeMap;
@@ -33,7 +34,7 @@ const READER_FETCH_BYTES: i32 = 4 * 1024 * 1024;
 /// The longest one request may take while its response is still arriving, in request timeouts:
 /// the request timeout bounds silence (no byte of an owed response for that long), so a large
 /// fetch over a slow link completes instead of starting over (vendored krafka, change 10).
-pub const REQUEST_TIMEOUT_MAX_FACTOR: u32 = 6;
+pub(crate) const REQUEST_TIMEOUT_MAX_FACTOR: u32 = 6;
 
 /// Largest decompressed record batch meshbus accepts (decompression bombs stop here).
 pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 16 * 1024 * 1024;

@@ -12,16 +12,16 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 /// Where an acknowledged record landed: (partition, offset).
-pub type Landed = (i32, i64);
+pub(crate) type Landed = (i32, i64);
 
 /// Bytes (keys, values and headers, and krafka's few dozen bytes of overhead per record) a
 /// producer may hold unacknowledged before sends wait, and then fail with
 /// [`KafkaError::BufferFull`] after the request timeout: 32 MiB, enough for 32 maximal
 /// records. It is krafka's own buffer (`buffer_memory`), freed as the broker answers.
-pub const BUFFER_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const BUFFER_BYTES: usize = 32 * 1024 * 1024;
 
 /// How long the producer waits to fill a batch before sending it.
-pub const PRODUCER_LINGER: Duration = Duration::from_millis(2);
+pub(crate) const PRODUCER_LINGER: Duration = Duration::from_millis(2);
 
 /// Keyed records go where Kafka's Java client puts them (murmur2 of the key), so a key's
 /// records stay in order on one partition across clients; keyless records (every `ai.*`

@@ -4,8 +4,8 @@
 //!
 //! A deliberately small HTTP/1.1 responder (one request per connection, `Connection: close`),
 //! hardened for a port anyone on the network may reach: the request head is capped at 4 KiB and
-//! must arrive within [`IO_TIMEOUT`], the answer must be taken within it too, and at most
-//! [`MAX_CONNECTIONS`] connections are served at once (beyond that: `503` and close).
+//! must arrive within 5 s, the answer must be taken within it too, and at most
+//! 64 connections are served at once (beyond that: `503` and close).
 
 use super::Metrics;
 use std::net::SocketAddr;
@@ -15,9 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Connections served at once.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// Time a client has to send its request head, and to take the answer.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head read.
 const MAX_HEAD: usize = 4096;
 

@@ -14,36 +14,36 @@ use std::sync::Arc;
 
 /// `{topic, type}` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TopicType {
+pub(crate) struct TopicType {
     /// Topic.
-    pub topic: String,
+    pub(crate) topic: String,
     /// Message kind name.
     pub r#type: String,
 }
 
 /// `{topic}` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TopicLabel {
+pub(crate) struct TopicLabel {
     /// Topic.
-    pub topic: String,
+    pub(crate) topic: String,
 }
 
 /// `{topic, reason}` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TopicReason {
+pub(crate) struct TopicReason {
     /// Topic.
-    pub topic: String,
+    pub(crate) topic: String,
     /// SPEC reason code.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// `{topic, partition}` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicPartition {
     /// Topic.
-    pub topic: String,
+    pub(crate) topic: String,
     /// Partition number.
-    pub partition: String,
+    pub(crate) partition: String,
 }
 
 fn latency() -> Histogram {
@@ -54,57 +54,57 @@ fn latency() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     /// `kafka_messages_sent_total{topic,type}`.
-    pub messages_sent: Family<TopicType, Counter>,
+    pub(crate) messages_sent: Family<TopicType, Counter>,
     /// `kafka_messages_failed_total{topic,type}`.
-    pub messages_failed: Family<TopicType, Counter>,
+    pub(crate) messages_failed: Family<TopicType, Counter>,
     /// `kafka_send_latency_seconds{topic}`.
-    pub send_latency: Family<TopicLabel, Histogram, fn() -> Histogram>,
+    pub(crate) send_latency: Family<TopicLabel, Histogram, fn() -> Histogram>,
     /// `kafka_bytes_sent_total{topic}`.
-    pub bytes_sent: Family<TopicLabel, Counter>,
+    pub(crate) bytes_sent: Family<TopicLabel, Counter>,
     /// `kafka_messages_received_total{topic}`.
-    pub messages_received: Family<TopicLabel, Counter>,
+    pub(crate) messages_received: Family<TopicLabel, Counter>,
     /// `kafka_messages_processed_total{topic}`.
-    pub messages_processed: Family<TopicLabel, Counter>,
+    pub(crate) messages_processed: Family<TopicLabel, Counter>,
     /// `kafka_processing_latency_seconds{topic}`.
-    pub processing_latency: Family<TopicLabel, Histogram, fn() -> Histogram>,
+    pub(crate) processing_latency: Family<TopicLabel, Histogram, fn() -> Histogram>,
     /// `kafka_messages_rejected_total{topic,reason}`.
-    pub messages_rejected: Family<TopicReason, Counter>,
+    pub(crate) messages_rejected: Family<TopicReason, Counter>,
     /// `kafka_dlq_messages_total{topic,reason}`.
-    pub dlq_messages: Family<TopicReason, Counter>,
+    pub(crate) dlq_messages: Family<TopicReason, Counter>,
     /// `kafka_circuit_breaker_state` (0 closed, 1 open, 2 half-open).
-    pub circuit_breaker_state: Gauge,
+    pub(crate) circuit_breaker_state: Gauge,
     /// `kafka_consumer_lag{topic,partition}`.
-    pub consumer_lag: Family<TopicPartition, Gauge>,
+    pub(crate) consumer_lag: Family<TopicPartition, Gauge>,
     /// `kafka_producer_throttled_seconds_total{topic}`: time sends waited for the rate limit.
-    pub producer_throttled_seconds: Family<TopicLabel, Counter<f64, AtomicU64>>,
+    pub(crate) producer_throttled_seconds: Family<TopicLabel, Counter<f64, AtomicU64>>,
     /// `meshbus_trust_keys`: keys in the control trust store in force.
-    pub trust_keys: Gauge,
+    pub(crate) trust_keys: Gauge,
     /// `meshbus_policy_allowlist_keys`: keys in the `ai.policy.v1` allowlist file in force.
-    pub policy_allowlist_keys: Gauge,
+    pub(crate) policy_allowlist_keys: Gauge,
     /// `meshbus_trust_reload_failures_total{file}`: reloads refused (the last good store stays).
-    pub trust_reload_failures: Family<FileLabel, Counter>,
+    pub(crate) trust_reload_failures: Family<FileLabel, Counter>,
     /// `kafka_messages_redelivered_total{topic}`: records handed out again at a place already
     /// handled or dead-lettered (a lost commit, a rebalance): skipped and committed (SPEC 3e).
-    pub messages_redelivered: Family<TopicLabel, Counter>,
+    pub(crate) messages_redelivered: Family<TopicLabel, Counter>,
     /// `meshbus_replay_warmup_records_total{topic}`: records read back into the replay guard
     /// at assignment.
-    pub warmup_records: Family<TopicLabel, Counter>,
+    pub(crate) warmup_records: Family<TopicLabel, Counter>,
     /// `meshbus_replay_warmup_seconds{topic}`: how long each partition's read-back took.
-    pub warmup_seconds: Family<TopicLabel, Histogram, fn() -> Histogram>,
+    pub(crate) warmup_seconds: Family<TopicLabel, Histogram, fn() -> Histogram>,
     /// `meshbus_replay_warmup_cut_total{topic,bound}`: read-backs cut short (`records`,
     /// `time`): replays of what was not read are not refused.
-    pub warmup_cut: Family<TopicBound, Counter>,
+    pub(crate) warmup_cut: Family<TopicBound, Counter>,
     /// `meshbus_replay_warmup_partitions`: partitions reading back now (not ready until 0).
-    pub warmup_partitions: Gauge,
+    pub(crate) warmup_partitions: Gauge,
 }
 
 /// `{topic, bound}` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TopicBound {
+pub(crate) struct TopicBound {
     /// Topic.
-    pub topic: String,
+    pub(crate) topic: String,
     /// Which bound cut the read-back short: `records` or `time`.
-    pub bound: String,
+    pub(crate) bound: String,
 }
 
 fn warmup_buckets() -> Histogram {
@@ -113,9 +113,9 @@ fn warmup_buckets() -> Histogram {
 
 /// `{file}` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FileLabel {
+pub(crate) struct FileLabel {
     /// The file at fault.
-    pub file: String,
+    pub(crate) file: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -278,20 +278,20 @@ impl Metrics {
     }
 
     /// Labels helpers.
-    pub fn topic(topic: &str) -> TopicLabel {
+    pub(crate) fn topic(topic: &str) -> TopicLabel {
         TopicLabel {
             topic: topic.to_string(),
         }
     }
     /// `{topic,type}`.
-    pub fn topic_type(topic: &str, kind: &str) -> TopicType {
+    pub(crate) fn topic_type(topic: &str, kind: &str) -> TopicType {
         TopicType {
             topic: topic.to_string(),
             r#type: kind.to_string(),
         }
     }
     /// `{topic,reason}`.
-    pub fn topic_reason(topic: &str, reason: &str) -> TopicReason {
+    pub(crate) fn topic_reason(topic: &str, reason: &str) -> TopicReason {
         TopicReason {
             topic: topic.to_string(),
             reason: reason.to_string(),

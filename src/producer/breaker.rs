@@ -25,7 +25,7 @@ struct Inner {
 
 /// A thread-safe circuit breaker.
 #[derive(Debug)]
-pub struct CircuitBreaker {
+pub(crate) struct CircuitBreaker {
     failures_to_open: u32,
     open_for: Duration,
     successes_to_close: u32,
@@ -34,7 +34,7 @@ pub struct CircuitBreaker {
 
 impl CircuitBreaker {
     /// A closed breaker.
-    pub fn new(failures_to_open: u32, open_for: Duration, successes_to_close: u32) -> Self {
+    pub(crate) fn new(failures_to_open: u32, open_for: Duration, successes_to_close: u32) -> Self {
         CircuitBreaker {
             failures_to_open: failures_to_open.max(1),
             open_for,
@@ -53,7 +53,7 @@ impl CircuitBreaker {
     }
 
     /// The current state (an open breaker past its delay reports half-open).
-    pub fn state(&self) -> BreakerState {
+    pub(crate) fn state(&self) -> BreakerState {
         let mut i = self.lock();
         self.advance(&mut i);
         i.state
@@ -69,12 +69,12 @@ impl CircuitBreaker {
     }
 
     /// Whether a send may go ahead now.
-    pub fn allow(&self) -> bool {
+    pub(crate) fn allow(&self) -> bool {
         self.state() != BreakerState::Open
     }
 
     /// Records a successful send; returns the new state.
-    pub fn on_success(&self) -> BreakerState {
+    pub(crate) fn on_success(&self) -> BreakerState {
         let mut i = self.lock();
         self.advance(&mut i);
         match i.state {
@@ -91,7 +91,7 @@ impl CircuitBreaker {
     }
 
     /// Records a failed send; returns the new state.
-    pub fn on_failure(&self) -> BreakerState {
+    pub(crate) fn on_failure(&self) -> BreakerState {
         let mut i = self.lock();
         self.advance(&mut i);
         match i.state {

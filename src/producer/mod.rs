@@ -10,7 +10,8 @@ mod breaker;
 mod lifecycle;
 mod throttle;
 
-pub use breaker::{BreakerState, CircuitBreaker};
+pub use breaker::BreakerState;
+pub(crate) use breaker::CircuitBreaker;
 pub use lifecycle::SendCounts;
 
 use crate::config::Config;
@@ -185,7 +186,7 @@ impl Producer {
     /// An unsigned, unthrottled handle on the same connection producer (one producer id, one
     /// set of batches) with its own breaker and its own lifecycle: what a consumer writes dead
     /// letters with, so closing the application's handle does not stop dead-lettering.
-    pub fn dead_letter_handle(&self) -> Producer {
+    pub(crate) fn dead_letter_handle(&self) -> Producer {
         let mut config = self.core.config.clone();
         config.producer.max_records_per_sec = None;
         config.producer.max_bytes_per_sec = None;
@@ -204,7 +205,7 @@ impl Producer {
     }
 
     /// Refuses later sends with [`SendError::Closed`], flushes, then closes the connection's
-    /// producer (handles sharing it, such as a [`Producer::dead_letter_handle`], are then
+    /// producer (handles sharing it, such as the mesh's dead-letter handle, are then
     /// refused as well).
     pub async fn close(&self) -> Result<(), KafkaError> {
         self.stop_accepting();
@@ -219,7 +220,7 @@ impl Producer {
     }
 
     /// True once [`Producer::close`] or [`Producer::stop_accepting`] was called.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.lifecycle.is_closed()
     }
 

@@ -14,7 +14,7 @@ pub trait ControlChecks: ControlSigned {
 }
 
 /// True for a canonical lowercase hyphenated UUID of version 4 (RFC 4122 variant).
-pub fn is_canonical_uuid_v4(s: &str) -> bool {
+pub(crate) fn is_canonical_uuid_v4(s: &str) -> bool {
     s.len() == 36
         && !s.bytes().any(|b| b.is_ascii_uppercase())
         && uuid::Uuid::try_parse(s)

@@ -20,7 +20,8 @@ mod payload;
 
 pub(crate) use ai::check_payload_metadata;
 pub use ai::AiChecks;
-pub use control::{is_canonical_uuid_v4, ControlChecks};
+pub(crate) use control::is_canonical_uuid_v4;
+pub use control::ControlChecks;
 
 /// Record header carrying a policy-ack signature (SPEC 3c).
 pub const ACK_SIGNATURE_HEADER: &str = "ack-signature";
@@ -114,12 +115,12 @@ impl Verifier {
     }
 
     /// Replaces the control trust store (a reload): records verified from now on use it.
-    pub fn replace_trust(&self, trust: TrustStore) {
+    pub(crate) fn replace_trust(&self, trust: TrustStore) {
         *self.trust.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(trust);
     }
 
     /// Replaces the `ai.policy.v1` allowlist (a reload; `None` accepts any signer).
-    pub fn replace_policy_allowlist(&self, allowlist: Option<HashSet<[u8; 32]>>) {
+    pub(crate) fn replace_policy_allowlist(&self, allowlist: Option<HashSet<[u8; 32]>>) {
         *self.allowlist.write().unwrap_or_else(|p| p.into_inner()) = allowlist.map(Arc::new);
     }
 
@@ -161,7 +162,7 @@ impl Verifier {
     /// record was handled or dead-lettered; dropping it (the partition stopped first) lets a
     /// redelivery through again. A message the guard first saw at this very place is
     /// [`Admitted::Redelivered`], not `replayed` (SPEC 3e).
-    pub fn verify_reserving(
+    pub(crate) fn verify_reserving(
         &self,
         kind: Kind,
         value: &[u8],
@@ -187,7 +188,7 @@ impl Verifier {
 
     /// Every check of SPEC 4 but the replay guard's (step 9): what the read-back of a
     /// partition runs in parallel before it remembers the accepted messages in log order.
-    pub fn verify_unguarded(
+    pub(crate) fn verify_unguarded(
         &self,
         kind: Kind,
         value: &[u8],
@@ -220,31 +221,8 @@ impl Verifier {
         replay_window(&self.config)
     }
 
-    /// Verifies an `ai.*` record (SPEC 4 steps 1-9), remembers it, and returns the typed message.
-    pub fn verify_ai<M: AiChecks>(&self, value: &[u8]) -> Result<M, VerifyError> {
-        let (m, r) = self.verify_ai_reserving::<M>(value)?;
-        r.confirm();
-        Ok(m)
-    }
-
-    /// Verifies an `ai.*` record (SPEC 4 steps 1-9); the replay entry is reserved, not yet
-    /// remembered.
-    pub fn verify_ai_reserving<M: AiChecks>(
-        &self,
-        value: &[u8],
-    ) -> Result<(M, Reservation), VerifyError> {
-        let m: M = self.verify_ai_unguarded(value)?;
-        match self
-            .replay
-            .reserve(m.producer_id(), m.nonce(), self.clock.now_secs(), None)
-        {
-            Ok(r) => Ok((m, r)),
-            Err(_) => fail(Reason::Replayed, "(producer_id, nonce) seen before"),
-        }
-    }
-
     /// Verifies an `ai.*` record by SPEC 4 steps 1-8 (everything but the replay guard).
-    pub fn verify_ai_unguarded<M: AiChecks>(&self, value: &[u8]) -> Result<M, VerifyError> {
+    pub(crate) fn verify_ai_unguarded<M: AiChecks>(&self, value: &[u8]) -> Result<M, VerifyError> {
         let m: M = decode(value)?;
         // 2. structure, sizes, alg
         m.check_structure()?;
@@ -291,7 +269,7 @@ impl Verifier {
     }
 
     /// Verifies a `control.*` record (SPEC 4, control order) and returns the typed message.
-    pub fn verify_control<M: ControlChecks>(&self, value: &[u8]) -> Result<M, VerifyError> {
+    pub(crate) fn verify_control<M: ControlChecks>(&self, value: &[u8]) -> Result<M, VerifyError> {
         let m: M = decode(value)?;
         m.check_structure()?;
         check_len("producer_id", m.producer_id(), 32)?;
@@ -326,18 +304,9 @@ impl Verifier {
         Ok(m)
     }
 
-    /// Verifies a policy ack: see [`Verifier::verify_ack`].
-    pub fn verify_policy_ack(
-        &self,
-        value: &[u8],
-        headers: &BTreeMap<String, Vec<u8>>,
-    ) -> Result<PolicyAckEvent, VerifyError> {
-        self.verify_ack(value, headers)
-    }
-
     /// SPEC 4 step 7 for `ai.policy.v1`: with `AI_POLICY_ALLOWED_PUBKEYS` set, the signer must
     /// be listed (`untrusted_key`).
-    pub fn check_policy_allowlist(&self, pubkey: &[u8]) -> Result<(), VerifyError> {
+    pub(crate) fn check_policy_allowlist(&self, pubkey: &[u8]) -> Result<(), VerifyError> {
         match self.policy_allowlist() {
             Some(allow) if !<[u8; 32]>::try_from(pubkey).is_ok_and(|k| allow.contains(&k)) => fail(
                 Reason::UntrustedKey,
@@ -352,7 +321,7 @@ impl Verifier {
 
     /// Verifies a header-signed record (a policy ack): decodes it and, when ack keys are
     /// configured, checks the `ack-signature` header over the record value (SPEC 3c).
-    pub fn verify_ack<M: GoDecode>(
+    pub(crate) fn verify_ack<M: GoDecode>(
         &self,
         value: &[u8],
         headers: &BTreeMap<String, Vec<u8>>,
