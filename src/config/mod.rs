@@ -410,6 +410,22 @@ impl ConfigBuilder {
         self.0.consumer = c;
         self
     }
+    /// The signing domain of a signed control kind (`CONTROL_*_SIGNING_DOMAIN`), for the
+    /// signers and the verifier alike.
+    pub fn signing_domain(mut self, kind: Kind, domain: impl Into<String>) -> Self {
+        self.0.signing_domains.set(kind, domain);
+        self
+    }
+    /// Verification settings (skews, replay window, policy allowlist, read-back bounds).
+    pub fn verification(mut self, v: VerificationSettings) -> Self {
+        self.0.verification = v;
+        self
+    }
+    /// How long a graceful stop may take (`MESHBUS_SHUTDOWN_TIMEOUT_MS`).
+    pub fn shutdown_timeout(mut self, t: Duration) -> Self {
+        self.0.shutdown_timeout = t;
+        self
+    }
     /// Validates and returns the configuration.
     pub fn build(self) -> Result<Config, ConfigError> {
         self.0.validate()?;

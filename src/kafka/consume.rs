@@ -35,6 +35,11 @@ pub enum Assignor {
     Range,
     /// Partitions dealt in turn.
     RoundRobin,
+    /// Incremental cooperative rebalancing (KIP-429): a rebalance moves only the partitions
+    /// that change owner, and members keep consuming the rest. Every member of the group must
+    /// offer it (Sarama 1.61+, the Java client, librdkafka: `cooperative-sticky`); a group
+    /// moves to it from an eager assignor by a rolling restart that offers both.
+    CooperativeSticky,
 }
 
 /// How to join a group.
@@ -114,6 +119,7 @@ impl Client {
             .map(|a| match a {
                 Assignor::Range => S::Range,
                 Assignor::RoundRobin => S::RoundRobin,
+                Assignor::CooperativeSticky => S::CooperativeSticky,
             })
             .collect();
         let mut builder = self.kafka().consumer(spec.group.clone());

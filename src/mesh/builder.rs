@@ -172,10 +172,11 @@ mod tests {
     use crate::contract::SigningDomains;
 
     fn config() -> Config {
-        let mut c = Config::builder().brokers(["127.0.0.1:9"]).build().unwrap();
-        c.signing_domains
-            .set(Kind::PolicyUpdate, "control.policy.v2");
-        c
+        Config::builder()
+            .brokers(["127.0.0.1:9"])
+            .signing_domain(Kind::PolicyUpdate, "control.policy.v2")
+            .build()
+            .unwrap()
     }
 
     fn key() -> ed25519_dalek::SigningKey {

@@ -527,9 +527,15 @@ impl Broker {
         let s = seconds.to_string();
         let mut args = vec!["group", "--topic", topic, "--group", group, "--seconds", &s];
         args.extend_from_slice(extra);
+        // MESHBUS_PEER_STDERR=1 shows the members' own logs (for debugging a mixed group).
+        let stderr = if std::env::var_os("MESHBUS_PEER_STDERR").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
         self.peer_command(client, &args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("peer client runs")
     }

@@ -13,6 +13,7 @@
 //   peer:   the Java client as a CyberMesh peer in the interop tests:
 //             Peer produce --conf JSON --topic T     stdin: JSON lines {"key": hex|null, "value": hex}
 //             Peer group --conf JSON --topic T --group G --seconds S [--protocol classic|consumer]
+//                        [--strategy range|cooperative-sticky]
 //             Peer read --conf JSON --topic T --count N
 //             Peer pbench --conf JSON --topic T --file HEXLINES   (benchmark: produce, timed)
 //             Peer cbench --conf JSON --topic T --group G --count N (benchmark: consume, timed)
@@ -32,6 +33,7 @@ import org.apache.kafka.clients.admin.*;
 import org.apache.kafka.clients.consumer.*;
 import org.apache.kafka.clients.producer.*;
 import org.apache.kafka.common.*;
+import org.apache.kafka.common.errors.RebalanceInProgressException;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
@@ -51,7 +53,8 @@ public final class Peer {
             case "admin" -> admin(conf, rest);
             case "produce" -> produce(conf, flag(rest, "--topic", null));
             case "group" -> group(conf, flag(rest, "--topic", null), flag(rest, "--group", null),
-                    Double.parseDouble(flag(rest, "--seconds", "20")), flag(rest, "--protocol", "classic"));
+                    Double.parseDouble(flag(rest, "--seconds", "20")), flag(rest, "--protocol", "classic"),
+                    flag(rest, "--strategy", "range"));
             case "read" -> read(conf, flag(rest, "--topic", null), Integer.parseInt(flag(rest, "--count", "1")));
             case "pbench" -> pbench(conf, flag(rest, "--topic", null), flag(rest, "--file", null));
             case "cbench" -> cbench(conf, flag(rest, "--topic", null), flag(rest, "--group", null),
@@ -223,7 +226,8 @@ public final class Peer {
         System.err.println("produced " + n);
     }
 
-    private static void group(Properties conf, String topic, String groupId, double seconds, String protocol) throws Exception {
+    private static void group(Properties conf, String topic, String groupId, double seconds, String protocol,
+                              String strategy) throws Exception {
         conf.put("group.id", groupId);
         conf.put("enable.auto.commit", "false");
         conf.put("auto.offset.reset", "earliest");
@@ -231,14 +235,25 @@ public final class Peer {
         if (protocol.equals("classic")) {
             conf.putIfAbsent("session.timeout.ms", "6000");
             conf.putIfAbsent("heartbeat.interval.ms", "500");
-            conf.putIfAbsent("partition.assignment.strategy", "org.apache.kafka.clients.consumer.RangeAssignor");
+            conf.putIfAbsent("partition.assignment.strategy", strategy.equals("cooperative-sticky")
+                    ? "org.apache.kafka.clients.consumer.CooperativeStickyAssignor"
+                    : "org.apache.kafka.clients.consumer.RangeAssignor");
         }
         conf.put("key.deserializer", ByteArrayDeserializer.class.getName());
         conf.put("value.deserializer", ByteArrayDeserializer.class.getName());
         long end = System.currentTimeMillis() + (long) (seconds * 1000);
+        // Handled but not yet committed, per partition: a commit refused while a (cooperative)
+        // rebalance runs is retried after the next poll, or made on revocation.
+        Map<TopicPartition, OffsetAndMetadata> pending = new HashMap<>();
         try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(conf)) {
             c.subscribe(List.of(topic), new ConsumerRebalanceListener() {
                 public void onPartitionsRevoked(Collection<TopicPartition> parts) {
+                    Map<TopicPartition, OffsetAndMetadata> last = new HashMap<>();
+                    for (TopicPartition tp : parts) {
+                        OffsetAndMetadata o = pending.remove(tp);
+                        if (o != null) last.put(tp, o);
+                    }
+                    if (!last.isEmpty()) c.commitSync(last);
                     try { out(Map.of("revoked", sorted(parts))); } catch (Exception e) { throw new RuntimeException(e); }
                 }
                 public void onPartitionsAssigned(Collection<TopicPartition> parts) {
@@ -249,7 +264,15 @@ public final class Peer {
                 ConsumerRecords<byte[], byte[]> recs = c.poll(Duration.ofMillis(200));
                 for (ConsumerRecord<byte[], byte[]> r : recs) {
                     out(record(r));
-                    c.commitSync(Map.of(new TopicPartition(r.topic(), r.partition()), new OffsetAndMetadata(r.offset() + 1)));
+                    pending.put(new TopicPartition(r.topic(), r.partition()), new OffsetAndMetadata(r.offset() + 1));
+                }
+                if (!pending.isEmpty()) {
+                    try {
+                        c.commitSync(pending);
+                        pending.clear();
+                    } catch (RebalanceInProgressException e) {
+                        // retried after the next poll completes the rebalance
+                    }
                 }
             }
         }

@@ -39,23 +39,50 @@ def read(conf, topic, count, timeout):
         sys.exit(f"read {got} of {count} records from {topic}")
 
 
-def group(conf, topic, group_id, seconds):
-    """Consumes TOPIC as a member of GROUP_ID for SECONDS (librdkafka's default assignors,
-    range then roundrobin), committing each record synchronously after "handling" it. Prints
-    {"assigned": [...]} on each assignment and {"partition", "offset"} per record."""
+def group(conf, topic, group_id, seconds, strategy="range,roundrobin"):
+    """Consumes TOPIC as a member of GROUP_ID for SECONDS (assignors STRATEGY, librdkafka's
+    default range then roundrobin), committing each record synchronously after "handling" it.
+    Prints {"assigned": [...]} (the whole assignment) after each change and {"partition",
+    "offset"} per record; under cooperative-sticky also {"revoked": [...]}."""
     c = ck.Consumer(dict(conf, **{"group.id": group_id, "enable.auto.commit": False,
                                   "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
-                                  "heartbeat.interval.ms": 500}))
+                                  "heartbeat.interval.ms": 500,
+                                  "partition.assignment.strategy": strategy}))
+    held = set()
+    pending = {}  # partition -> next offset, handled but not yet committed
+    def commit(consumer, parts):
+        offs = [ck.TopicPartition(topic, p, pending.pop(p)) for p in parts if p in pending]
+        if offs:
+            consumer.commit(offsets=offs, asynchronous=False)
     def on_assign(consumer, parts):
-        print(json.dumps({"assigned": sorted(p.partition for p in parts)}), flush=True)
-    c.subscribe([topic], on_assign=on_assign)
+        if strategy == "cooperative-sticky":
+            consumer.incremental_assign(parts)
+            held.update(p.partition for p in parts)
+        else:
+            held.clear()
+            held.update(p.partition for p in parts)
+        print(json.dumps({"assigned": sorted(held)}), flush=True)
+    def on_revoke(consumer, parts):
+        try:
+            commit(consumer, [p.partition for p in parts])
+        except ck.KafkaException:
+            pass  # the partition's next owner starts at its last commit
+        if strategy == "cooperative-sticky":
+            consumer.incremental_unassign(parts)
+            held.difference_update(p.partition for p in parts)
+            print(json.dumps({"revoked": sorted(p.partition for p in parts)}), flush=True)
+    c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
     deadline = time.time() + seconds
     while time.time() < deadline:
         m = c.poll(0.2)
         if m is None or m.error():
             continue
         print(json.dumps({"partition": m.partition(), "offset": m.offset()}), flush=True)
-        c.commit(message=m, asynchronous=False)
+        pending[m.partition()] = m.offset() + 1
+        try:
+            commit(c, list(pending))
+        except ck.KafkaException:
+            pass  # refused during a rebalance: retried after the next poll, or on revocation
     c.close()
 
 
@@ -164,6 +191,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("cmd", choices=["read", "produce", "bench", "group", "cbench", "vbench"])
     ap.add_argument("--group")
+    ap.add_argument("--strategy", default="range,roundrobin",
+                    help="partition.assignment.strategy of a group member (e.g. cooperative-sticky)")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--file")
     ap.add_argument("--conf", required=True)
@@ -175,7 +204,7 @@ if __name__ == "__main__":
     if a.cmd == "read":
         read(conf, a.topic, a.count, a.timeout)
     elif a.cmd == "group":
-        group(conf, a.topic, a.group, a.seconds)
+        group(conf, a.topic, a.group, a.seconds, a.strategy)
     elif a.cmd == "cbench":
         cbench(conf, a.topic, a.group, a.count)
     elif a.cmd == "vbench":

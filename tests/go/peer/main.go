@@ -163,9 +163,32 @@ func produce(c conf, topic string) {
 	fmt.Fprintln(os.Stderr, "produced", n)
 }
 
-type handler struct{}
+// handler consumes claims; under a cooperative strategy a rebalance adds and ends claims inside
+// one session (Setup runs once), so the claims held are tracked and printed as they change.
+type handler struct{ cooperative bool }
 
-func (handler) Setup(s sarama.ConsumerGroupSession) error {
+var (
+	heldMu sync.Mutex
+	held   = map[int32]bool{}
+)
+
+// claims prints the partitions held now as {"assigned": [...]}, after `change` ran on them.
+func claims(change func(map[int32]bool)) {
+	heldMu.Lock()
+	defer heldMu.Unlock()
+	change(held)
+	parts := []int32{}
+	for p := range held {
+		parts = append(parts, p)
+	}
+	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	out(map[string]any{"assigned": parts})
+}
+
+func (h handler) Setup(s sarama.ConsumerGroupSession) error {
+	if h.cooperative {
+		return nil
+	}
 	var parts []int32
 	for _, ps := range s.Claims() {
 		parts = append(parts, ps...)
@@ -178,7 +201,15 @@ func (handler) Setup(s sarama.ConsumerGroupSession) error {
 	return nil
 }
 func (handler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
-func (handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+func (h handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	if h.cooperative {
+		p := claim.Partition()
+		claims(func(m map[int32]bool) { m[p] = true })
+		defer func() {
+			out(map[string]any{"revoked": []int32{p}})
+			claims(func(m map[int32]bool) { delete(m, p) })
+		}()
+	}
 	for m := range claim.Messages() {
 		out(record(m))
 		s.MarkMessage(m, "")
@@ -187,19 +218,22 @@ func (handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consumer
 	return nil
 }
 
-func group(c conf, topic, id string, seconds float64) {
+func group(c conf, topic, id string, seconds float64, strategy string) {
 	cfg := config(c)
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
 	cfg.Consumer.Offsets.AutoCommit.Enable = false
 	cfg.Consumer.Group.Session.Timeout = 6 * time.Second
 	cfg.Consumer.Group.Heartbeat.Interval = 500 * time.Millisecond
 	cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
+	if strategy == "cooperative-sticky" {
+		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}
+	}
 	g, err := sarama.NewConsumerGroup(strings.Split(c.Brokers, ","), id, cfg)
 	must(err)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds*float64(time.Second)))
 	defer cancel()
 	for ctx.Err() == nil {
-		if err := g.Consume(ctx, []string{topic}, handler{}); err != nil && ctx.Err() == nil {
+		if err := g.Consume(ctx, []string{topic}, handler{cooperative: strategy == "cooperative-sticky"}); err != nil && ctx.Err() == nil {
 			fmt.Fprintln(os.Stderr, "sarama-peer: consume:", err)
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -417,6 +451,7 @@ func main() {
 	seconds := fs.Float64("seconds", 20, "how long a group member runs")
 	count := fs.Int("count", 1, "records to read")
 	file := fs.String("file", "", "hex values, one per line (pbench)")
+	strategy := fs.String("strategy", "range", "a group member's balance strategy: range or cooperative-sticky")
 	must(fs.Parse(os.Args[2:]))
 	var c conf
 	must(json.Unmarshal([]byte(*confJSON), &c))
@@ -424,7 +459,7 @@ func main() {
 	case "produce":
 		produce(c, *topic)
 	case "group":
-		group(c, *topic, *groupID, *seconds)
+		group(c, *topic, *groupID, *seconds, *strategy)
 	case "read":
 		read(c, *topic, *count)
 	case "pbench":

@@ -632,6 +632,9 @@ impl GroupCoordinator {
                         }
 
                         let sent = tokio::time::Instant::now();
+                        // meshbus patch: the generation this heartbeat carries, to tell a
+                        // fencing from a race with a cooperative rejoin (below).
+                        let sent_generation = coordinator.generation_id();
                         let answer = match tokio::time::timeout_at(
                             session_deadline,
                             coordinator.send_heartbeat(),
@@ -663,6 +666,24 @@ impl GroupCoordinator {
                                 } else {
                                     heartbeat.signal_rebalance();
                                 }
+                            }
+                            // meshbus patch: under the cooperative protocol heartbeats go on
+                            // while a rejoin runs in the background, so one sent with the old
+                            // generation can be answered ILLEGAL_GENERATION just as the join
+                            // moves the group to the next one. That is no fencing (Java's
+                            // client ignores a stale generation's error too): the member still
+                            // holds its partitions, and the next heartbeat carries the new
+                            // generation.
+                            Ok(ErrorCode::IllegalGeneration)
+                                if coordinator.rejoin_in_flight()
+                                    || coordinator.generation_id() != sent_generation =>
+                            {
+                                debug!(
+                                    "Heartbeat of generation {} for group '{}' answered \
+                                     IllegalGeneration while a rejoin moves the group on; \
+                                     ignored",
+                                    sent_generation, group_id
+                                );
                             }
                             Ok(code @ (ErrorCode::UnknownMemberId | ErrorCode::IllegalGeneration)) => {
                                 warn!(

@@ -498,6 +498,11 @@ impl GroupCoordinator {
         *self.pending_rebalance.lock() = None;
     }
 
+    /// meshbus patch: the generation this member holds now (-1 before the first join).
+    pub(crate) fn generation_id(&self) -> i32 {
+        self.inner.read().generation_id
+    }
+
     /// Whether a join round is running.
     pub(crate) fn rejoin_in_flight(&self) -> bool {
         *self.rejoin_in_flight.borrow()
