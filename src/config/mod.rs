@@ -18,6 +18,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How long the producer waits to fill a batch before sending it (a setting of the
+/// configuration's, which the delivery-timeout floor counts; the Kafka layer applies it).
+pub(crate) const PRODUCER_LINGER: Duration = Duration::from_millis(2);
+
 /// A configuration error naming the variable at fault. Never contains a secret's value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}: {detail}")]
@@ -268,7 +272,7 @@ impl Config {
                 ));
             }
         }
-        let floor = self.request_timeout + crate::kafka::PRODUCER_LINGER;
+        let floor = self.request_timeout + PRODUCER_LINGER;
         if self.producer.delivery_timeout < floor {
             return Err(err(
                 "KAFKA_DELIVERY_TIMEOUT_MS",

@@ -8,6 +8,7 @@
 //!   (`assignment.rs`) and on shutdown.
 
 mod assignment;
+mod backoff;
 mod handler;
 mod offsets;
 mod partition;

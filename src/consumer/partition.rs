@@ -3,6 +3,7 @@
 //! marked handled in the offset tracker. Stopping takes effect between records (or during a
 //! retry pause), never in the middle of one.
 
+use super::backoff::Backoff;
 use super::handler::{describe, Nack};
 use super::offsets::{OffsetTracker, TopicPartition};
 use super::stream::Unanswered;
@@ -16,33 +17,6 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-
-/// Doubling delay with a cap.
-pub(crate) struct Backoff {
-    next: Duration,
-    first: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(first: Duration, max: Duration) -> Self {
-        Backoff {
-            next: first,
-            first,
-            max,
-        }
-    }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = self.first;
-    }
-}
 
 /// Sleeps for `d` unless `stop` is raised first; returns false when stopped.
 async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {

@@ -5,8 +5,8 @@
 //! watched apart from the loop, so partitions stop even while a poll is held up.
 
 use super::assignment::Assignment;
+use super::backoff::Backoff;
 use super::offsets::OffsetTracker;
-use super::partition::Backoff;
 use super::{ConsumeError, Shared};
 use crate::kafka::{GroupConsumer, InRecord, KafkaError};
 use std::sync::atomic::Ordering;

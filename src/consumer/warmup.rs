@@ -9,8 +9,8 @@
 //! The read-back is bounded in records (the newest are read) and in time; a bound that cuts it
 //! short is logged and counted (`meshbus_replay_warmup_cut_total`), never silent.
 
+use super::backoff::Backoff;
 use super::offsets::TopicPartition;
-use super::partition::Backoff;
 use super::Shared;
 use crate::contract::{Kind, Message, Place, Verifier};
 use crate::kafka::{GroupConsumer, InRecord, KafkaError, Reader};

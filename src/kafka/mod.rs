@@ -19,7 +19,6 @@ mod produce;
 
 pub use consume::{Assignor, EventFuture, GroupConsumer, GroupSpec, RebalanceEvents};
 pub use error::KafkaError;
-pub(crate) use produce::PRODUCER_LINGER;
 pub use produce::{Queued, Sender};
 
 use crate::config::{Config, SaslMechanism};

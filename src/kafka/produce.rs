@@ -20,8 +20,7 @@ pub(crate) type Landed = (i32, i64);
 /// records. It is krafka's own buffer (`buffer_memory`), freed as the broker answers.
 pub(crate) const BUFFER_BYTES: usize = 32 * 1024 * 1024;
 
-/// How long the producer waits to fill a batch before sending it.
-pub(crate) const PRODUCER_LINGER: Duration = Duration::from_millis(2);
+use crate::config::PRODUCER_LINGER;
 
 /// Keyed records go where Kafka's Java client puts them (murmur2 of the key), so a key's
 /// records stay in order on one partition across clients; keyless records (every `ai.*`
