@@ -11,13 +11,9 @@ use meshbus::config::{Config, GroupProtocol};
 use meshbus::consumer::{ConsumerOptions, GroupTiming};
 use meshbus::contract::Kind;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-fn broker() -> &'static Broker {
-    static B: OnceLock<Broker> = OnceLock::new();
-    B.get_or_init(|| Broker::start(&[]))
-}
+use common::broker::shared as broker;
 
 fn config_for(b: &Broker, topic: &str) -> Config {
     let mut c = b.config();

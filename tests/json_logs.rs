@@ -2,18 +2,13 @@
 //! and no secret (SASL password, key material) ever reaches them.
 
 mod common;
-use common::broker::Broker;
 use common::mesh::{self};
 use common::sample;
 use common::vectors;
 use meshbus::contract::Kind;
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
-fn broker() -> &'static Broker {
-    static B: OnceLock<Broker> = OnceLock::new();
-    B.get_or_init(|| Broker::start(&[]))
-}
+use common::broker::shared as broker;
 
 #[test]
 fn json_logs_carry_record_coordinates_and_reason_codes_and_no_secret() {

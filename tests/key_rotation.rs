@@ -9,13 +9,9 @@ use common::vectors;
 use meshbus::config::Config;
 use meshbus::contract::Kind;
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-fn broker() -> &'static Broker {
-    static B: OnceLock<Broker> = OnceLock::new();
-    B.get_or_init(|| Broker::start(&[]))
-}
+use common::broker::shared as broker;
 
 fn config_for(b: &Broker, topic: &str) -> Config {
     let mut c = b.config();

@@ -15,13 +15,9 @@ use common::{mesh, sample, vectors};
 use meshbus::contract::{Kind, Message};
 use prost::Message as _;
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-fn broker() -> &'static Broker {
-    static B: OnceLock<Broker> = OnceLock::new();
-    B.get_or_init(|| Broker::start(&[]))
-}
+use common::broker::shared as broker;
 
 fn config_for(b: &Broker, topic: &str) -> meshbus::config::Config {
     let mut c = b.config();

@@ -3,18 +3,13 @@
 //! `Mesh::builder`; a signing role refuses a builder without a key.
 
 mod common;
-use common::broker::Broker;
 use common::mesh::{self, wait_for};
 use common::sample;
 use meshbus::contract::Kind;
 use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-fn broker() -> &'static Broker {
-    static B: OnceLock<Broker> = OnceLock::new();
-    B.get_or_init(|| Broker::start(&[]))
-}
+use common::broker::shared as broker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_library_roles_run_a_small_mesh() {

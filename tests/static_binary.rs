@@ -2,13 +2,8 @@
 //! namespace) with only a CA file, it signs, produces and consumes against Apache Kafka.
 
 mod common;
-use common::broker::Broker;
-use std::sync::OnceLock;
 
-fn broker() -> &'static Broker {
-    static B: OnceLock<Broker> = OnceLock::new();
-    B.get_or_init(|| Broker::start(&[]))
-}
+use common::broker::shared as broker;
 
 /// The static x86_64 binary (`scripts/static-build`; `.ci/run` builds it before the tests).
 fn static_binary() -> std::path::PathBuf {

@@ -3,19 +3,14 @@
 //! does not load keeps the last good one in force (logged and counted).
 
 mod common;
-use common::broker::Broker;
 use common::mesh::{self};
 use common::sample;
 use common::vectors;
 use meshbus::contract::Kind;
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-fn broker() -> &'static Broker {
-    static B: OnceLock<Broker> = OnceLock::new();
-    B.get_or_init(|| Broker::start(&[]))
-}
+use common::broker::shared as broker;
 
 /// The value of metric line `name` in a scrape (0 when absent).
 fn metric(scrape: &str, name: &str) -> f64 {

@@ -117,6 +117,14 @@ pub(super) fn run_ok(mut c: Command, what: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The one-node broker this test binary's tests share, started by the first that asks (each
+/// test gives itself its own topics and group).
+#[allow(dead_code)]
+pub fn shared() -> &'static Broker {
+    static B: std::sync::OnceLock<Broker> = std::sync::OnceLock::new();
+    B.get_or_init(|| Broker::start(&[]))
+}
+
 impl Broker {
     /// Starts one node with the CyberMesh topics (3 partitions each) plus `extra_topics`.
     pub fn start(extra_topics: &[&str]) -> Broker {
