@@ -142,6 +142,14 @@ pub(crate) struct WrongKind {
     got: Kind,
 }
 
+/// The record as a `Verified<T>`, or why it is of another kind.
+pub(crate) fn typed<T: KindOf>(record: Consumed) -> Result<Verified<T>, WrongKind> {
+    record.try_map(T::from_message).map_err(|other| WrongKind {
+        expected: T::KIND,
+        got: other.kind(),
+    })
+}
+
 /// A typed handler: `f` takes `Verified<T>`.
 pub(crate) struct Typed<T, F> {
     f: F,
@@ -164,15 +172,9 @@ where
     Fut: Future<Output = HandlerResult> + Send + 'static,
 {
     fn handle(&self, record: Consumed) -> HandlerFuture {
-        match record.try_map(T::from_message) {
+        match typed::<T>(record) {
             Ok(typed) => Box::pin((self.f)(typed)),
-            Err(other) => {
-                let e = WrongKind {
-                    expected: T::KIND,
-                    got: other.kind(),
-                };
-                Box::pin(std::future::ready(Err(e.into())))
-            }
+            Err(e) => Box::pin(std::future::ready(Err(e.into()))),
         }
     }
 }

@@ -10,7 +10,7 @@
 //! A partition's next record is offered only once its previous one was answered, so records
 //! of one partition arrive in offset order; records of different partitions interleave.
 
-use super::handler::{HandlerFuture, Nack, Verified};
+use super::handler::{typed, HandlerFuture, Nack, Verified};
 use super::{Consumed, Handler};
 use crate::contract::KindOf;
 use futures_core::Stream;
@@ -108,13 +108,7 @@ impl<T: KindOf> Handler for Feed<T> {
     fn handle(&self, record: Consumed) -> HandlerFuture {
         let items = self.items.clone();
         Box::pin(async move {
-            let record = record.try_map(T::from_message).map_err(|other| {
-                format!(
-                    "a {} record reached the stream of {} records",
-                    other.kind(),
-                    T::KIND
-                )
-            })?;
+            let record = typed::<T>(record)?;
             let (answer, verdict) = oneshot::channel();
             if items.send(Received { record, answer }).await.is_err() {
                 return Err(Unanswered.into());
