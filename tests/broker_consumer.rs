@@ -335,10 +335,7 @@ async fn a_killed_consumer_restarts_from_its_commits_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_mid_stream_loses_nothing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::logs();
     let mut b = Broker::start(&[]);
     let v = vectors::load();
     let config = b.config();
@@ -400,10 +397,7 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_failures_are_retried_then_dead_lettered_and_a_failing_dlq_blocks_the_commit() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::logs();
     let b = Broker::start(&[]);
     let v = vectors::load();
     let mut config = b.config();

@@ -46,10 +46,7 @@ fn repeats(all: &[(i32, i64)]) -> Vec<(i32, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meshbus_java_librdkafka_and_sarama_share_a_cooperative_sticky_group() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::logs();
     let b = Broker::start(&[]);
     let v = vectors::load();
     let topic = "coop.anomalies";

@@ -216,6 +216,7 @@ async fn produce_through(
     length: Duration,
     name: &str,
 ) -> (ProduceReport, Arc<Producer>) {
+    common::logs();
     all_up(b);
     let p = mesh::producer(config, None).await;
     let first = warm_up(&p, topic).await;
@@ -304,10 +305,7 @@ async fn a_half_partition_of_the_leader_opens_no_breaker_and_fails_no_send() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_group_coordinator_loses_nothing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::logs();
     let (_turn, b) = cluster();
     all_up(b);
     let v = vectors::load();
@@ -408,10 +406,7 @@ async fn send_anomalies(ai: &Arc<Producer>, range: std::ops::Range<u64>) -> BTre
 /// skipped and counted, never handled twice and never dead-lettered as `replayed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_replay() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::logs();
     let (_turn, b) = cluster();
     all_up(b);
     let v = vectors::load();
@@ -564,10 +559,7 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
 /// move back keeps the member id: one member id in every node's log for the whole test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_frozen_coordinator_the_member_is_back_within_a_session_and_leaves_no_ghost() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::logs();
     let (_turn, b) = cluster();
     all_up(b);
     let v = vectors::load();
@@ -925,10 +917,7 @@ async fn consume_through(
     length: Duration,
     name: &str,
 ) -> (checker::ConsumeReport, Arc<meshbus::consumer::Stats>) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::logs();
     all_up(b);
     let v = vectors::load();
     let mut config = config(b, 5);

@@ -389,10 +389,7 @@ async fn a_member_whose_coordinator_stalls_stops_before_another_takes_its_partit
 /// back to A, which then handles what B had not: the partition is finished by its owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_frozen_past_its_session_handles_nothing_it_lost_once_resumed() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::logs();
     let b = broker();
     let topic = "hard.frozen";
     b.create_topics(1, &[], &[topic]);

@@ -51,10 +51,7 @@ struct Link {
 fn link() -> (MutexGuard<'static, ()>, &'static Link) {
     static TURN: Mutex<()> = Mutex::new(());
     static LINK: OnceLock<Link> = OnceLock::new();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::logs();
     let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
     let l = LINK.get_or_init(|| {
         let advertised = free_port();

@@ -2,7 +2,7 @@
 //! parsers do it: camelCase or original field names accepted, bytes as base64, 64-bit integers
 //! as strings), through prost-reflect and the descriptor set compiled from `proto/`.
 
-use super::{Kind, Message};
+use super::messages::{Kind, Message};
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
 use std::sync::OnceLock;

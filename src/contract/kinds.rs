@@ -1,5 +1,6 @@
-//! The per-kind table: everything about a CyberMesh message kind in one row per kind. A row
-//! names the kind (`Variant(ProtoType) short_name`) and gives, in this order:
+//! The per-kind table: everything about a CyberMesh message kind in one row per kind, and
+//! the table's data ([`Kind`], [`KINDS`]). A row names the kind (`Variant(ProtoType)
+//! short_name`) and gives, in this order:
 //!
 //! - `sample`: an example message of about `size` bytes numbered `n` (expanded only by the
 //!   command's sample module, which brings `uuid_v4`, `anomaly_payload`, `json_blob` and
@@ -9,7 +10,8 @@
 //! - `proto`: the protobuf message's full name (the proto3 JSON path reads it);
 //! - `topic`: the default topic `or` the variable overriding it (SPEC 1);
 //! - `key`: the Kafka record key (SPEC 1);
-//! - `structure`: the kind's structural checks (SPEC 4 step 2, `invalid_field`);
+//! - `structure`: the kind's structural checks (SPEC 4 step 2, `invalid_field`), written in
+//!   the field rules of `contract/checks.rs`;
 //! - `family`: how it is signed and verified, with what that family needs:
 //!   - `ai { domain, content, max, after_signature }` (SPEC 3a; steps 7 and 8 after the
 //!     signature),
@@ -17,21 +19,14 @@
 //!     derived fields before signing),
 //!   - `ack {}` (SPEC 3c, signed in record headers).
 //!
-//! `contract/table.rs` expands the rows into [`Kind`], [`Message`], [`KINDS`] and the family
-//! traits. Adding a kind is its proto message, one row here and one fuzz target.
+//! Each layer expands its own part of the rows, through `rows_for`: this file the data
+//! (`kind_data`), `messages.rs` the [`Message`](super::Message) enum and its accessors
+//! (`kind_messages`), `signing.rs` what is signed (`kind_signing`), `verify/` the checks
+//! (`kind_checks`). This file imports nothing of the contract, so the layers form no loop.
+//! Adding a kind is its proto message, one row here and one fuzz target.
 
-use super::limits::*;
-use super::messages::{AiEnvelope, ControlSigned, KindOf, ALG_ED25519};
-use super::proto::{ai::*, control::*};
-use super::reason::{fail, Reason, VerifyError};
-use super::signing::{
-    ai_message_sign_bytes, control_sign_bytes_in, sha256, Signer, SigningDomains,
-};
-use super::verify::{
-    check_len, check_payload_metadata, check_str, is_canonical_uuid_v4, truncate, AiChecks,
-    ControlChecks, Verifier,
-};
-use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
 /// Which verification path a kind takes (SPEC 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,15 +60,154 @@ pub struct KindSpec {
     pub family: Family,
 }
 
-crate::kind_rows!(expand_kinds);
+/// Parses the rows of [`kind_rows!`](crate::kind_rows) once and hands `$section` each row
+/// as `[docs] Variant Type short_name "proto" "topic" "TOPIC_VARIABLE" (|m| key)
+/// (|m| structure) family { family fields }`: every expansion reads the same parse, and one
+/// that needs no part of a row matches it as `($($skip:tt)*)`.
+macro_rules! rows_for {
+    ($section:ident ; $(
+        $(#[$doc:meta])*
+        $variant:ident($ty:ident) $snake:ident {
+            sample: |$sn:ident, $ss:ident| $sample:block,
+            summary: |$summ:ident| $summary:expr,
+            proto: $proto:literal,
+            topic: $topic:literal or $topic_env:literal,
+            key: |$km:ident| $key:expr,
+            structure: |$sm:ident| $structure:block,
+            family: $family:ident { $($fam:tt)* } $(,)?
+        }
+    ),* $(,)? ) => {
+        $section! { $(
+            [$(#[$doc])*] $variant $ty $snake $proto $topic $topic_env
+            (|$km| $key) (|$sm| $structure) $family { $($fam)* }
+        )* }
+    };
+}
+pub(crate) use rows_for;
 
-/// The rows of the per-kind table, handed to the macro `$then` (the library's expansion in
-/// this module, the command's samples).
+/// The table's data: [`Kind`], [`Kind::ALL`] and [`KINDS`].
+macro_rules! kind_data {
+    ( $(
+        [$(#[$doc:meta])*] $variant:ident $ty:ident $snake:ident $proto:literal
+        $topic:literal $topic_env:literal ($($key:tt)*) ($($structure:tt)*)
+        $family:ident { $($fam:tt)* }
+    )* ) => {
+        const COUNT: usize = [$(stringify!($variant)),*].len();
+
+        /// Which CyberMesh message a record holds: one variant per row of the table.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Kind {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Kind {
+            /// Every kind, in table order.
+            pub const ALL: [Kind; COUNT] = [$(Kind::$variant),*];
+        }
+
+        /// The table's data, one row per kind, in [`Kind::ALL`] order.
+        pub static KINDS: [KindSpec; COUNT] = [$(
+            KindSpec {
+                kind: Kind::$variant,
+                name: stringify!($snake),
+                proto_name: $proto,
+                default_topic: $topic,
+                topic_env: $topic_env,
+                domain: kind_data!(@domain $family { $($fam)* }),
+                domain_env: kind_data!(@domain_env $family { $($fam)* }),
+                family: kind_data!(@family $family),
+            }
+        ),*];
+    };
+
+    (@family ai) => { Family::Ai };
+    (@family control) => { Family::Control };
+    (@family ack) => { Family::Ack };
+
+    (@domain ai { domain: $d:literal, $($rest:tt)* }) => { $d };
+    (@domain control { domain: $d:literal or $e:literal, $($rest:tt)* }) => { $d };
+    (@domain ack {}) => { b"" };
+    (@domain_env ai { $($rest:tt)* }) => { None };
+    (@domain_env control { domain: $d:literal or $e:literal, $($rest:tt)* }) => { Some($e) };
+    (@domain_env ack {}) => { None };
+}
+
+crate::kind_rows!(rows_for; kind_data);
+
+impl Kind {
+    /// This kind's row of the per-kind table.
+    pub fn spec(self) -> &'static KindSpec {
+        &KINDS[self as usize]
+    }
+
+    /// The short name used by the CLI, the vectors and the `type` metric label.
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// The protobuf message's full name.
+    pub fn proto_name(self) -> &'static str {
+        self.spec().proto_name
+    }
+
+    /// The default topic of SPEC.md section 1.
+    pub fn default_topic(self) -> &'static str {
+        self.spec().default_topic
+    }
+
+    /// The environment variable overriding this kind's topic.
+    pub fn topic_env(self) -> &'static str {
+        self.spec().topic_env
+    }
+
+    /// Its verification path.
+    pub fn family(self) -> Family {
+        self.spec().family
+    }
+
+    /// True for the AI-signed envelope kinds (SPEC 3a).
+    pub fn is_ai(self) -> bool {
+        self.family() == Family::Ai
+    }
+
+    /// The kind whose default topic is `topic`, if any.
+    pub fn from_default_topic(topic: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.default_topic() == topic)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Error for an unknown kind name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown message kind or topic `{0}`")]
+pub struct UnknownKind(pub String);
+
+impl FromStr for Kind {
+    type Err = UnknownKind;
+    /// Accepts a kind name (`anomaly`, `policy_update`, also with `-`) or a default topic.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm = s.replace('-', "_");
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == norm)
+            .or_else(|| Kind::from_default_topic(s))
+            .ok_or_else(|| UnknownKind(s.to_string()))
+    }
+}
+
+/// The rows of the per-kind table, handed to the macro `$then` as written (the command's
+/// samples), or with `$then; $section` to [`rows_for`], which hands `$section` each row in a
+/// compact form (the library's four expansions).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! kind_rows {
-    ($then:ident) => {
-        $then! {
+    ($then:ident $(; $section:ident)?) => {
+        $then! { $($section ;)?
             /// `cybermesh.ai.v1.AnomalyEvent` on `ai.anomalies.v1`.
             Anomaly(AnomalyEvent) anomaly {
                 sample: |n, size| {

@@ -1,10 +1,10 @@
-//! The CyberMesh messages (SPEC.md section 2), their kinds and default topics, and the
-//! accessors the signer and verifier share.
+//! The CyberMesh messages (SPEC.md section 2): the [`Message`] enum the per-kind table's rows
+//! expand into here (`kind_messages`), its encoding, decoding and record keys, and the
+//! accessors of each family ([`AiEnvelope`], [`ControlSigned`]) the signer and verifier share.
 
-use super::kinds::{Family, KindSpec, KINDS};
-pub use super::kinds::{Kind, Message};
-use std::fmt;
-use std::str::FromStr;
+use super::checks::sha256;
+use super::kinds::rows_for;
+pub use super::kinds::{Kind, UnknownKind};
 
 pub use super::proto::ai::{AnomalyEvent, ChainOfCustodyEntry, EvidenceEvent, PolicyEvent};
 pub use super::proto::control::{
@@ -29,67 +29,6 @@ pub trait KindOf: Sized + Send + 'static {
 
 /// The `alg` value every signed message carries.
 pub const ALG_ED25519: &str = "Ed25519";
-
-impl Kind {
-    /// This kind's row of the per-kind table.
-    pub fn spec(self) -> &'static KindSpec {
-        &KINDS[self as usize]
-    }
-
-    /// The short name used by the CLI, the vectors and the `type` metric label.
-    pub fn name(self) -> &'static str {
-        self.spec().name
-    }
-
-    /// The protobuf message's full name.
-    pub fn proto_name(self) -> &'static str {
-        self.spec().proto_name
-    }
-
-    /// The default topic of SPEC.md section 1.
-    pub fn default_topic(self) -> &'static str {
-        self.spec().default_topic
-    }
-
-    /// The environment variable overriding this kind's topic.
-    pub fn topic_env(self) -> &'static str {
-        self.spec().topic_env
-    }
-
-    /// True for the AI-signed envelope kinds (SPEC 3a).
-    pub fn is_ai(self) -> bool {
-        self.spec().family == Family::Ai
-    }
-
-    /// The kind whose default topic is `topic`, if any.
-    pub fn from_default_topic(topic: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.default_topic() == topic)
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Error for an unknown kind name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown message kind or topic `{0}`")]
-pub struct UnknownKind(pub String);
-
-impl FromStr for Kind {
-    type Err = UnknownKind;
-    /// Accepts a kind name (`anomaly`, `policy_update`, also with `-`) or a default topic.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let norm = s.replace('-', "_");
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.name() == norm)
-            .or_else(|| Kind::from_default_topic(s))
-            .ok_or_else(|| UnknownKind(s.to_string()))
-    }
-}
 
 /// The AI envelope of SPEC 3a: the fields the signer fills and the verifier checks.
 pub trait AiEnvelope: GoDecode + Clone {
@@ -146,3 +85,220 @@ pub trait ControlSigned: GoDecode + Clone {
     /// Wraps into [`Message`].
     fn into_message(self) -> Message;
 }
+
+/// [`AiEnvelope`] for an `ai.*` message whose content field is `$content`.
+macro_rules! ai_envelope {
+    ($ty:ty, $kind:expr, $content:ident, $variant:ident) => {
+        impl AiEnvelope for $ty {
+            const KIND: Kind = $kind;
+            fn content(&self) -> &[u8] {
+                &self.$content
+            }
+            fn ts(&self) -> i64 {
+                self.ts
+            }
+            fn content_hash(&self) -> &[u8] {
+                &self.content_hash
+            }
+            fn producer_id(&self) -> &[u8] {
+                &self.producer_id
+            }
+            fn nonce(&self) -> &[u8] {
+                &self.nonce
+            }
+            fn signature(&self) -> &[u8] {
+                &self.signature
+            }
+            fn pubkey(&self) -> &[u8] {
+                &self.pubkey
+            }
+            fn alg(&self) -> &str {
+                &self.alg
+            }
+            fn set_envelope(
+                &mut self,
+                ts: i64,
+                content_hash: Vec<u8>,
+                key: [u8; 32],
+                nonce: [u8; 16],
+            ) {
+                self.ts = ts;
+                self.content_hash = content_hash;
+                self.producer_id = key.to_vec();
+                self.pubkey = key.to_vec();
+                self.nonce = nonce.to_vec();
+                self.alg = ALG_ED25519.to_string();
+            }
+            fn set_signature(&mut self, signature: Vec<u8>) {
+                self.signature = signature;
+            }
+            fn into_message(self) -> Message {
+                Message::$variant(self)
+            }
+        }
+    };
+}
+
+/// [`ControlSigned`] for a `control.*` message; `$prepare` fills derived fields.
+macro_rules! control_signed {
+    ($ty:ty, $kind:expr, $domain:expr, $variant:ident, |$m:ident| $prepare:block) => {
+        impl ControlSigned for $ty {
+            const KIND: Kind = $kind;
+            const DOMAIN: &'static [u8] = $domain;
+            fn fill_derived(&mut self) {
+                let $m = self;
+                $prepare
+            }
+            fn timestamp(&self) -> i64 {
+                self.timestamp
+            }
+            fn producer_id(&self) -> &[u8] {
+                &self.producer_id
+            }
+            fn signature(&self) -> &[u8] {
+                &self.signature
+            }
+            fn pubkey(&self) -> &[u8] {
+                &self.pubkey
+            }
+            fn alg(&self) -> &str {
+                &self.alg
+            }
+            fn set_timestamp(&mut self, ts: i64) {
+                self.timestamp = ts;
+            }
+            fn set_producer_id(&mut self, key: [u8; 32]) {
+                self.producer_id = key.to_vec();
+            }
+            fn set_signature_fields(&mut self, signature: Vec<u8>, pubkey: Vec<u8>, alg: String) {
+                self.signature = signature;
+                self.pubkey = pubkey;
+                self.alg = alg;
+            }
+            fn into_message(self) -> Message {
+                Message::$variant(self)
+            }
+        }
+    };
+}
+
+/// The rows' message part: [`Message`], its accessors, [`KindOf`] for every message type,
+/// and each family's accessors ([`AiEnvelope`], [`ControlSigned`]).
+macro_rules! kind_messages {
+    ( $(
+        [$(#[$doc:meta])*] $variant:ident $ty:ident $snake:ident $proto:literal
+        $topic:literal $topic_env:literal (|$km:ident| $key:expr) ($($structure:tt)*)
+        $family:ident { $($fam:tt)* }
+    )* ) => {
+        /// A verified (or to-be-sent) message of any kind.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Message {
+            $( $(#[$doc])* $variant($ty), )*
+        }
+
+        impl Message {
+            /// The message's kind.
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $( Message::$variant(_) => Kind::$variant, )*
+                }
+            }
+
+            /// Canonical protobuf encoding (ascending field numbers, defaults omitted).
+            pub fn encode(&self) -> Vec<u8> {
+                use prost::Message as _;
+                match self {
+                    $( Message::$variant(m) => m.encode_to_vec(), )*
+                }
+            }
+
+            /// Decodes `bytes` as a message of `kind` (no verification), as protobuf-go
+            /// does: see [`GoDecode`](super::wire::GoDecode).
+            pub fn decode(kind: Kind, bytes: &[u8]) -> Result<Message, prost::DecodeError> {
+                Ok(match kind {
+                    $( Kind::$variant => Message::$variant(<$ty>::go_decode(bytes)?), )*
+                })
+            }
+
+            /// The Kafka record key of SPEC.md section 1 (the table's key rule).
+            pub fn record_key(&self) -> Option<Vec<u8>> {
+                match self {
+                    $( Message::$variant($km) => $key, )*
+                }
+            }
+
+            /// `(producer_id, nonce)` of an `ai.*` message, what the replay guard remembers
+            /// (SPEC 3e); `None` for the other families.
+            pub fn replay_key(&self) -> Option<(&[u8], &[u8])> {
+                match self {
+                    $( Message::$variant(m) => kind_messages!(@replay_key $family m), )*
+                }
+            }
+
+            /// The message with its signature fields cleared (control: `signature`, `pubkey`
+            /// and `alg`, which SPEC 3b clears before signing; ai: `signature`).
+            pub fn unsigned(&self) -> Message {
+                match self {
+                    $( Message::$variant(m) => {
+                        #[allow(unused_mut)]
+                        let mut m = m.clone();
+                        kind_messages!(@clear $family m);
+                        Message::$variant(m)
+                    } )*
+                }
+            }
+        }
+
+        $(
+            impl KindOf for $ty {
+                const KIND: Kind = Kind::$variant;
+
+                fn from_message(m: Message) -> Result<Self, Message> {
+                    match m {
+                        Message::$variant(m) => Ok(m),
+                        #[allow(unreachable_patterns)]
+                        other => Err(other),
+                    }
+                }
+
+                fn into_message(self) -> Message {
+                    Message::$variant(self)
+                }
+            }
+        )*
+
+        $( kind_messages!(@impl $family $variant $ty { $($fam)* }); )*
+    };
+
+    (@replay_key ai $m:ident) => { Some((AiEnvelope::producer_id($m), AiEnvelope::nonce($m))) };
+    (@replay_key control $m:ident) => {{
+        let _ = $m;
+        None
+    }};
+    (@replay_key ack $m:ident) => {{
+        let _ = $m;
+        None
+    }};
+
+    (@clear ai $m:ident) => { $m.set_signature(Vec::new()) };
+    (@clear control $m:ident) => { $m.set_signature_fields(Vec::new(), Vec::new(), String::new()) };
+    (@clear ack $m:ident) => {};
+
+    (@impl ai $variant:ident $ty:ident {
+        domain: $d:literal,
+        content: $content:ident,
+        $($rest:tt)*
+    }) => {
+        ai_envelope!($ty, Kind::$variant, $content, $variant);
+    };
+    (@impl control $variant:ident $ty:ident {
+        domain: $d:literal or $e:literal,
+        prepare: |$pm:ident| $prepare:block,
+        $($rest:tt)*
+    }) => {
+        control_signed!($ty, Kind::$variant, $d, $variant, |$pm| $prepare);
+    };
+    (@impl ack $variant:ident $ty:ident {}) => {};
+}
+
+crate::kind_rows!(rows_for; kind_messages);

@@ -1,10 +1,10 @@
 //! The signed wire contract: messages (SPEC 2), signing (SPEC 3) and verification (SPEC 4).
 //! No Kafka here: this is the part every other piece calls. Everything particular to one
-//! message kind is its row in [`kinds`]; the rest is written once for all kinds.
+//! message kind is its row in [`kinds`]; the rest is written once for all kinds. The layers,
+//! each importing only those below it: [`kinds`] (the table, as data) and `checks` (the field
+//! rules rows are written in), then [`messages`], [`signing`], [`verify`].
 
-#[macro_use]
-mod table;
-
+mod checks;
 pub mod clock;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
@@ -14,28 +14,13 @@ pub mod kinds;
 pub mod limits;
 pub mod messages;
 pub mod nonce;
+mod proto;
 pub mod reason;
 pub mod replay;
 pub mod signing;
 pub mod trust;
 pub mod verify;
 pub mod wire;
-
-/// Code generated from `proto/`: prost's messages (public as [`messages`]' list), and
-/// build.rs's [`wire::GoDecode`] impls.
-#[allow(missing_docs, clippy::all, unreachable_pub)]
-mod proto {
-    /// `cybermesh.ai.v1`.
-    pub mod ai {
-        include!(concat!(env!("OUT_DIR"), "/cybermesh.ai.v1.rs"));
-        include!(concat!(env!("OUT_DIR"), "/cybermesh.ai.v1.wire.rs"));
-    }
-    /// `cybermesh.control.v1`.
-    pub mod control {
-        include!(concat!(env!("OUT_DIR"), "/cybermesh.control.v1.rs"));
-        include!(concat!(env!("OUT_DIR"), "/cybermesh.control.v1.wire.rs"));
-    }
-}
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use messages::{AiEnvelope, ControlSigned, Kind, KindOf, Message};

@@ -1,17 +1,27 @@
-//! The bytes that are signed (SPEC 3a, 3b) and the [`Signer`] that fills and signs messages.
+//! The bytes that are signed (SPEC 3a, 3b, 3c) and the [`Signer`] that fills and signs
+//! messages: the per-kind table's rows expand here into what each kind signs
+//! (`kind_signing`).
 
 use super::clock::{Clock, SystemClock};
+use super::kinds::{rows_for, Family};
 use super::messages::{AiEnvelope, ControlSigned, Kind, Message, ALG_ED25519};
 use super::nonce::NonceGenerator;
 use ed25519_dalek::{Signer as _, SigningKey};
-use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+pub use super::checks::sha256;
+
+/// Record header carrying a policy-ack signature (SPEC 3c).
+pub const ACK_SIGNATURE_HEADER: &str = "ack-signature";
+/// Record header naming the policy-ack signature algorithm.
+pub const ACK_SIGNATURE_ALG_HEADER: &str = "ack-signature-alg";
 
 /// The domain prefix of an AI envelope, including the policy's 0x00 separator (the per-kind
 /// table's).
 pub(crate) fn ai_domain(kind: Kind) -> &'static [u8] {
-    match kind.spec().family {
-        super::kinds::Family::Ai => kind.spec().domain,
+    match kind.family() {
+        Family::Ai => kind.spec().domain,
         _ => b"",
     }
 }
@@ -103,11 +113,6 @@ pub fn control_sign_bytes_in<M: ControlSigned>(m: &M, domain: &[u8]) -> Vec<u8> 
     out
 }
 
-/// SHA-256 of `data`.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
-}
-
 /// Signs messages with one Ed25519 key, filling every envelope field (SPEC 3).
 ///
 /// Cheap to share behind an `Arc`: nonce generation is thread-safe.
@@ -165,9 +170,24 @@ impl Signer {
         self.public
     }
 
-    /// A 64-byte Ed25519 signature over `bytes` (used for policy-ack headers, SPEC 3c).
+    /// A 64-byte Ed25519 signature over `bytes` (what a policy ack's header carries).
     pub fn sign_raw(&self, bytes: &[u8]) -> [u8; 64] {
         self.key.sign(bytes).to_bytes()
+    }
+
+    /// The record headers that carry the signature of a `kind` record whose value is `value`:
+    /// for a header-signed kind (policy acks, SPEC 3c) `ack-signature` over the value and
+    /// `ack-signature-alg`; none for the others, which are signed inside the message.
+    pub fn record_headers(&self, kind: Kind, value: &[u8]) -> BTreeMap<String, Vec<u8>> {
+        let mut headers = BTreeMap::new();
+        if kind.family() == Family::Ack {
+            headers.insert(
+                ACK_SIGNATURE_HEADER.to_string(),
+                self.sign_raw(value).to_vec(),
+            );
+            headers.insert(ACK_SIGNATURE_ALG_HEADER.to_string(), b"ed25519".to_vec());
+        }
+        headers
     }
 
     /// Fills `ts` (now), `content_hash`, `nonce`, `producer_id`, `pubkey`, `alg` and signs.
@@ -200,15 +220,15 @@ impl Signer {
 
     /// Signs any message by its kind: the AI envelope for `ai.*`, the canonical control
     /// signature for `control.*`. A policy ack is returned as is (its signature travels in
-    /// record headers: see [`Signer::sign_raw`]).
+    /// record headers: see [`Signer::record_headers`]).
     pub fn sign_message(&self, m: Message) -> Message {
-        super::kinds::sign_message(self, m, true)
+        sign_message(self, m, true)
     }
 
     /// Signs any message as it stands, its envelope fields already set (deterministic): what
     /// [`Signer::resign_ai`] and [`Signer::resign_control`] do, chosen by kind.
     pub fn resign_message(&self, m: Message) -> Message {
-        super::kinds::sign_message(self, m, false)
+        sign_message(self, m, false)
     }
 
     /// Signs a control message as it stands (deterministic).
@@ -224,3 +244,54 @@ impl Signer {
         m
     }
 }
+
+/// The rows' signing part: what each kind's signature covers ([`Message::sign_bytes`]) and
+/// how a message of each family is signed.
+macro_rules! kind_signing {
+    ( $(
+        [$(#[$doc:meta])*] $variant:ident $ty:ident $snake:ident $proto:literal
+        $topic:literal $topic_env:literal ($($key:tt)*) ($($structure:tt)*)
+        $family:ident { $($fam:tt)* }
+    )* ) => {
+        impl Message {
+            /// The bytes its signature covers as it stands (SPEC 3a, or 3b under `domains`);
+            /// `None` for a kind signed in record headers (policy acks, SPEC 3c: see
+            /// [`Signer::record_headers`]).
+            pub fn sign_bytes(&self, domains: &SigningDomains) -> Option<Vec<u8>> {
+                match self {
+                    $( Message::$variant(m) => kind_signing!(@sign_bytes $family $variant m domains), )*
+                }
+            }
+        }
+
+        /// Signs by family: the AI envelope, the canonical control signature, or nothing.
+        fn sign_message(signer: &Signer, m: Message, fill: bool) -> Message {
+            match m {
+                $( Message::$variant(m) =>
+                    Message::$variant(kind_signing!(@sign $family signer m fill)), )*
+            }
+        }
+    };
+
+    (@sign_bytes ai $variant:ident $m:ident $d:ident) => { Some(ai_message_sign_bytes($m)) };
+    (@sign_bytes control $variant:ident $m:ident $d:ident) => {
+        Some(control_sign_bytes_in($m, $d.for_kind(Kind::$variant)))
+    };
+    (@sign_bytes ack $variant:ident $m:ident $d:ident) => {{
+        let _ = ($m, $d);
+        None
+    }};
+
+    (@sign ai $s:ident $m:ident $fill:ident) => {
+        if $fill { $s.sign_ai($m) } else { $s.resign_ai($m) }
+    };
+    (@sign control $s:ident $m:ident $fill:ident) => {
+        if $fill { $s.sign_control($m) } else { $s.resign_control($m) }
+    };
+    (@sign ack $s:ident $m:ident $fill:ident) => {{
+        let _ = ($s, $fill);
+        $m
+    }};
+}
+
+crate::kind_rows!(rows_for; kind_signing);

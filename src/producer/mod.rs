@@ -17,7 +17,6 @@ pub use lifecycle::SendCounts;
 use crate::config::Config;
 use crate::contract::limits::MAX_RECORD_BYTES;
 use crate::contract::messages::*;
-use crate::contract::verify::{ACK_SIGNATURE_ALG_HEADER, ACK_SIGNATURE_HEADER};
 use crate::contract::{Clock as _, Kind, Message, Signer};
 use crate::kafka::{Client, KafkaError, Sender};
 use crate::metrics::Metrics;
@@ -309,17 +308,14 @@ impl Producer {
     }
 
     /// Queues an already signed message for its configured topic with its SPEC 1 key (a
-    /// policy ack gets its `ack-signature` headers here, as in [`Producer::send_message`]).
+    /// header-signed kind, a policy ack, gets its signature headers here from the signer:
+    /// [`Signer::record_headers`](crate::contract::Signer::record_headers)).
     pub async fn enqueue_message(&self, msg: &Message) -> Result<PendingDelivery, SendError> {
         let value = msg.encode();
-        let mut headers = BTreeMap::new();
-        if let (Message::PolicyAck(_), Some(s)) = (msg, self.current_signer()) {
-            headers.insert(
-                ACK_SIGNATURE_HEADER.to_string(),
-                s.sign_raw(&value).to_vec(),
-            );
-            headers.insert(ACK_SIGNATURE_ALG_HEADER.to_string(), b"ed25519".to_vec());
-        }
+        let headers = self
+            .current_signer()
+            .map(|s| s.record_headers(msg.kind(), &value))
+            .unwrap_or_default();
         let topic = self.core.config.topic(msg.kind()).to_string();
         self.enqueue(
             &topic,

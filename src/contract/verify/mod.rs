@@ -1,13 +1,19 @@
 //! The verifier of SPEC.md section 4: a record's bytes in, a typed message or the first
 //! failing reason out. This is the one verification path for the library, the CLI, the
-//! consumer and the fuzz targets.
+//! consumer and the fuzz targets. The per-kind table's rows expand here into each kind's
+//! checks and the dispatch by kind (`kind_checks`).
 
+use super::checks::{check_len, check_str, is_canonical_uuid_v4, sha256, truncate};
 use super::clock::{Clock, SystemClock};
+use super::kinds::rows_for;
 use super::limits::*;
 use super::messages::*;
 use super::reason::{fail, Reason, VerifyError};
 use super::replay::{Place, ReplayGuard, ReplayLimits, ReplayVerdict, Reservation};
-use super::signing::{ai_message_sign_bytes, control_sign_bytes_in, sha256, SigningDomains};
+use super::signing::{
+    ai_message_sign_bytes, control_sign_bytes_in, SigningDomains, ACK_SIGNATURE_ALG_HEADER,
+    ACK_SIGNATURE_HEADER,
+};
 use super::trust::TrustStore;
 use super::wire::GoDecode;
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
@@ -20,13 +26,7 @@ mod payload;
 
 pub(crate) use ai::check_payload_metadata;
 pub use ai::AiChecks;
-pub(crate) use control::is_canonical_uuid_v4;
 pub use control::ControlChecks;
-
-/// Record header carrying a policy-ack signature (SPEC 3c).
-pub const ACK_SIGNATURE_HEADER: &str = "ack-signature";
-/// Record header naming the policy-ack signature algorithm.
-pub const ACK_SIGNATURE_ALG_HEADER: &str = "ack-signature-alg";
 
 /// Tunables of the verifier. `Default` gives SPEC defaults.
 #[derive(Debug, Clone)]
@@ -194,7 +194,7 @@ impl Verifier {
         value: &[u8],
         headers: &BTreeMap<String, Vec<u8>>,
     ) -> Result<Message, VerifyError> {
-        super::kinds::verify_kind(self, kind, value, headers)
+        verify_kind(self, kind, value, headers)
     }
 
     /// Remembers a verified `ai.*` message found at `place` in the log, unless the guard knows
@@ -452,31 +452,84 @@ fn short_hex(b: &[u8]) -> String {
     hex::encode(&b[..b.len().min(8)])
 }
 
-pub(crate) fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(32) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
+/// The rows' verification part: each kind's checks ([`AiChecks`], [`ControlChecks`], a
+/// policy ack's structure) and the dispatch of a record to its family's path.
+macro_rules! kind_checks {
+    ( $(
+        [$(#[$doc:meta])*] $variant:ident $ty:ident $snake:ident $proto:literal
+        $topic:literal $topic_env:literal ($($key:tt)*) (|$sm:ident| $structure:block)
+        $family:ident { $($fam:tt)* }
+    )* ) => {
+        /// Verifies a record of `kind` by its family's path, up to (not including) the replay
+        /// check of `ai.*` (SPEC 4 step 9), which the verifier applies to every family alike.
+        fn verify_kind(
+            v: &Verifier,
+            kind: Kind,
+            value: &[u8],
+            headers: &BTreeMap<String, Vec<u8>>,
+        ) -> Result<Message, VerifyError> {
+            Ok(match kind {
+                $( Kind::$variant => kind_checks!(
+                    @verify $family $variant $ty v value headers |$sm| $structure
+                ), )*
+            })
+        }
+
+        $( kind_checks!(@impl $family $variant $ty |$sm| $structure { $($fam)* }); )*
+    };
+
+    (@verify ai $variant:ident $ty:ident $v:ident $value:ident $h:ident
+        |$sm:ident| $structure:block) => {{
+        Message::$variant($v.verify_ai_unguarded::<$ty>($value)?)
+    }};
+    (@verify control $variant:ident $ty:ident $v:ident $value:ident $h:ident
+        |$sm:ident| $structure:block) => {
+        Message::$variant($v.verify_control::<$ty>($value)?)
+    };
+    (@verify ack $variant:ident $ty:ident $v:ident $value:ident $h:ident
+        |$sm:ident| $structure:block) => {{
+        let m = $v.verify_ack::<$ty>($value, $h)?;
+        let $sm = &m;
+        let () = $structure?;
+        Message::$variant(m)
+    }};
+
+    (@impl ai $variant:ident $ty:ident |$sm:ident| $structure:block {
+        domain: $d:literal,
+        content: $content:ident,
+        max: $max:expr,
+        after_signature: |$am:ident, $av:ident| $after:block $(,)?
+    }) => {
+        impl AiChecks for $ty {
+            const CONTENT_NAME: &'static str = stringify!($content);
+            const MAX_CONTENT: usize = $max;
+            fn check_structure(&self) -> Result<(), VerifyError> {
+                let $sm = self;
+                $structure
+            }
+            fn check_after_signature(&self, $av: &Verifier) -> Result<(), VerifyError> {
+                let $am = self;
+                $after
+            }
+        }
+    };
+    (@impl control $variant:ident $ty:ident |$sm:ident| $structure:block {
+        domain: $d:literal or $e:literal,
+        prepare: |$pm:ident| $prepare:block,
+        content_hash: |$cm:ident| $content_hash:block $(,)?
+    }) => {
+        impl ControlChecks for $ty {
+            fn check_structure(&self) -> Result<(), VerifyError> {
+                let $sm = self;
+                $structure
+            }
+            fn check_content_hash(&self) -> Result<(), VerifyError> {
+                let $cm = self;
+                $content_hash
+            }
+        }
+    };
+    (@impl ack $variant:ident $ty:ident |$sm:ident| $structure:block {}) => {};
 }
 
-pub(crate) fn check_len(name: &str, b: &[u8], want: usize) -> Result<(), VerifyError> {
-    if b.len() == want {
-        Ok(())
-    } else {
-        fail(
-            Reason::InvalidField,
-            format!("{name} must be {want} bytes, got {}", b.len()),
-        )
-    }
-}
-
-pub(crate) fn check_str(name: &str, s: &str, max: usize) -> Result<(), VerifyError> {
-    if (1..=max).contains(&s.len()) {
-        Ok(())
-    } else {
-        fail(
-            Reason::InvalidField,
-            format!("{name} must be 1..{max} bytes, got {}", s.len()),
-        )
-    }
-}
+crate::kind_rows!(rows_for; kind_checks);
