@@ -193,10 +193,13 @@ pub struct VerificationSettings {
 }
 
 impl Default for VerificationSettings {
+    /// The verifier's own defaults ([`VerifierConfig`](crate::contract::VerifierConfig)), so
+    /// each is written once.
     fn default() -> Self {
+        let verifier = crate::contract::VerifierConfig::default();
         VerificationSettings {
-            ai_skew_secs: 300,
-            control_skew_secs: 60,
+            ai_skew_secs: verifier.ai_skew_secs,
+            control_skew_secs: verifier.control_skew_secs,
             policy_allowlist: None,
             policy_allowlist_file: None,
         }

@@ -298,7 +298,8 @@ impl std::fmt::Debug for Consumer {
 }
 
 impl Consumer {
-    /// A consumer on `client`; `producer` writes dead letters to `KAFKA_DLQ_TOPIC`.
+    /// A consumer on `client`; `producer` writes dead letters to `KAFKA_DLQ_TOPIC`. Fails only
+    /// on a configuration that does not [`validate`](Config::validate), naming the variable.
     pub fn new(
         client: Client,
         config: Config,
@@ -306,7 +307,7 @@ impl Consumer {
         producer: Arc<Producer>,
         metrics: Arc<Metrics>,
         options: ConsumerOptions,
-    ) -> Result<Consumer, KafkaError> {
+    ) -> Result<Consumer, crate::config::ConfigError> {
         config.validate()?;
         // Two partitions read back at a time, each on every verifying thread: one fetches while
         // the other verifies.

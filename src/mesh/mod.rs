@@ -35,7 +35,7 @@ pub use builder::{MeshBuilder, MeshError};
 
 pub use reload::CHECK_EVERY as TRUST_CHECK_EVERY;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::consumer::{ConsumeError, Consumer, ConsumerHealth, ConsumerOptions, Stats};
 use crate::contract::{Signer, Verifier};
 use crate::kafka::{Client, KafkaError};
@@ -190,7 +190,7 @@ impl Mesh {
 
     /// A consumer on this mesh's connections, verifier and dead-letter producer; add handlers,
     /// then [`Mesh::register`] it.
-    pub fn consumer(&self, options: ConsumerOptions) -> Result<Consumer, KafkaError> {
+    pub fn consumer(&self, options: ConsumerOptions) -> Result<Consumer, ConfigError> {
         Consumer::new(
             self.client.clone(),
             self.config.clone(),

@@ -10,11 +10,18 @@ pub mod sample;
 pub mod toxiproxy;
 pub mod vectors;
 
-/// Sends `RUST_LOG`-filtered logs to the running test's captured output (once per binary).
+/// Sends logs to the running test's captured output (shown only when it fails), once per
+/// binary: `RUST_LOG`'s choice, else warnings and krafka's producer and metadata decisions
+/// (retries, leader moves, refreshes), so a fault test that fails on CI says what the client
+/// did.
 #[allow(dead_code)]
 pub fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,krafka::producer=debug,krafka::metadata=debug")
+    });
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
+        .with_ansi(false)
         .with_test_writer()
         .try_init();
 }
