@@ -359,9 +359,9 @@ fn main() {
     let key = VerifyingKey::from_bytes(&signer.public_key()).unwrap();
     let t0 = Instant::now();
     for r in &records {
-        let m = meshbus::contract::messages::AnomalyEvent::decode(r.as_slice()).unwrap();
+        let m = meshbus::contract::AnomalyEvent::decode(r.as_slice()).unwrap();
         let digest = Sha256::digest(&m.payload);
-        let bytes = meshbus::contract::signing::ai_message_sign_bytes(&m);
+        let bytes = meshbus::contract::ai_message_sign_bytes(&m);
         let sig = Signature::from_slice(&m.signature).unwrap();
         assert!(key.verify(&bytes, &sig).is_ok() && digest.as_slice() == m.content_hash);
     }

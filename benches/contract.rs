@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _};
-use meshbus::contract::{signing, FixedClock, Kind, Signer, TrustStore, Verifier, VerifierConfig};
+use meshbus::contract::{FixedClock, Kind, Signer, TrustStore, Verifier, VerifierConfig};
 #[path = "../src/cli/sample.rs"]
 mod sample;
 use sha2::{Digest, Sha256};
@@ -50,7 +50,7 @@ fn bench(c: &mut Criterion) {
         let key = SigningKey::from_bytes(&[1; 32]);
         let content = vec![0x5a; size];
         let hash: [u8; 32] = Sha256::digest(&content).into();
-        let sb = signing::ai_sign_bytes(
+        let sb = meshbus::contract::ai_sign_bytes(
             Kind::Anomaly,
             NOW,
             &key.verifying_key().to_bytes(),
@@ -69,7 +69,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function("baseline_sha256_ed25519_sign", |b| {
             b.iter(|| {
                 let h: [u8; 32] = Sha256::digest(black_box(&content)).into();
-                black_box(key.sign(&signing::ai_sign_bytes(
+                black_box(key.sign(&meshbus::contract::ai_sign_bytes(
                     Kind::Anomaly,
                     NOW,
                     &vk.to_bytes(),

@@ -17,7 +17,7 @@ mod broker;
 
 #[path = "../src/cli/sample.rs"]
 mod sample;
-use meshbus::contract::messages::AnomalyEvent;
+use meshbus::contract::AnomalyEvent;
 use meshbus::contract::Signer;
 use meshbus::kafka::Client;
 use meshbus::metrics::Metrics;
@@ -237,7 +237,7 @@ fn main() {
         use ed25519_dalek::Signer as _;
         use sha2::Digest as _;
         let hash: [u8; 32] = sha2::Sha256::digest(&payload).into();
-        let bytes = meshbus::contract::signing::ai_sign_bytes(
+        let bytes = meshbus::contract::ai_sign_bytes(
             meshbus::contract::Kind::Anomaly,
             i as i64,
             &key.verifying_key().to_bytes(),

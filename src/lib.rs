@@ -2,7 +2,7 @@
 //!
 //! # Modules
 //!
-//! - [`contract`]: the wire contract, without I/O: the per-kind table ([`contract::kinds`], one
+//! - [`contract`]: the wire contract, without I/O: the per-kind table (`contract/kinds.rs`, one
 //!   row per message kind, from which [`contract::Kind`] and [`contract::Message`] and their
 //!   signing and verification dispatch are generated), signing ([`contract::Signer`]), keys and the
 //!   trust store, nonces, the replay guard, reason codes, and the one verification path

@@ -726,7 +726,7 @@ async fn next<T>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_commits_acked_dead_letters_nacked_and_offers_a_dropped_item_again() {
     use meshbus::consumer::Consumer;
-    use meshbus::contract::messages::AnomalyEvent;
+    use meshbus::contract::AnomalyEvent;
     let b = Broker::start(&[]);
     let v = vectors::load();
     let mut config = b.config();

@@ -48,7 +48,7 @@ async fn every_kind_over_sasl_ssl_is_read_by_librdkafka_and_verifies() {
     be_p.send_evidence_request(sample::evidence_request(7, 50))
         .await
         .unwrap();
-    let ack = meshbus::contract::messages::PolicyAckEvent {
+    let ack = meshbus::contract::PolicyAckEvent {
         policy_id: "policy-5".into(),
         result: "applied".into(),
         acked_at: 1,

@@ -1,6 +1,5 @@
 //! Property tests: sign-then-verify round trips for every kind, and single-byte tampering.
 
-use meshbus::contract::messages::*;
 use meshbus::contract::*;
 use proptest::prelude::*;
 use prost::Message as _;

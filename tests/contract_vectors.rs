@@ -2,8 +2,7 @@
 
 mod common;
 use common::vectors::{self, Vectors};
-use meshbus::contract::messages::*;
-use meshbus::contract::signing::control_sign_bytes;
+use meshbus::contract::control_sign_bytes;
 use meshbus::contract::*;
 use std::sync::Arc;
 
@@ -194,7 +193,7 @@ fn removed_fields(record: &[u8], canonical: &[u8]) -> Option<Vec<u8>> {
 /// `bad_signature` under the default (and a default one under v2).
 #[test]
 fn policy_updates_signed_under_control_policy_v2_interoperate_when_configured() {
-    use meshbus::contract::signing::control_sign_bytes_in;
+    use meshbus::contract::control_sign_bytes_in;
     use prost::Message as _;
     let v = vectors::load();
     let seed = vectors::seed(&v.keys.control_signer_seed_hex);

@@ -1,8 +1,7 @@
 //! Drivers shared by the fuzz targets. Each target attacks the library's one verification
 //! path ([`meshbus::contract::Verifier`]) and checks invariants that must always hold.
 
-use meshbus::contract::messages::*;
-use meshbus::contract::replay::{Place, ReplayGuard, ReplayLimits, ReplayVerdict};
+use meshbus::contract::replay::{ReplayGuard, ReplayVerdict};
 use meshbus::contract::*;
 use std::sync::Arc;
 
@@ -42,7 +41,7 @@ pub fn canonical_control(data: &[u8]) {
     };
     let controls: Vec<Kind> = Kind::ALL
         .into_iter()
-        .filter(|k| k.spec().family == meshbus::contract::kinds::Family::Control)
+        .filter(|k| k.spec().family == meshbus::contract::Family::Control)
         .collect();
     let kind = controls[sel as usize % controls.len()];
     let Ok(m) = Message::decode(kind, rest) else {
@@ -333,7 +332,7 @@ pub fn trust_material(registry: &str, public: &str, private: &[u8]) {
         assert!(store.len() <= 1);
     }
     // The policy allowlist (AI_POLICY_ALLOWED_PUBKEYS and its file): no weak key gets in.
-    if let Ok(list) = meshbus::contract::trust::parse_allowlist(public, "fuzz") {
+    if let Ok(list) = meshbus::contract::parse_allowlist(public, "fuzz") {
         for k in list {
             let vk =
                 ed25519_dalek::VerifyingKey::from_bytes(&k).expect("an allowed key is a point");

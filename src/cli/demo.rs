@@ -9,7 +9,7 @@ use super::sample;
 use super::{config, CliResult, Exit};
 use meshbus::config::Config;
 use meshbus::consumer::{Consumed, HandlerResult, Stats};
-use meshbus::contract::messages::AnomalyEvent;
+use meshbus::contract::AnomalyEvent;
 use meshbus::contract::{
     keys, Clock as _, FixedClock, Kind, Message, Signer, SystemClock, TrustStore, Verifier,
 };

@@ -1,8 +1,8 @@
 //! `meshbus sign` and `meshbus verify`: no broker, same contract code as the library.
 
 use super::{kind_of, read_input, signing_key, trust_store, CliResult, Exit};
-use meshbus::contract::signing::{ACK_SIGNATURE_ALG_HEADER, ACK_SIGNATURE_HEADER};
 use meshbus::contract::{json, FixedClock, Kind, Signer, SystemClock, Verifier};
+use meshbus::contract::{ACK_SIGNATURE_ALG_HEADER, ACK_SIGNATURE_HEADER};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;

@@ -6,8 +6,8 @@
 //! rows' `summary` entries into [`summary`], the line `meshbus consume` prints.
 #![allow(dead_code)]
 
-use meshbus::contract::messages::*;
-pub use meshbus::contract::signing::sha256;
+pub use meshbus::contract::sha256;
+use meshbus::contract::*;
 
 macro_rules! samples {
     ( $(

@@ -364,7 +364,7 @@ impl Consumer {
     /// ```no_run
     /// # fn register(consumer: meshbus::consumer::Consumer) -> meshbus::consumer::Consumer {
     /// use meshbus::consumer::Verified;
-    /// use meshbus::contract::messages::AnomalyEvent;
+    /// use meshbus::contract::AnomalyEvent;
     /// consumer.on(|r: Verified<AnomalyEvent>| async move {
     ///     println!("anomaly {} of severity {}", r.message.id, r.message.severity);
     ///     Ok(())

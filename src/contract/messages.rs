@@ -4,7 +4,7 @@
 
 use super::checks::sha256;
 use super::kinds::rows_for;
-pub use super::kinds::{Kind, UnknownKind};
+pub(crate) use super::kinds::Kind;
 
 pub use super::proto::ai::{AnomalyEvent, ChainOfCustodyEntry, EvidenceEvent, PolicyEvent};
 pub use super::proto::control::{

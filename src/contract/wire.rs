@@ -35,7 +35,8 @@ pub(crate) mod schema {
 /// wire type is skipped as unknown; only bytes that cannot be parsed are an error. Implemented
 /// by `build.rs` for every top-level message of `proto/`.
 pub trait GoDecode: prost::Message + Default {
-    /// Decodes `bytes` (see the [module documentation](self)).
+    /// Decodes `bytes`: a field under the wrong wire type is skipped (nested messages
+    /// rewritten), a record with nothing to skip is decoded as it is.
     fn go_decode(bytes: &[u8]) -> Result<Self, prost::DecodeError>;
 }
 

@@ -5,7 +5,7 @@
 //! # async fn role() -> Result<(), Box<dyn std::error::Error>> {
 //! use meshbus::config::Config;
 //! use meshbus::consumer::{ConsumerOptions, Verified};
-//! use meshbus::contract::{messages::AnomalyEvent, TrustStore};
+//! use meshbus::contract::{AnomalyEvent, TrustStore};
 //! use meshbus::mesh::Mesh;
 //!
 //! let config = Config::from_env()?;
