@@ -312,14 +312,7 @@ async fn killing_the_group_coordinator_loses_nothing() {
     let mut config = config(b, 5);
     config.topics.insert(Kind::Anomaly, "fo.coordinator".into());
     let group = "fo-coordinator";
-    let (consumer, seen, _) = mesh::recording_consumer(
-        &config,
-        mesh::options(group),
-        mesh::verifier(&v),
-        &[Kind::Anomaly],
-    )
-    .await;
-    let (stop, task) = mesh::spawn(consumer);
+    let (seen, _, (stop, task)) = mesh::running_anomaly_consumer(&config, group, &v).await;
     let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
     let mut sent = BTreeSet::new();
     for i in 0..100u64 {

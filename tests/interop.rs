@@ -128,14 +128,7 @@ async fn four_clients_share_one_group_and_resume_from_each_others_commits() {
     config.topics.insert(Kind::Anomaly, "interop.group".into());
     let group = "interop-four";
 
-    let (consumer, seen, _) = mesh::recording_consumer(
-        &config,
-        mesh::options(group),
-        mesh::verifier(&v),
-        &[Kind::Anomaly],
-    )
-    .await;
-    let (stop, task) = mesh::spawn(consumer);
+    let (seen, _, (stop, task)) = mesh::running_anomaly_consumer(&config, group, &v).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut members: Vec<Member> = PEERS
         .iter()
