@@ -24,7 +24,7 @@
 mod broker;
 
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
-use meshbus::consumer::{Consumed, Consumer, ConsumerOptions};
+use meshbus::consumer::{Consumed, Consumer};
 #[path = "../src/cli/sample.rs"]
 mod sample;
 use meshbus::config::Config;
@@ -114,13 +114,12 @@ fn meshbus_verified(
 ) -> Measure {
     let mut config = config.clone();
     config.topics.insert(Kind::Anomaly, topic.into());
+    config.consumer.commit_interval = Duration::from_millis(100);
     runtime(threads).block_on(async {
         let t = Client::connect(&config).await.unwrap();
         let p = Producer::new(t.clone(), config.clone(), None, Metrics::new());
         let handled = Arc::new(AtomicU64::new(0));
         let h = handled.clone();
-        let mut options = ConsumerOptions::new(group);
-        options.commit_interval = Duration::from_millis(100);
         let verifier = Verifier::new(VerifierConfig::default(), TrustStore::from_keys([]));
         let consumer = Consumer::new(
             t,
@@ -128,7 +127,7 @@ fn meshbus_verified(
             Arc::new(verifier),
             Arc::new(p),
             Metrics::new(),
-            options,
+            group,
         )
         .unwrap()
         .handle(Kind::Anomaly, move |_r: Consumed| {
@@ -185,7 +184,7 @@ fn meshbus_layer(b: &broker::Broker, config: &Config, topic: &str, n: usize) -> 
         let spec = meshbus::kafka::GroupSpec {
             group: "bench-meshbus-raw".into(),
             topics: vec![topic.into()],
-            assignors: vec![meshbus::kafka::Assignor::Range],
+            assignors: vec![meshbus::config::Assignor::Range],
             session_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(1),
             rebalance_timeout: Duration::from_secs(30),

@@ -13,7 +13,7 @@ mod broker;
 mod sample;
 
 use broker::cpu_seconds;
-use meshbus::consumer::{Consumed, Consumer, ConsumerOptions};
+use meshbus::consumer::{Consumed, Consumer};
 use meshbus::contract::{Kind, Signer, TrustStore, Verifier, VerifierConfig};
 use meshbus::metrics::Metrics;
 use prost::Message as _;
@@ -111,13 +111,12 @@ async fn run_member(
     let mut config = config.clone();
     config.consumer.warmup.threads = threads;
     let metrics = Metrics::new();
-    let mut options = ConsumerOptions::new(GROUP);
-    options.commit_interval = Duration::from_millis(100);
+    config.consumer.commit_interval = Duration::from_millis(100);
     let verifier = Arc::new(Verifier::new(
         VerifierConfig::default(),
         TrustStore::from_keys([]),
     ));
-    let consumer = Consumer::connect(config, verifier, metrics.clone(), options)
+    let consumer = Consumer::connect(config, verifier, metrics.clone(), GROUP)
         .await
         .unwrap()
         .handle(Kind::Anomaly, |_r: Consumed| async { Ok(()) });

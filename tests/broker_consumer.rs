@@ -93,7 +93,7 @@ async fn mixed_stream_valid_handled_once_invalid_dead_lettered_and_committed() {
     );
 
     let (consumer, seen, metrics) =
-        mesh::recording_consumer(&config, mesh::options("mixed"), mesh::verifier(&v), &ALL).await;
+        mesh::recording_consumer(&mesh::quick(&config), "mixed", mesh::verifier(&v), &ALL).await;
     let stats = consumer.stats();
     let (stop, task) = mesh::spawn(consumer);
     let total = (valid.len() + invalid.len()) as u64;
@@ -174,8 +174,8 @@ async fn meshbus_and_librdkafka_share_a_group_and_together_see_everything() {
     let v = vectors::load();
     let config = b.config();
     let (consumer, seen, _) = mesh::recording_consumer(
-        &config,
-        mesh::options("shared"),
+        &mesh::quick(&config),
+        "shared",
         mesh::verifier(&v),
         &[Kind::Anomaly],
     )
@@ -225,12 +225,11 @@ async fn validators_with_per_node_groups_each_see_every_record() {
     for node in [1u32, 2] {
         let mut config = b.config();
         config.node_id = node;
-        let mut opts = mesh::options("unused");
-        opts.group = meshbus::consumer::ConsumerOptions::validator(&config).group;
-        assert_eq!(opts.group, format!("cybermesh-consensus-node-{node}"));
+        let group = config.validator_group();
+        assert_eq!(group, format!("cybermesh-consensus-node-{node}"));
         let (consumer, seen, _) = mesh::recording_consumer(
-            &config,
-            opts,
+            &mesh::quick(&config),
+            &group,
             mesh::verifier(&v),
             &[Kind::Anomaly, Kind::Evidence, Kind::Policy],
         )
@@ -267,7 +266,7 @@ async fn slow_consumer(
     delay: Duration,
 ) -> meshbus::consumer::Consumer {
     let (c, _, _) =
-        mesh::recording_consumer(config, mesh::options(group), mesh::verifier(v), &[]).await;
+        mesh::recording_consumer(&mesh::quick(config), group, mesh::verifier(v), &[]).await;
     c.handle(Kind::Anomaly, move |r: meshbus::consumer::Consumed| {
         let seen = seen.clone();
         async move {
@@ -415,7 +414,7 @@ async fn handler_failures_are_retried_then_dead_lettered_and_a_failing_dlq_block
     // The handler fails for offset 1 every time.
     let attempts = Arc::new(std::sync::Mutex::new(BTreeMap::<i64, u32>::new()));
     let (c, _, _) =
-        mesh::recording_consumer(&config, mesh::options("failing"), mesh::verifier(&v), &[]).await;
+        mesh::recording_consumer(&mesh::quick(&config), "failing", mesh::verifier(&v), &[]).await;
     let a = attempts.clone();
     let c = c.handle(Kind::Anomaly, move |r: meshbus::consumer::Consumed| {
         let a = a.clone();
@@ -471,15 +470,15 @@ async fn a_graceful_shutdown_leaves_the_group_and_the_other_member_resumes_at_on
     let b = Broker::start(&[]);
     let v = vectors::load();
     let config = b.config();
-    let mut opts = mesh::options("leave");
-    opts.timing.session_timeout = Duration::from_secs(30);
-    opts.timing.rebalance_timeout = Duration::from_secs(30);
+    let mut slow = mesh::quick(&config);
+    slow.consumer.session_timeout = Duration::from_secs(30);
+    slow.consumer.rebalance_timeout = Duration::from_secs(30);
     let (first, seen_a, _) =
-        mesh::recording_consumer(&config, opts.clone(), mesh::verifier(&v), &[Kind::Anomaly]).await;
+        mesh::recording_consumer(&slow, "leave", mesh::verifier(&v), &[Kind::Anomaly]).await;
     let (stop_a, task_a) = mesh::spawn(first);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (second, seen_b, _) =
-        mesh::recording_consumer(&config, opts, mesh::verifier(&v), &[Kind::Anomaly]).await;
+        mesh::recording_consumer(&slow, "leave", mesh::verifier(&v), &[Kind::Anomaly]).await;
     let (stop_b, task_b) = mesh::spawn(second);
     let signer = mesh::ai_signer(&v);
     let ai = mesh::producer(&config, Some(signer.clone())).await;
@@ -556,8 +555,8 @@ async fn a_consumer_and_its_dlq_writer_share_one_connection_pool() {
         .unwrap();
     let baseline = connections_to(port);
     let (consumer, seen, _) = mesh::recording_consumer(
-        &config,
-        mesh::options("pool"),
+        &mesh::quick(&config),
+        "pool",
         mesh::verifier(&v),
         &[Kind::Anomaly],
     )
@@ -667,8 +666,8 @@ async fn verification_settings_from_the_environment_reach_the_consumer() {
         at(v.now),
     ));
     let (consumer, seen, _) = mesh::recording_consumer(
-        &config,
-        mesh::options("settings"),
+        &mesh::quick(&config),
+        "settings",
         verifier,
         &[
             Kind::Policy,
@@ -741,10 +740,10 @@ async fn a_stream_commits_acked_dead_letters_nacked_and_offers_a_dropped_item_ag
     let sent = send_anomalies(&ai, 0, 5).await;
     assert_eq!(sent.len(), 5);
     let mut consumer = Consumer::connect(
-        config.clone(),
+        mesh::quick(&config),
         mesh::verifier(&v),
         meshbus::metrics::Metrics::new(),
-        mesh::options("streaming"),
+        "streaming",
     )
     .await
     .unwrap();

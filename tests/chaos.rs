@@ -29,8 +29,8 @@ const ANOMALIES: &str = "chaos.anomalies";
 const POLICIES: &str = "chaos.policy";
 const ACKS: &str = "chaos.policy.ack";
 const CHILD_GROUP: &str = "chaos-validator-b";
-/// The session timeout of `mesh::options`: the child is frozen for twice that.
-const SESSION: Duration = Duration::from_secs(6);
+/// The session timeout of `mesh::quick`: the child is frozen for twice that.
+const SESSION: Duration = mesh::QUICK_SESSION;
 
 fn config(b: &Broker) -> meshbus::config::Config {
     let mut c = b.config();
@@ -61,10 +61,10 @@ where
     let v = vectors::load();
     let then = Arc::new(then);
     let c = meshbus::consumer::Consumer::connect(
-        config.clone(),
+        mesh::quick(config),
         mesh::verifier(&v),
         meshbus::metrics::Metrics::new(),
-        mesh::options(group),
+        group,
     )
     .await
     .expect("connect")

@@ -9,7 +9,7 @@ use common::broker::{Broker, Member, Peer};
 use common::mesh::{self, wait_for};
 use common::sample;
 use common::vectors;
-use meshbus::consumer::Assignor;
+use meshbus::config::Assignor;
 use meshbus::contract::Kind;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,10 +58,10 @@ async fn meshbus_java_librdkafka_and_sarama_share_a_cooperative_sticky_group() {
     let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
 
     // meshbus alone first: it holds all eight partitions.
-    let mut options = mesh::options(group);
-    options.assignors = vec![Assignor::CooperativeSticky];
+    let mut cooperative = mesh::quick(&config);
+    cooperative.consumer.assignors = vec![Assignor::CooperativeSticky];
     let (c, seen, _) =
-        mesh::recording_consumer(&config, options, mesh::verifier(&v), &[Kind::Anomaly]).await;
+        mesh::recording_consumer(&cooperative, group, mesh::verifier(&v), &[Kind::Anomaly]).await;
     let (stats, offsets) = (c.stats(), c.offsets());
     let (stop, task) = mesh::spawn(c);
     assert!(

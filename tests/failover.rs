@@ -44,8 +44,8 @@ const TOPICS: [&str; 11] = [
     "fo.rejoin",
 ];
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
-/// The session timeout of `mesh::options`.
-const SESSION: Duration = Duration::from_secs(6);
+/// The session timeout of `mesh::quick`.
+const SESSION: Duration = mesh::QUICK_SESSION;
 
 /// The shared cluster, and the lock that makes its tests take turns.
 fn cluster() -> (MutexGuard<'static, ()>, &'static Broker) {
@@ -410,10 +410,10 @@ async fn a_frozen_group_coordinator_redelivers_records_and_none_is_called_a_repl
     let handled: mesh::Seen = Arc::default();
     let recorded = handled.clone();
     let consumer = meshbus::consumer::Consumer::connect(
-        config.clone(),
+        mesh::quick(&config),
         mesh::verifier(&v),
         metrics.clone(),
-        mesh::options(group),
+        group,
     )
     .await
     .unwrap()
@@ -559,17 +559,16 @@ async fn after_a_frozen_coordinator_the_member_is_back_within_a_session_and_leav
     let mut config = config(b, 5);
     config.topics.insert(Kind::Anomaly, "fo.rejoin".into());
     let group = "fo-rejoin";
-    let options = mesh::options(group);
-    let session = options.timing.session_timeout;
+    let session = SESSION;
     let target = session + Duration::from_secs(10);
     // When each (partition, offset) was first handled.
     let first: Arc<Mutex<BTreeMap<(i32, i64), Instant>>> = Arc::default();
     let stamped = first.clone();
     let consumer = meshbus::consumer::Consumer::connect(
-        config.clone(),
+        mesh::quick(&config),
         mesh::verifier(&v),
         meshbus::metrics::Metrics::new(),
-        options,
+        group,
     )
     .await
     .unwrap()
@@ -918,10 +917,10 @@ async fn consume_through(
     let metrics = meshbus::metrics::Metrics::new();
     let handles: checker::Handles = Arc::default();
     let consumer = meshbus::consumer::Consumer::connect(
-        config.clone(),
+        mesh::quick(&config),
         mesh::verifier(&v),
         metrics.clone(),
-        mesh::options(group),
+        group,
     )
     .await
     .unwrap()
@@ -1071,10 +1070,10 @@ async fn a_member_process_frozen_past_its_session_rejoins_and_handles_each_recor
     // The second member joins; the partitions are shared once the group is stable.
     let b_handles: checker::Handles = Arc::default();
     let member_b = meshbus::consumer::Consumer::connect(
-        config.clone(),
+        mesh::quick(&config),
         mesh::verifier(&v),
         meshbus::metrics::Metrics::new(),
-        mesh::options(group),
+        group,
     )
     .await
     .unwrap()

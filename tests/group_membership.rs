@@ -8,7 +8,6 @@ use common::mesh::{self, wait_for};
 use common::sample;
 use common::vectors;
 use meshbus::config::{Config, GroupProtocol};
-use meshbus::consumer::{ConsumerOptions, GroupTiming};
 use meshbus::contract::Kind;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -36,18 +35,10 @@ async fn a_static_member_restarted_within_its_session_gets_its_partitions_back_w
     let v = vectors::load();
     let config = config_for(b, topic);
     let ai = mesh::producer(&config, Some(mesh::ai_signer(&v))).await;
-    let mut options = ConsumerOptions::new("ops-static");
-    options.timing = {
-        let mut t = GroupTiming::default();
-        t.session_timeout = Duration::from_secs(15);
-        t.rebalance_timeout = Duration::from_secs(15);
-        t.heartbeat_interval = Duration::from_millis(500);
-        t
-    };
-    options.fetch_max_wait_ms = 200;
-    options.commit_interval = Duration::from_millis(200);
+    // A 15 s session: a static member restarted within it keeps its partitions.
     let member = |id: &str| {
-        let mut c = config.clone();
+        let mut c = mesh::quick(&config);
+        c.consumer.session_timeout = Duration::from_secs(15);
         c.consumer.group_instance_id = Some(id.to_string());
         c
     };
@@ -55,7 +46,7 @@ async fn a_static_member_restarted_within_its_session_gets_its_partitions_back_w
     // B first (it leads the group), then A.
     let (cb, seen_b, _) = mesh::recording_consumer(
         &member("ops-b"),
-        options.clone(),
+        "ops-static",
         mesh::verifier(&v),
         &[Kind::Anomaly],
     )
@@ -66,7 +57,7 @@ async fn a_static_member_restarted_within_its_session_gets_its_partitions_back_w
     assert!(wait_for(Duration::from_secs(30), || health_b.joined()).await);
     let (ca, seen_a, _) = mesh::recording_consumer(
         &member("ops-a"),
-        options.clone(),
+        "ops-static",
         mesh::verifier(&v),
         &[Kind::Anomaly],
     )
@@ -102,7 +93,7 @@ async fn a_static_member_restarted_within_its_session_gets_its_partitions_back_w
     task_a.await.unwrap().unwrap();
     let (ca2, seen_a2, _) = mesh::recording_consumer(
         &member("ops-a"),
-        options.clone(),
+        "ops-static",
         mesh::verifier(&v),
         &[Kind::Anomaly],
     )
@@ -165,8 +156,8 @@ async fn kip848_members_share_a_group_with_java_without_stopping_each_other() {
     let group = "ops-kip848";
 
     let (c, seen, _) = mesh::recording_consumer(
-        &config,
-        mesh::options(group),
+        &mesh::quick(&config),
+        group,
         mesh::verifier(&v),
         &[Kind::Anomaly],
     )

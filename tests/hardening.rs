@@ -207,10 +207,10 @@ async fn a_record_whose_handling_stopped_unfinished_is_handled_by_the_next_owner
     let attempts = Arc::new(AtomicU64::new(0));
     let a = attempts.clone();
     let failing = Consumer::connect(
-        config.clone(),
+        mesh::quick(&config),
         verifier.clone(),
         Metrics::new(),
-        mesh::options("hard-redeliver"),
+        "hard-redeliver",
     )
     .await
     .unwrap()
@@ -235,8 +235,8 @@ async fn a_record_whose_handling_stopped_unfinished_is_handled_by_the_next_owner
     );
 
     let (next, seen, _) = mesh::recording_consumer(
-        &config,
-        mesh::options("hard-redeliver"),
+        &mesh::quick(&config),
+        "hard-redeliver",
         verifier.clone(),
         &[Kind::Anomaly],
     )
@@ -269,24 +269,19 @@ async fn timed_member(
     timeline: &Timeline,
 ) -> Consumer {
     let t = timeline.clone();
-    Consumer::connect(
-        config.clone(),
-        verifier,
-        Metrics::new(),
-        mesh::options("hard-stall"),
-    )
-    .await
-    .unwrap()
-    .handle(Kind::Anomaly, move |r: Consumed| {
-        let t = t.clone();
-        async move {
-            tokio::time::sleep(pace).await;
-            t.lock()
-                .unwrap()
-                .push((name, r.offset, std::time::Instant::now()));
-            Ok(())
-        }
-    })
+    Consumer::connect(mesh::quick(config), verifier, Metrics::new(), "hard-stall")
+        .await
+        .unwrap()
+        .handle(Kind::Anomaly, move |r: Consumed| {
+            let t = t.clone();
+            async move {
+                tokio::time::sleep(pace).await;
+                t.lock()
+                    .unwrap()
+                    .push((name, r.offset, std::time::Instant::now()));
+                Ok(())
+            }
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,7 +412,7 @@ async fn a_member_frozen_past_its_session_handles_nothing_it_lost_once_resumed()
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let c = Consumer::connect(config, v, Metrics::new(), mesh::options("hard-frozen"))
+                let c = Consumer::connect(mesh::quick(&config), v, Metrics::new(), "hard-frozen")
                     .await
                     .unwrap()
                     .handle(Kind::Anomaly, move |r: Consumed| {
@@ -452,10 +447,10 @@ async fn a_member_frozen_past_its_session_handles_nothing_it_lost_once_resumed()
     let b_member = {
         let t = timeline.clone();
         Consumer::connect(
-            config.clone(),
+            mesh::quick(&config),
             mesh::verifier(&v),
             Metrics::new(),
-            mesh::options("hard-frozen"),
+            "hard-frozen",
         )
         .await
         .unwrap()
@@ -599,10 +594,10 @@ async fn a_panicking_handler_is_a_handler_failure_not_a_silently_dead_partition(
         ai.send_anomaly(sample::anomaly(i, 100)).await.unwrap();
     }
     let c = Consumer::connect(
-        config.clone(),
+        mesh::quick(&config),
         mesh::verifier(&v),
         Metrics::new(),
-        mesh::options("hard-panic"),
+        "hard-panic",
     )
     .await
     .unwrap()

@@ -88,8 +88,8 @@ async fn peers_read_meshbus_records_and_meshbus_verifies_theirs() {
     config_in.topics.insert(Kind::Anomaly, "interop.in".into());
     config_in.dlq_topic = "interop.dlq".into();
     let (consumer, seen, _) = mesh::recording_consumer(
-        &config_in,
-        mesh::options("interop-in"),
+        &mesh::quick(&config_in),
+        "interop-in",
         mesh::verifier(&v),
         &[Kind::Anomaly],
     )

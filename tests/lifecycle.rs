@@ -387,7 +387,7 @@ async fn each_readiness_check_fails_for_its_own_reason() {
 
     // A consumer registered but not started: not joined, not holding, not polling.
     let consumer = mesh
-        .consumer(meshbus::consumer::ConsumerOptions::new("life-ready"))
+        .consumer("life-ready")
         .unwrap()
         .handle(meshbus::contract::Kind::Anomaly, |_r| async { Ok(()) });
     mesh.register(consumer);

@@ -147,17 +147,17 @@ async fn consumer(
 ) {
     let metrics = meshbus::metrics::Metrics::new();
     let handles: Handles = Arc::default();
-    let mut options = mesh::options(group);
-    options.timing = meshbus::consumer::GroupTiming::default();
-    let c = meshbus::consumer::Consumer::connect(
-        config.clone(),
-        mesh::verifier(v),
-        metrics.clone(),
-        options,
-    )
-    .await
-    .expect("consumer connects through the proxy")
-    .handle(Kind::Anomaly, checker::recorder(&handles, 0));
+    // The default membership timing: a slow link must not cost a session.
+    let mut settled = mesh::quick(config);
+    let defaults = meshbus::config::ConsumerSettings::default();
+    settled.consumer.session_timeout = defaults.session_timeout;
+    settled.consumer.rebalance_timeout = defaults.rebalance_timeout;
+    settled.consumer.heartbeat_interval = defaults.heartbeat_interval;
+    let c =
+        meshbus::consumer::Consumer::connect(settled, mesh::verifier(v), metrics.clone(), group)
+            .await
+            .expect("consumer connects through the proxy")
+            .handle(Kind::Anomaly, checker::recorder(&handles, 0));
     (c, handles, metrics)
 }
 

@@ -211,8 +211,8 @@ async fn a_member_that_gains_a_partition_refuses_a_replay_of_what_the_other_memb
     let config = config_for(b, topic);
     let group = "rg-moved";
     let (a, seen_a, _) = mesh::recording_consumer(
-        &config,
-        mesh::options(group),
+        &mesh::quick(&config),
+        group,
         mesh::verifier(&v),
         &[Kind::Anomaly],
     )
@@ -234,8 +234,8 @@ async fn a_member_that_gains_a_partition_refuses_a_replay_of_what_the_other_memb
 
     // Member B joins: its own process state (a fresh verifier, so an empty guard).
     let (c, seen_b, metrics_b) = mesh::recording_consumer(
-        &config,
-        mesh::options(group),
+        &mesh::quick(&config),
+        group,
         mesh::verifier(&v),
         &[Kind::Anomaly],
     )
@@ -378,8 +378,8 @@ async fn a_read_back_cut_short_by_its_record_bound_is_reported_and_reads_the_new
     let mut bounded = config.clone();
     bounded.consumer.warmup.max_records = 10;
     let (c, seen, metrics) = mesh::recording_consumer(
-        &bounded,
-        mesh::options(group),
+        &mesh::quick(&bounded),
+        group,
         mesh::verifier(&v),
         &[Kind::Anomaly],
     )

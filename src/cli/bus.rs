@@ -2,7 +2,8 @@
 
 use super::sample;
 use super::{config, progress, signals, signing_key, trust_store, CliResult, Exit};
-use meshbus::consumer::{Consumed, ConsumerOptions, StartFrom};
+use meshbus::config::StartFrom;
+use meshbus::consumer::Consumed;
 use meshbus::contract::{json, Kind, Message, Verifier};
 use meshbus::mesh::Mesh;
 use meshbus::metrics::http::ReadySlot;
@@ -183,20 +184,20 @@ fn summary_line(r: &Consumed) -> String {
 /// on an unwritten dead letter or standard output closed (the records not yet printed stay
 /// uncommitted), 3 when the consumer failed.
 pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot>) -> CliResult {
-    let config = config()?;
+    let mut config = config()?;
     let mut vconfig = config.verifier_config();
     if !a.ack_key.is_empty() {
         vconfig.ack_keys = Some(trust_store(&a.ack_key)?);
     }
     // The trust store is loaded by the mesh, which reloads it on change and on SIGHUP.
     let verifier = Verifier::new(vconfig, Default::default());
-    let mut options = match (&a.group, a.validator) {
-        (Some(g), _) => ConsumerOptions::new(g.clone()),
-        (None, true) => ConsumerOptions::validator(&config),
-        (None, false) => ConsumerOptions::shared(&config),
+    let group = match (&a.group, a.validator) {
+        (Some(g), _) => g.clone(),
+        (None, true) => config.validator_group(),
+        (None, false) => config.shared_group(),
     };
     if a.latest {
-        options.start_from = StartFrom::Latest;
+        config.consumer.start_from = StartFrom::Latest;
     }
     let timeout = config.shutdown_timeout;
     let allowlist_file = config.verification.policy_allowlist_file.clone();
@@ -214,7 +215,7 @@ pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot
         mesh.watch_policy_allowlist(path, signals::reload_requests())
             .map_err(|e| e.to_string())?;
     }
-    let mut consumer = mesh.consumer(options).map_err(|e| e.to_string())?;
+    let mut consumer = mesh.consumer(group).map_err(|e| e.to_string())?;
     let json_out = a.json;
     // Set when stdout is gone (the reader of a pipe quit): the command stops, and the record
     // in hand, not delivered to anyone, stays uncommitted.

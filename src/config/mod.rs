@@ -9,8 +9,8 @@ mod settings;
 pub use environment::Environment;
 pub use secret::Secret;
 pub use settings::{
-    Compression, ConsumerSettings, GroupProtocol, ProducerSettings, VerificationSettings,
-    WarmupSettings,
+    Assignor, Compression, ConsumerSettings, GroupProtocol, ProducerSettings, StartFrom,
+    VerificationSettings, WarmupSettings,
 };
 
 use crate::contract::{Kind, SigningDomains, VerifierConfig};
@@ -305,6 +305,17 @@ impl Config {
     }
 
     /// The consumer group for a role: validators get `<group>-node-<NODE_ID>` (SPEC 1).
+    /// A validator's group: one per node, `<KAFKA_CONSUMER_GROUP>-node-<NODE_ID>` (SPEC 1), so
+    /// every validator sees every record.
+    pub fn validator_group(&self) -> String {
+        self.group_for(true)
+    }
+
+    /// Any other role's group: `KAFKA_CONSUMER_GROUP` as is, its partitions shared.
+    pub fn shared_group(&self) -> String {
+        self.group_for(false)
+    }
+
     pub(crate) fn group_for(&self, validator: bool) -> String {
         if validator {
             format!("{}-node-{}", self.consumer_group, self.node_id)

@@ -99,7 +99,32 @@ pub enum GroupProtocol {
     Consumer,
 }
 
-/// Consumer knobs of SPEC 6.
+/// Partition assignors offered to the group (classic protocol), preferred first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignor {
+    /// Contiguous ranges per topic (Java's and librdkafka's default).
+    Range,
+    /// Partitions dealt in turn.
+    RoundRobin,
+    /// Incremental cooperative rebalancing (KIP-429): a rebalance moves only the partitions
+    /// that change owner, and members keep consuming the rest. Every member of the group must
+    /// offer it (Sarama 1.61+, the Java client, librdkafka: `cooperative-sticky`); a group
+    /// moves to it from an eager assignor by a rolling restart that offers both.
+    CooperativeSticky,
+}
+
+/// Where a partition without a committed offset starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The oldest record kept (the default: a security consumer should not skip history).
+    Earliest,
+    /// Only records produced after joining.
+    Latest,
+}
+
+/// Everything about how a consumer behaves, but its group id (which the role gives: see
+/// [`Config::validator_group`](super::Config::validator_group)): the SPEC 6 knobs from the
+/// environment and the group, fetch and commit settings, each default written here once.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ConsumerSettings {
@@ -117,6 +142,22 @@ pub struct ConsumerSettings {
     pub retry_backoff_max: Duration,
     /// The replay guard's read-back of newly assigned `ai.*` partitions (SPEC 3e).
     pub warmup: WarmupSettings,
+    /// Assignors offered, preferred first (classic protocol; default range, then round-robin).
+    pub assignors: Vec<Assignor>,
+    /// A member silent for this long is removed from the group (30 s).
+    pub session_timeout: Duration,
+    /// How long a member may take to give partitions up in a rebalance (60 s).
+    pub rebalance_timeout: Duration,
+    /// How often a member tells the coordinator it is alive (3 s).
+    pub heartbeat_interval: Duration,
+    /// Start for partitions without a committed offset (the earliest record).
+    pub start_from: StartFrom,
+    /// Largest fetch response (4 MiB).
+    pub fetch_max_bytes: i32,
+    /// Longest a fetch waits for new records (500 ms).
+    pub fetch_max_wait: Duration,
+    /// How often handled offsets are committed while running (500 ms).
+    pub commit_interval: Duration,
 }
 
 impl Default for ConsumerSettings {
@@ -128,6 +169,14 @@ impl Default for ConsumerSettings {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(5),
             warmup: WarmupSettings::default(),
+            assignors: vec![Assignor::Range, Assignor::RoundRobin],
+            session_timeout: Duration::from_secs(30),
+            rebalance_timeout: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(3),
+            start_from: StartFrom::Earliest,
+            fetch_max_bytes: 4 * 1024 * 1024,
+            fetch_max_wait: Duration::from_millis(500),
+            commit_interval: Duration::from_millis(500),
         }
     }
 }

@@ -16,7 +16,6 @@ mod poll;
 mod stream;
 mod warmup;
 
-pub use crate::kafka::Assignor;
 pub use handler::{Consumed, Handler, HandlerError, HandlerFuture, HandlerResult, Nack, Verified};
 pub use offsets::{OffsetTracker, Progress, TopicPartition};
 pub use stream::{Received, VerifiedStream};
@@ -32,82 +31,6 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Group membership timing.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct GroupTiming {
-    /// Session timeout: a member silent for this long is removed.
-    pub session_timeout: Duration,
-    /// Rebalance timeout: how long a member may take to give partitions up.
-    pub rebalance_timeout: Duration,
-    /// Heartbeat interval.
-    pub heartbeat_interval: Duration,
-}
-
-impl Default for GroupTiming {
-    fn default() -> Self {
-        GroupTiming {
-            session_timeout: Duration::from_secs(30),
-            rebalance_timeout: Duration::from_secs(60),
-            heartbeat_interval: Duration::from_secs(3),
-        }
-    }
-}
-
-/// Where a partition without a committed offset starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartFrom {
-    /// The oldest record kept (the default: a security consumer should not skip history).
-    Earliest,
-    /// Only records produced after joining.
-    Latest,
-}
-
-/// How a consumer behaves in its group.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ConsumerOptions {
-    /// Group id.
-    pub group: String,
-    /// Assignors offered, preferred first.
-    pub assignors: Vec<Assignor>,
-    /// Membership timing.
-    pub timing: GroupTiming,
-    /// Start for partitions without a committed offset.
-    pub start_from: StartFrom,
-    /// Largest fetch response.
-    pub fetch_max_bytes: i32,
-    /// Longest a fetch waits for new records (ms).
-    pub fetch_max_wait_ms: i32,
-    /// How often handled offsets are committed while running.
-    pub commit_interval: Duration,
-}
-
-impl ConsumerOptions {
-    /// Options for `group`.
-    pub fn new(group: impl Into<String>) -> Self {
-        ConsumerOptions {
-            group: group.into(),
-            assignors: vec![Assignor::Range, Assignor::RoundRobin],
-            timing: GroupTiming::default(),
-            start_from: StartFrom::Earliest,
-            fetch_max_bytes: 4 * 1024 * 1024,
-            fetch_max_wait_ms: 500,
-            commit_interval: Duration::from_millis(500),
-        }
-    }
-
-    /// A validator: one group per node, `<KAFKA_CONSUMER_GROUP>-node-<NODE_ID>` (SPEC 1).
-    pub fn validator(config: &Config) -> Self {
-        Self::new(config.group_for(true))
-    }
-
-    /// Any other role: `KAFKA_CONSUMER_GROUP` as is, partitions shared.
-    pub fn shared(config: &Config) -> Self {
-        Self::new(config.group_for(false))
-    }
-}
 
 /// Counts since the consumer was made, kept current by the running consumer; read them with
 /// [`Stats::snapshot`].
@@ -272,7 +195,8 @@ pub(crate) struct Shared {
     producer: Arc<Producer>,
     handlers: BTreeMap<Kind, Arc<dyn Handler>>,
     metrics: Arc<Metrics>,
-    options: ConsumerOptions,
+    /// The group id (everything else about the group is `config.consumer`).
+    group: String,
     stats: Arc<Stats>,
     health: Arc<ConsumerHealth>,
     /// Read-backs running at once (SPEC 3e): each holds a fetch and the one being verified.
@@ -292,21 +216,22 @@ pub struct Consumer {
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
-            .field("group", &self.shared.options.group)
+            .field("group", &self.shared.group)
             .finish_non_exhaustive()
     }
 }
 
 impl Consumer {
-    /// A consumer on `client`; `producer` writes dead letters to `KAFKA_DLQ_TOPIC`. Fails only
-    /// on a configuration that does not [`validate`](Config::validate), naming the variable.
+    /// A consumer of `group` on `client`, behaving as `config.consumer` says; `producer`
+    /// writes dead letters to `KAFKA_DLQ_TOPIC`. Fails only on a configuration that does not
+    /// [`validate`](Config::validate), naming the variable.
     pub fn new(
         client: Client,
         config: Config,
         verifier: Arc<Verifier>,
         producer: Arc<Producer>,
         metrics: Arc<Metrics>,
-        options: ConsumerOptions,
+        group: impl Into<String>,
     ) -> Result<Consumer, crate::config::ConfigError> {
         config.validate()?;
         // Two partitions read back at a time, each on every verifying thread: one fetches while
@@ -320,7 +245,7 @@ impl Consumer {
                 producer,
                 handlers: BTreeMap::new(),
                 metrics,
-                options,
+                group: group.into(),
                 stats: Arc::new(Stats::default()),
                 health: Arc::default(),
                 warmup_slots: tokio::sync::Semaphore::new(slots),
@@ -337,7 +262,7 @@ impl Consumer {
         config: Config,
         verifier: Arc<Verifier>,
         metrics: Arc<Metrics>,
-        options: ConsumerOptions,
+        group: impl Into<String>,
     ) -> Result<Consumer, KafkaError> {
         let client = Client::connect(&config).await?;
         let dlq = Arc::new(Producer::new(
@@ -346,7 +271,7 @@ impl Consumer {
             None,
             metrics.clone(),
         ));
-        let mut c = Consumer::new(client, config, verifier, dlq, metrics, options)?;
+        let mut c = Consumer::new(client, config, verifier, dlq, metrics, group)?;
         c.owns_producer = true;
         Ok(c)
     }
@@ -429,7 +354,7 @@ impl Consumer {
             .map(|k| (self.shared.config.topic(*k).to_string(), *k))
             .collect();
         let spec = self.group_spec(&kinds);
-        let commit_interval = self.shared.options.commit_interval;
+        let commit_interval = self.shared.config.consumer.commit_interval;
         let owns_producer = self.owns_producer;
         let shared = Arc::new(self.shared);
         let assignment = Assignment::new(shared.clone(), kinds, self.tracker.clone());
@@ -471,18 +396,17 @@ impl Consumer {
 
     /// How this consumer joins its group.
     fn group_spec(&self, kinds: &BTreeMap<String, Kind>) -> GroupSpec {
-        let o = &self.shared.options;
         let c = &self.shared.config.consumer;
         GroupSpec {
-            group: o.group.clone(),
+            group: self.shared.group.clone(),
             topics: kinds.keys().cloned().collect(),
-            assignors: o.assignors.clone(),
-            session_timeout: o.timing.session_timeout,
-            heartbeat_interval: o.timing.heartbeat_interval,
-            rebalance_timeout: o.timing.rebalance_timeout,
-            start_earliest: o.start_from == StartFrom::Earliest,
-            fetch_max_bytes: o.fetch_max_bytes,
-            fetch_max_wait: Duration::from_millis(o.fetch_max_wait_ms.max(1) as u64),
+            assignors: c.assignors.clone(),
+            session_timeout: c.session_timeout,
+            heartbeat_interval: c.heartbeat_interval,
+            rebalance_timeout: c.rebalance_timeout,
+            start_earliest: c.start_from == crate::config::StartFrom::Earliest,
+            fetch_max_bytes: c.fetch_max_bytes,
+            fetch_max_wait: c.fetch_max_wait.max(Duration::from_millis(1)),
             instance_id: c.group_instance_id.clone(),
             protocol: c.group_protocol,
         }

@@ -28,19 +28,7 @@ pub trait RebalanceEvents: Send + Sync + 'static {
     fn lost(self: Arc<Self>, partitions: Vec<TopicPartition>) -> EventFuture;
 }
 
-/// Partition assignors offered to the group (classic protocol), preferred first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Assignor {
-    /// Contiguous ranges per topic (Java's and librdkafka's default).
-    Range,
-    /// Partitions dealt in turn.
-    RoundRobin,
-    /// Incremental cooperative rebalancing (KIP-429): a rebalance moves only the partitions
-    /// that change owner, and members keep consuming the rest. Every member of the group must
-    /// offer it (Sarama 1.61+, the Java client, librdkafka: `cooperative-sticky`); a group
-    /// moves to it from an eager assignor by a rolling restart that offers both.
-    CooperativeSticky,
-}
+pub(crate) use crate::config::Assignor;
 
 /// How to join a group.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ mod error;
 pub mod fuzzing;
 mod produce;
 
-pub use consume::{Assignor, EventFuture, GroupConsumer, GroupSpec, RebalanceEvents};
+pub use consume::{EventFuture, GroupConsumer, GroupSpec, RebalanceEvents};
 pub use error::KafkaError;
 pub use produce::{Queued, Sender};
 

@@ -4,7 +4,7 @@
 //! ```no_run
 //! # async fn role() -> Result<(), Box<dyn std::error::Error>> {
 //! use meshbus::config::Config;
-//! use meshbus::consumer::{ConsumerOptions, Verified};
+//! use meshbus::consumer::Verified;
 //! use meshbus::contract::{AnomalyEvent, TrustStore};
 //! use meshbus::mesh::Mesh;
 //!
@@ -14,7 +14,7 @@
 //!     .connect()
 //!     .await?;
 //! let validator = mesh
-//!     .consumer(ConsumerOptions::validator(&config))?
+//!     .consumer(config.validator_group())?
 //!     .on(|r: Verified<AnomalyEvent>| async move {
 //!         println!("anomaly {} from {}", r.message.id, r.message.source);
 //!         Ok(())
@@ -36,7 +36,7 @@ pub use builder::{MeshBuilder, MeshError};
 pub use reload::CHECK_EVERY as TRUST_CHECK_EVERY;
 
 use crate::config::{Config, ConfigError};
-use crate::consumer::{ConsumeError, Consumer, ConsumerHealth, ConsumerOptions, Stats};
+use crate::consumer::{ConsumeError, Consumer, ConsumerHealth, Stats};
 use crate::contract::{Signer, Verifier};
 use crate::kafka::{Client, KafkaError};
 use crate::metrics::http::Readiness;
@@ -190,14 +190,14 @@ impl Mesh {
 
     /// A consumer on this mesh's connections, verifier and dead-letter producer; add handlers,
     /// then [`Mesh::register`] it.
-    pub fn consumer(&self, options: ConsumerOptions) -> Result<Consumer, ConfigError> {
+    pub fn consumer(&self, group: impl Into<String>) -> Result<Consumer, ConfigError> {
         Consumer::new(
             self.client.clone(),
             self.config.clone(),
             self.verifier.clone(),
             self.dead_letters.clone(),
             self.metrics.clone(),
-            options,
+            group,
         )
     }
 

@@ -3,7 +3,7 @@
 //! build the same roles; a deployment's role is one of them with its own handler.
 
 use super::{Mesh, MeshBuilder, MeshError, ShutdownReport};
-use crate::consumer::{Consumed, ConsumerOptions, HandlerResult, Stats, Verified};
+use crate::consumer::{Consumed, HandlerResult, Stats, Verified};
 use crate::contract::kinds::{Family, KINDS};
 use crate::contract::messages::{PolicyAckEvent, PolicyUpdateEvent};
 use crate::contract::{Clock as _, Kind, SystemClock};
@@ -92,9 +92,9 @@ where
     F: Future<Output = HandlerResult> + Send + 'static,
     H: SharedHandler<F>,
 {
-    let options = ConsumerOptions::validator(builder.config());
+    let group = builder.config().validator_group();
     let mut role = Role::producing(builder).await?;
-    let mut consumer = role.mesh.consumer(options)?;
+    let mut consumer = role.mesh.consumer(group)?;
     for kind in family(Family::Ai) {
         consumer = consumer.handle(kind, handler.clone());
     }
@@ -106,13 +106,13 @@ where
 /// acknowledges it on `control.policy.ack.v1`, signed with the builder's signing key (SPEC 3c
 /// headers). A failed acknowledgement is a handler failure: retried, then dead-lettered.
 pub async fn agent(builder: MeshBuilder, applied: Arc<AtomicU64>) -> Result<Role, MeshError> {
-    let options = ConsumerOptions::shared(builder.config());
+    let group = builder.config().shared_group();
     let instance = format!("agent-{}", builder.config().node_id);
     let mut role = Role::producing(builder.requiring_signer("agent")?).await?;
     let out = role.producer().clone();
     let consumer = role
         .mesh
-        .consumer(options)?
+        .consumer(group)?
         .on(move |r: Verified<PolicyUpdateEvent>| {
             let (out, applied, instance) = (out.clone(), applied.clone(), instance.clone());
             async move {
@@ -142,11 +142,11 @@ where
     F: Future<Output = HandlerResult> + Send + 'static,
     H: SharedHandler<F>,
 {
-    let options = ConsumerOptions::shared(builder.config());
+    let group = builder.config().shared_group();
     let mut role = Role::producing(builder.requiring_signer("ai_service")?).await?;
     let consumer = role
         .mesh
-        .consumer(options)?
+        .consumer(group)?
         .handle(Kind::Commit, feedback.clone())
         .handle(Kind::PolicyAck, feedback);
     role.consume(consumer);

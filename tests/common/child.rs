@@ -31,10 +31,10 @@ pub async fn run_if_child() {
     config.topics.insert(Kind::Anomaly, topic);
     let v = vectors::load();
     let c = meshbus::consumer::Consumer::connect(
-        config,
+        mesh::quick(&config),
         mesh::verifier(&v),
         meshbus::metrics::Metrics::new(),
-        mesh::options(&group),
+        &group,
     )
     .await
     .expect("connect")

@@ -4,7 +4,7 @@
 
 use super::vectors::{self, Vectors};
 use meshbus::config::Config;
-use meshbus::consumer::{Consumed, Consumer, ConsumerOptions, GroupTiming};
+use meshbus::consumer::{Consumed, Consumer};
 use meshbus::contract::{
     FixedClock, Kind, Signer, SigningDomains, TrustStore, Verifier, VerifierConfig,
 };
@@ -54,33 +54,34 @@ pub async fn producer(config: &Config, signer: Option<Arc<Signer>>) -> Arc<Produ
     Arc::new(Producer::new(t, config.clone(), signer, Metrics::new()))
 }
 
-/// Quick membership timing for tests (a killed member is noticed in 6 s).
-pub fn options(group: &str) -> ConsumerOptions {
-    let mut o = ConsumerOptions::new(group);
-    o.timing = {
-        let mut t = GroupTiming::default();
-        t.session_timeout = Duration::from_secs(6);
-        t.rebalance_timeout = Duration::from_secs(15);
-        t.heartbeat_interval = Duration::from_millis(500);
-        t
-    };
-    o.fetch_max_wait_ms = 200;
-    o.commit_interval = Duration::from_millis(200);
-    o
+/// `config` with quick membership timing for tests (a killed member is noticed in 6 s), and
+/// fetches and commits every 200 ms.
+pub fn quick(config: &Config) -> Config {
+    let mut c = config.clone();
+    c.consumer.session_timeout = QUICK_SESSION;
+    c.consumer.rebalance_timeout = Duration::from_secs(15);
+    c.consumer.heartbeat_interval = Duration::from_millis(500);
+    c.consumer.fetch_max_wait = Duration::from_millis(200);
+    c.consumer.commit_interval = Duration::from_millis(200);
+    c
 }
+
+/// The session timeout of [`quick`].
+pub const QUICK_SESSION: Duration = Duration::from_secs(6);
 
 /// Handled records as (topic, partition, offset).
 pub type Seen = Arc<Mutex<Vec<(String, i32, i64)>>>;
 
-/// A consumer whose handlers record every record of `kinds` into the returned list.
+/// A consumer of `group`, set up as `config` says, whose handlers record every record of
+/// `kinds` into the returned list.
 pub async fn recording_consumer(
     config: &Config,
-    options: ConsumerOptions,
+    group: &str,
     verifier: Arc<Verifier>,
     kinds: &[Kind],
 ) -> (Consumer, Seen, Arc<Metrics>) {
     let metrics = Metrics::new();
-    let mut c = Consumer::connect(config.clone(), verifier, metrics.clone(), options)
+    let mut c = Consumer::connect(config.clone(), verifier, metrics.clone(), group)
         .await
         .expect("connect");
     let seen: Seen = Arc::default();
@@ -145,15 +146,15 @@ pub async fn commits_reach_end(
     (reached, ends)
 }
 
-/// A consumer of `group` handling anomalies with the vectors' verifier, recording what it
-/// handles, already running: its record list, counters and stop switch.
+/// A consumer of `group` handling anomalies with the vectors' verifier on [`quick`] timing,
+/// recording what it handles, already running: its record list, counters and stop switch.
 pub async fn running_anomaly_consumer(
     config: &Config,
     group: &str,
     v: &Vectors,
 ) -> (Seen, Arc<meshbus::consumer::Stats>, Running) {
     let (c, seen, _) =
-        recording_consumer(config, options(group), verifier(v), &[Kind::Anomaly]).await;
+        recording_consumer(&quick(config), group, verifier(v), &[Kind::Anomaly]).await;
     let stats = c.stats();
     (seen, stats, spawn(c))
 }
