@@ -10,7 +10,8 @@
 //! keyless records, no cap on sends in flight beyond the buffer; meshbus queues with
 //! `Producer::enqueue_raw` and awaits the answers after.
 //!
-//! `cargo bench --bench produce` (MESHBUS_BENCH_RECORDS, default 20000).
+//! `cargo bench --bench produce` (MESHBUS_BENCH_RECORDS, default 20000;
+//! MESHBUS_BENCH_ONLY=meshbus leaves the peers out, for profiling).
 
 #[path = "../tests/common/broker.rs"]
 mod broker;
@@ -217,6 +218,8 @@ fn main() {
             by_size.push((size, row));
         }
     });
+    // MESHBUS_BENCH_ONLY=meshbus leaves the peers out (for profiling meshbus alone).
+    let peers = std::env::var("MESHBUS_BENCH_ONLY").as_deref() != Ok("meshbus");
     for (i, peer) in [
         broker::Peer::Librdkafka,
         broker::Peer::Java,
@@ -224,6 +227,7 @@ fn main() {
     ]
     .into_iter()
     .enumerate()
+    .filter(|_| peers)
     {
         rows.push(("unsigned", run_peer(&b, peer, topics[4 + 2 * i], &unsigned)));
         rows.push(("pre-signed", run_peer(&b, peer, topics[5 + 2 * i], &signed)));

@@ -113,7 +113,7 @@ async fn records_the_dlq_cannot_hold_are_dead_lettered_without_their_value_and_c
     let letters: Vec<DeadLetter> = read_all(&config, dlq)
         .await
         .into_iter()
-        .map(|r| DeadLetter::from_record(r.key, r.value, &r.headers).unwrap())
+        .map(|r| DeadLetter::from_record(r.key, r.value.map(Vec::from), &r.headers).unwrap())
         .collect();
     assert_eq!(letters.len(), 4);
     let by_offset: BTreeMap<i64, &DeadLetter> =
@@ -625,7 +625,7 @@ async fn a_panicking_handler_is_a_handler_failure_not_a_silently_dead_partition(
     assert_eq!(letters.len(), 1);
     let l = DeadLetter::from_record(
         letters[0].key.clone(),
-        letters[0].value.clone(),
+        letters[0].value.clone().map(Vec::from),
         &letters[0].headers,
     )
     .unwrap();
@@ -789,7 +789,7 @@ async fn a_corrupt_batch_on_the_broker_is_dead_lettered_and_does_not_stall_its_p
     assert_eq!(letters.len(), 1);
     let l = DeadLetter::from_record(
         letters[0].key.clone(),
-        letters[0].value.clone(),
+        letters[0].value.clone().map(Vec::from),
         &letters[0].headers,
     )
     .unwrap();

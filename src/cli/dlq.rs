@@ -137,7 +137,7 @@ async fn each_letter(
             .map_err(|e| e.to_string())?
         {
             for r in batch {
-                match DeadLetter::from_record(r.key, r.value, &r.headers) {
+                match DeadLetter::from_record(r.key, r.value.map(Vec::from), &r.headers) {
                     Ok(letter) => {
                         each(Entry {
                             partition: p,

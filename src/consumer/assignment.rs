@@ -4,7 +4,7 @@
 //! members never handle one partition at once and no handled record is committed late.
 
 use super::offsets::{OffsetTracker, TopicPartition};
-use super::partition::PartitionWorker;
+use super::partition::{PartitionCounters, PartitionWorker};
 use super::warmup::Warming;
 use super::Shared;
 use crate::contract::Kind;
@@ -143,6 +143,7 @@ impl Assignment {
                 member: self.member(),
                 previous,
                 redelivery_logged: false,
+                counters: PartitionCounters::new(&self.shared.metrics, &tp.0),
             }
             .run(),
         );

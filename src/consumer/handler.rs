@@ -133,6 +133,45 @@ where
     }
 }
 
+/// Runs `handler` on `record` in the caller's task (no task per call), a panic in it, in the
+/// call or in its future, (with panic = "unwind") turned into a handler error naming it.
+pub(crate) async fn call(handler: &dyn Handler, record: Consumed) -> HandlerResult {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let future = match catch_unwind(AssertUnwindSafe(|| handler.handle(record))) {
+        Ok(future) => future,
+        Err(payload) => return Err(panicked(payload)),
+    };
+    CatchUnwind(future).await
+}
+
+/// A handler future whose panics become its error.
+struct CatchUnwind(HandlerFuture);
+
+impl Future for CatchUnwind {
+    type Output = HandlerResult;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<HandlerResult> {
+        let future = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => std::task::Poll::Ready(Err(panicked(payload))),
+        }
+    }
+}
+
+/// The handler error of a panic, with its message where it has one.
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> HandlerError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string payload".into());
+    format!("handler panicked: {message}").into()
+}
+
 /// A record of another kind reached a typed handler (the consumer routes by kind, so this is
 /// a bug; it is a handler failure, never a panic).
 #[derive(Debug, thiserror::Error)]

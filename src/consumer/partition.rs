@@ -4,7 +4,7 @@
 //! retry pause), never in the middle of one.
 
 use super::backoff::Backoff;
-use super::handler::{describe, Nack};
+use super::handler::{call, describe, Nack};
 use super::offsets::{OffsetTracker, TopicPartition};
 use super::stream::Unanswered;
 use super::warmup::{self, Warming};
@@ -26,6 +26,27 @@ async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => !*stop.borrow(),
         _ = stop.changed() => false,
+    }
+}
+
+/// The partition's per-topic metric handles, looked up once per worker instead of once per
+/// record (each lookup builds a label and takes the family's lock).
+pub(crate) struct PartitionCounters {
+    received: prometheus_client::metrics::counter::Counter,
+    processed: prometheus_client::metrics::counter::Counter,
+    redelivered: prometheus_client::metrics::counter::Counter,
+    latency: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl PartitionCounters {
+    pub(crate) fn new(metrics: &Metrics, topic: &str) -> PartitionCounters {
+        let label = Metrics::topic(topic);
+        PartitionCounters {
+            received: metrics.messages_received.get_or_create(&label).clone(),
+            processed: metrics.messages_processed.get_or_create(&label).clone(),
+            redelivered: metrics.messages_redelivered.get_or_create(&label).clone(),
+            latency: metrics.processing_latency.get_or_create(&label).clone(),
+        }
     }
 }
 
@@ -59,6 +80,8 @@ pub(crate) struct PartitionWorker {
     pub(crate) previous: Vec<tokio::task::JoinHandle<()>>,
     /// Whether a redelivery was logged yet (once per worker, at warn level).
     pub(crate) redelivery_logged: bool,
+    /// This partition's metric handles.
+    pub(crate) counters: PartitionCounters,
 }
 
 impl PartitionWorker {
@@ -133,8 +156,7 @@ impl PartitionWorker {
     async fn process(&mut self, r: &InRecord) -> Outcome {
         let shared = self.shared.clone();
         let topic = self.tp.0.as_str();
-        let label = Metrics::topic(topic);
-        shared.metrics.messages_received.get_or_create(&label).inc();
+        self.counters.received.inc();
         shared.stats.received.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let finished = self.finished.load(Ordering::Relaxed);
@@ -202,11 +224,7 @@ impl PartitionWorker {
     /// a rebalance): not handled again, not dead-lettered, committed (SPEC 3e).
     fn redelivered(&self, r: &InRecord) -> Outcome {
         let topic = self.tp.0.as_str();
-        self.shared
-            .metrics
-            .messages_redelivered
-            .get_or_create(&Metrics::topic(topic))
-            .inc();
+        self.counters.redelivered.inc();
         self.shared
             .stats
             .redelivered
@@ -235,31 +253,19 @@ impl PartitionWorker {
     async fn handle(&mut self, r: &InRecord, consumed: Consumed, started: Instant) -> Outcome {
         let shared = self.shared.clone();
         let topic = self.tp.0.as_str();
-        let label = Metrics::topic(topic);
         let handler = shared.handlers[&self.kind].clone();
         let settings = &shared.config.consumer;
         let mut backoff = Backoff::new(settings.retry_backoff, settings.retry_backoff_max);
         let mut attempt = 0;
         let last_error = loop {
             attempt += 1;
-            // The handler runs in its own task, its synchronous part included, so a panic in
-            // it (with panic = "unwind") is a handler failure, not a dead worker.
-            let (h, c) = (handler.clone(), consumed.clone());
-            let result = match tokio::spawn(async move { h.handle(c).await }).await {
-                Ok(r) => r,
-                Err(e) => Err(format!("handler panicked: {e}").into()),
-            };
-            match result {
+            // A panic in the handler (with panic = "unwind"), its synchronous part included,
+            // is a handler failure, not a dead worker.
+            match call(&*handler, consumed.clone()).await {
                 Ok(()) => {
-                    shared
-                        .metrics
-                        .messages_processed
-                        .get_or_create(&label)
-                        .inc();
-                    shared
-                        .metrics
-                        .processing_latency
-                        .get_or_create(&label)
+                    self.counters.processed.inc();
+                    self.counters
+                        .latency
                         .observe(started.elapsed().as_secs_f64());
                     shared.stats.handled.fetch_add(1, Ordering::Relaxed);
                     return Outcome::Done;
@@ -305,7 +311,7 @@ impl PartitionWorker {
             node_id: shared.config.node_id.to_string(),
             failed_at_ms: SystemClock.now_ms(),
             key: r.key.clone(),
-            value: r.value.clone(),
+            value: r.value.as_ref().map(|v| v.to_vec()),
             omitted: None,
             original_headers: r.headers.clone(),
         };

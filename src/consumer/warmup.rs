@@ -402,7 +402,7 @@ mod tests {
             partition: 0,
             offset,
             key: None,
-            value: Some(value),
+            value: Some(value.into()),
             headers: BTreeMap::new(),
             undecodable: None,
         }

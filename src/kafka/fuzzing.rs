@@ -53,7 +53,7 @@ pub fn decode_batches(data: &[u8]) -> Result<Vec<InRecord>, KafkaError> {
                 partition: 0,
                 offset: batch.base_offset + i64::from(r.offset_delta),
                 key: r.key.map(|b| b.to_vec()),
-                value: r.value.map(|b| b.to_vec()),
+                value: r.value,
                 headers: r
                     .headers
                     .into_iter()

@@ -49,8 +49,8 @@ pub struct InRecord {
     pub offset: i64,
     /// Key (null stays `None`).
     pub key: Option<Vec<u8>>,
-    /// Value (null stays `None`).
-    pub value: Option<Vec<u8>>,
+    /// Value (null stays `None`), shared with the fetched batch rather than copied.
+    pub value: Option<bytes::Bytes>,
     /// Headers (a null header value reads as empty).
     pub headers: BTreeMap<String, Vec<u8>>,
     /// Set when this is not a record but the place of one that could not be decoded (a
@@ -80,7 +80,7 @@ impl From<krafka::ConsumerRecord> for InRecord {
             partition: r.partition,
             offset: r.offset,
             key: r.key.map(|b| b.to_vec()),
-            value: r.value.map(|b| b.to_vec()),
+            value: r.value,
             headers: r
                 .headers
                 .into_iter()

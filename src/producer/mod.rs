@@ -109,6 +109,55 @@ struct Core {
     config: Config,
     metrics: Arc<Metrics>,
     breaker: CircuitBreaker,
+    /// Metric handles per (topic, type), looked up once instead of once per record.
+    send_metrics: std::sync::RwLock<Vec<Arc<SendMetrics>>>,
+}
+
+/// Most (topic, type) pairs whose metric handles are kept; past it a send looks its metrics
+/// up each time (the CLI's raw sends may name any number of topics).
+const SEND_METRICS_KEPT: usize = 64;
+
+/// One (topic, type)'s send metrics.
+struct SendMetrics {
+    topic: String,
+    kind: &'static str,
+    sent: prometheus_client::metrics::counter::Counter,
+    failed: prometheus_client::metrics::counter::Counter,
+    bytes: prometheus_client::metrics::counter::Counter,
+    latency: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Core {
+    /// The metric handles of sends to `topic` of type `kind`.
+    fn send_metrics(&self, topic: &str, kind: &'static str) -> Arc<SendMetrics> {
+        let find = |kept: &[Arc<SendMetrics>]| {
+            kept.iter()
+                .find(|m| m.kind == kind && m.topic == topic)
+                .cloned()
+        };
+        if let Some(m) = find(&self.send_metrics.read().unwrap_or_else(|p| p.into_inner())) {
+            return m;
+        }
+        let labels = Metrics::topic_type(topic, kind);
+        let topic_label = Metrics::topic(topic);
+        let m = &self.metrics;
+        let made = Arc::new(SendMetrics {
+            topic: topic.to_string(),
+            kind,
+            sent: m.messages_sent.get_or_create(&labels).clone(),
+            failed: m.messages_failed.get_or_create(&labels).clone(),
+            bytes: m.bytes_sent.get_or_create(&topic_label).clone(),
+            latency: m.send_latency.get_or_create(&topic_label).clone(),
+        });
+        let mut kept = self.send_metrics.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = find(&kept) {
+            return m;
+        }
+        if kept.len() < SEND_METRICS_KEPT {
+            kept.push(made.clone());
+        }
+        made
+    }
 }
 
 /// A send that was queued: awaiting it gives where the broker put the record, or why it was
@@ -178,6 +227,7 @@ impl Producer {
                 sender,
                 config,
                 metrics,
+                send_metrics: Default::default(),
             }),
         }
     }
@@ -375,22 +425,22 @@ impl Producer {
     async fn enqueue(
         &self,
         topic: &str,
-        kind: &str,
+        kind: &'static str,
         key: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
         headers: BTreeMap<String, Vec<u8>>,
     ) -> Result<PendingDelivery, SendError> {
         let core = &self.core;
-        let labels = Metrics::topic_type(topic, kind);
+        let metrics = core.send_metrics(topic, kind);
         let Some(in_flight) = self.lifecycle.enter() else {
-            core.metrics.messages_failed.get_or_create(&labels).inc();
+            metrics.failed.inc();
             return Err(SendError::Closed);
         };
         let size = value.as_ref().map_or(0, Vec::len);
         let mut send = Outgoing {
             core: core.clone(),
             topic: topic.to_string(),
-            labels,
+            metrics,
             key: key.map(bytes::Bytes::from),
             value: value.map(bytes::Bytes::from),
             headers,
@@ -446,7 +496,7 @@ impl Core {
 struct Outgoing {
     core: Arc<Core>,
     topic: String,
-    labels: crate::metrics::TopicType,
+    metrics: Arc<SendMetrics>,
     key: Option<bytes::Bytes>,
     value: Option<bytes::Bytes>,
     headers: BTreeMap<String, Vec<u8>>,
@@ -550,22 +600,21 @@ impl Outgoing {
     /// Counts a finished send: the handle's lifecycle, the breaker and the metrics.
     fn count(&self, in_flight: lifecycle::InFlight, acknowledged: bool) {
         in_flight.finish(acknowledged);
-        let m = &self.core.metrics;
+        let m = &self.metrics;
         match acknowledged {
             true => {
                 self.core.breaker.on_success();
-                let topic = Metrics::topic(&self.topic);
-                m.bytes_sent.get_or_create(&topic).inc_by(self.size);
-                m.send_latency
-                    .get_or_create(&topic)
-                    .observe(self.started.elapsed().as_secs_f64());
-                m.messages_sent.get_or_create(&self.labels).inc();
+                m.bytes.inc_by(self.size);
+                m.latency.observe(self.started.elapsed().as_secs_f64());
+                m.sent.inc();
             }
             false => {
-                m.messages_failed.get_or_create(&self.labels).inc();
+                m.failed.inc();
             }
         }
-        m.circuit_breaker_state
+        self.core
+            .metrics
+            .circuit_breaker_state
             .set(self.core.breaker.state() as i64);
     }
 }

@@ -153,6 +153,10 @@ impl EnqueueRejected {
 #[derive(Debug, Clone)]
 pub(crate) struct Accumulator {
     commands: mpsc::UnboundedSender<Command>,
+    /// Wakes the engine for what cannot wait for its linger timer (meshbus
+    /// change 17).
+    doorbell: Arc<engine::Doorbell>,
+    batch_size: usize,
     /// FIFO byte budget (`buffer_memory`): reserved at enqueue, released when
     /// the record has its outcome.
     memory: Arc<Semaphore>,
@@ -178,7 +182,8 @@ impl Accumulator {
         let memory = Arc::new(Semaphore::new(memory_capacity));
         let shared = Arc::new(Shared::default());
         let max_request_size = config.max_request_size;
-        let (commands, engine) =
+        let batch_size = config.batch_size;
+        let (commands, doorbell, engine) =
             engine::spawn(config, metadata, Arc::clone(&metrics), Arc::clone(&shared));
         // If the engine ever dies, close the budget so no caller waits on it
         // forever.
@@ -191,6 +196,8 @@ impl Accumulator {
         });
         Self {
             commands,
+            doorbell,
+            batch_size,
             memory,
             memory_capacity,
             max_request_size,
@@ -317,8 +324,11 @@ impl Accumulator {
             size: record_size,
             generation,
             waiter,
+            queued_at: Instant::now(),
         };
+        self.doorbell.appending(record_size, self.batch_size);
         if let Err(mpsc::error::SendError(command)) = self.commands.send(Command::Append(append)) {
+            self.doorbell.taken(record_size);
             let Command::Append(append) = command else {
                 unreachable_command();
                 return Err(EnqueueRejected::new(
@@ -350,6 +360,7 @@ impl Accumulator {
     /// Seal everything buffered so nothing of `generation` waits for linger.
     pub(crate) fn flush(&self, generation: u64) {
         let _ = self.commands.send(Command::Flush { generation });
+        self.doorbell.ring();
     }
 
     /// Fail every batch that is not on the wire with `error`; returns once
@@ -361,6 +372,7 @@ impl Accumulator {
             .send(Command::FailUnsent { error, done })
             .is_ok()
         {
+            self.doorbell.ring();
             let _ = wait.await;
         }
     }
@@ -372,11 +384,13 @@ impl Accumulator {
             epoch,
             tv2,
         });
+        self.doorbell.ring();
     }
 
     /// Fail everything, on the wire included, and refuse new sends.
     pub(crate) fn terminate(&self, error: KrafkaError) {
         let _ = self.commands.send(Command::Terminate { error });
+        self.doorbell.ring();
     }
 }
 

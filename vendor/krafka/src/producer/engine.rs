@@ -132,6 +132,51 @@ pub(crate) struct Append {
     /// The barrier generation the send belongs to.
     pub(crate) generation: u64,
     pub(crate) waiter: Waiter,
+    /// When the handle queued it: a batch it opens lingers from here, however
+    /// late the engine takes the command (meshbus change 17).
+    pub(crate) queued_at: Instant,
+}
+
+/// How producer handles wake the send engine (meshbus change 17).
+///
+/// An append to a batch that is still lingering cannot make anything
+/// sendable before the engine's own linger timer fires, so while such a
+/// timer is due within `linger` the engine stops listening to the command
+/// channel and takes the commands when it wakes anyway: a slow, steady
+/// sender (one that signs or encodes each record first) no longer wakes the
+/// engine, and a runtime thread, once per record. The handles ring the bell
+/// for what cannot wait: every control command, and the appends that bring
+/// the bytes the engine has not taken yet to a batch's worth.
+#[derive(Debug, Default)]
+pub(crate) struct Doorbell {
+    notify: tokio::sync::Notify,
+    /// Bytes of appends sent on the channel and not yet taken by the engine.
+    unseen: std::sync::atomic::AtomicUsize,
+}
+
+impl Doorbell {
+    /// Counts an append of `size` bytes about to be sent on the channel;
+    /// rings when the untaken bytes reach `batch_size`.
+    pub(crate) fn appending(&self, size: usize, batch_size: usize) {
+        let before = self
+            .unseen
+            .fetch_add(size, std::sync::atomic::Ordering::AcqRel);
+        if before < batch_size && before.saturating_add(size) >= batch_size {
+            self.notify.notify_one();
+        }
+    }
+
+    /// An append counted by [`appending`](Self::appending) left the channel
+    /// (taken by the engine, or never sent).
+    pub(crate) fn taken(&self, size: usize) {
+        self.unseen
+            .fetch_sub(size, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Wakes the engine now (a control command was sent).
+    pub(crate) fn ring(&self) {
+        self.notify.notify_one();
+    }
 }
 
 /// A message to the engine.
@@ -268,8 +313,13 @@ pub(crate) fn spawn(
     metadata: Arc<ClusterMetadata>,
     metrics: Arc<ProducerRecorder>,
     shared: Arc<Shared>,
-) -> (mpsc::UnboundedSender<Command>, tokio::task::JoinHandle<()>) {
+) -> (
+    mpsc::UnboundedSender<Command>,
+    Arc<Doorbell>,
+    tokio::task::JoinHandle<()>,
+) {
     let (sender, receiver) = mpsc::unbounded_channel();
+    let doorbell = Arc::new(Doorbell::default());
     let identity = match (config.mode, config.identity) {
         (Mode::Plain, _) => IdentityState::Plain,
         (Mode::Idempotent, Some((producer_id, epoch))) => IdentityState::Ready(Identity {
@@ -313,9 +363,10 @@ pub(crate) fn spawn(
         reinit: None,
         generation: 1,
         channel_closed: false,
+        doorbell: Arc::clone(&doorbell),
     };
     let handle = tokio::spawn(engine.run(receiver));
-    (sender, handle)
+    (sender, doorbell, handle)
 }
 
 struct Engine {
@@ -346,10 +397,13 @@ struct Engine {
     /// The last identity generation handed out; only grows.
     generation: u64,
     channel_closed: bool,
+    doorbell: Arc<Doorbell>,
 }
 
 impl Engine {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        // More commands may be waiting than one turn takes.
+        let mut backlog = false;
         loop {
             let now = Instant::now();
             self.expire(now);
@@ -358,28 +412,18 @@ impl Engine {
                 break;
             }
             let wake = self.next_wake(now);
+            // meshbus change 17: while a timer is due within `linger`, appends
+            // wait on the channel for it (or for the doorbell) instead of
+            // waking the engine one by one; a batch lingers from its first
+            // append's queue time, so none waits longer than it would have.
+            let linger = self.config.linger;
+            let quiet = !backlog && !linger.is_zero() && wake <= now + linger;
             tokio::select! {
-                command = commands.recv(), if !self.channel_closed => match command {
-                    Some(command) => {
-                        self.handle(command);
-                        for _ in 1..COMMANDS_PER_TURN {
-                            match commands.try_recv() {
-                                Ok(command) => self.handle(command),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    None => {
-                        // Every handle is gone: send what is buffered, then stop.
-                        self.channel_closed = true;
-                        self.sealed_through = Some(u64::MAX);
-                        for key in self.active.clone() {
-                            if let Some(queue) = self.partitions.get_mut(&key) {
-                                queue.seal_open();
-                            }
-                        }
-                    }
+                command = commands.recv(), if !self.channel_closed && !quiet => match command {
+                    Some(command) => self.handle(command),
+                    None => self.close_channel(),
                 },
+                () = self.doorbell.notify.notified() => {}
                 Some(done) = self.requests.next(), if !self.requests.is_empty() => {
                     self.complete(done);
                 }
@@ -392,8 +436,39 @@ impl Engine {
                 }
                 () = tokio::time::sleep_until(wake) => {}
             }
+            backlog = self.take_commands(&mut commands);
         }
         debug!("producer send engine stopped");
+    }
+
+    /// Handles the commands waiting on the channel, up to a turn's worth;
+    /// returns whether more may be waiting.
+    fn take_commands(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> bool {
+        if self.channel_closed {
+            return false;
+        }
+        for _ in 0..COMMANDS_PER_TURN {
+            match commands.try_recv() {
+                Ok(command) => self.handle(command),
+                Err(mpsc::error::TryRecvError::Empty) => return false,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.close_channel();
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Every handle is gone: send what is buffered, then stop.
+    fn close_channel(&mut self) {
+        self.channel_closed = true;
+        self.sealed_through = Some(u64::MAX);
+        for key in self.active.clone() {
+            if let Some(queue) = self.partitions.get_mut(&key) {
+                queue.seal_open();
+            }
+        }
     }
 
     // ── Commands ────────────────────────────────────────────────────────
@@ -479,7 +554,9 @@ impl Engine {
             size,
             generation,
             waiter,
+            queued_at,
         } = append;
+        self.doorbell.taken(size);
         if let IdentityState::Fatal(error) = &self.identity {
             waiter.answer(
                 &*self.config.interceptor,
@@ -490,7 +567,7 @@ impl Engine {
             );
             return;
         }
-        let now = Instant::now();
+        let now = queued_at;
         let batch_size = self.config.batch_size;
         let deadline = now + self.config.delivery_timeout;
         let seal_now = self.sealed_through.is_some_and(|g| generation <= g);
