@@ -18,7 +18,7 @@
 //! seconds per 100k records during the same run.
 //!
 //! `cargo bench --bench consume` (MESHBUS_BENCH_RECORDS, default 20000; the static binary is
-//! MESHBUS_STATIC_BIN or target/x86_64-unknown-linux-musl/release/meshbus).
+//! MESHBUS_STATIC_BIN or target/x86_64-unknown-linux-musl/static/meshbus).
 
 #[path = "../tests/common/broker.rs"]
 mod broker;
@@ -265,7 +265,7 @@ fn static_rss(b: &broker::Broker, topic: &str, n: usize, empty_topic: &str) -> (
     let bin = std::env::var("MESHBUS_STATIC_BIN").unwrap_or_else(|_| {
         concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/target/x86_64-unknown-linux-musl/release/meshbus"
+            "/target/x86_64-unknown-linux-musl/static/meshbus"
         )
         .into()
     });

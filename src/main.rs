@@ -1,9 +1,8 @@
 //! `meshbus`: the operator's command for the CyberMesh bus. See `meshbus --help`.
 #![forbid(unsafe_code)]
 
-mod cli;
-
 use clap::Parser;
+use meshbus::cli;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();

@@ -11,7 +11,7 @@ fn static_binary() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("target/x86_64-unknown-linux-musl/release/meshbus")
+                .join("target/x86_64-unknown-linux-musl/static/meshbus")
         });
     assert!(
         p.exists(),

@@ -60,7 +60,11 @@ fn messages(a: &ProduceArgs) -> Result<Vec<Message>, String> {
 
 /// Signs and sends; exit 1 if any message was not delivered (failed, or left unsent by a
 /// SIGTERM/SIGINT stop).
-pub async fn produce(a: ProduceArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot>) -> CliResult {
+pub(crate) async fn produce(
+    a: ProduceArgs,
+    metrics: Arc<Metrics>,
+    ready: Arc<ReadySlot>,
+) -> CliResult {
     let config = config()?;
     let key = signing_key(&a.key)?;
     let messages = messages(&a)?;
@@ -183,7 +187,11 @@ fn summary_line(r: &Consumed) -> String {
 /// gracefully: exit 0 when everything handled was committed, 1 when a partition ended stalled
 /// on an unwritten dead letter or standard output closed (the records not yet printed stay
 /// uncommitted), 3 when the consumer failed.
-pub async fn consume(a: ConsumeArgs, metrics: Arc<Metrics>, ready: Arc<ReadySlot>) -> CliResult {
+pub(crate) async fn consume(
+    a: ConsumeArgs,
+    metrics: Arc<Metrics>,
+    ready: Arc<ReadySlot>,
+) -> CliResult {
     let mut config = config()?;
     let mut vconfig = config.verifier_config();
     if !a.ack_key.is_empty() {

@@ -442,7 +442,7 @@ fn print_summary(
 }
 
 /// Runs the demo.
-pub async fn run(
+pub(crate) async fn run(
     a: DemoArgs,
     metrics: Arc<Metrics>,
     metrics_addr: Option<SocketAddr>,

@@ -156,7 +156,7 @@ async fn each_letter(
 }
 
 /// Runs a `dlq` subcommand.
-pub async fn run(cmd: DlqCommand, metrics: Arc<Metrics>) -> CliResult {
+pub(crate) async fn run(cmd: DlqCommand, metrics: Arc<Metrics>) -> CliResult {
     let config = config()?;
     let client = Client::connect(&config).await.map_err(|e| e.to_string())?;
     let mut tally = Tally::default();

@@ -16,7 +16,7 @@ pub struct KeygenArgs {
 }
 
 /// Writes a new key pair; prints the public key in hex (the `producer_id`).
-pub fn keygen(a: KeygenArgs) -> CliResult {
+pub(crate) fn keygen(a: KeygenArgs) -> CliResult {
     let public_path = PathBuf::from(format!("{}.pub", a.out.display()));
     for p in [&a.out, &public_path] {
         if p.exists() && !a.force {

@@ -35,7 +35,7 @@ pub struct SignArgs {
 }
 
 /// Signs a JSON message and writes the record.
-pub fn sign(a: SignArgs) -> CliResult {
+pub(crate) fn sign(a: SignArgs) -> CliResult {
     let text = String::from_utf8(read_input(a.input.as_deref())?)
         .map_err(|_| "the message JSON is not UTF-8".to_string())?;
     let message = json::from_json(a.kind, &text).map_err(|e| e.to_string())?;
@@ -103,7 +103,7 @@ pub struct VerifyArgs {
 }
 
 /// Verifies one record; exit 0 when it verifies, 1 when refused.
-pub fn verify(a: VerifyArgs) -> CliResult {
+pub(crate) fn verify(a: VerifyArgs) -> CliResult {
     let kind = kind_of(a.kind, a.topic.as_deref())?;
     let raw = read_input(a.input.as_deref())?;
     let record = if a.hex {

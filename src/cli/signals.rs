@@ -10,7 +10,7 @@ static STOP: OnceLock<watch::Receiver<bool>> = OnceLock::new();
 static RELOAD: OnceLock<watch::Receiver<u64>> = OnceLock::new();
 
 /// Installs the handlers (once per process; needs the tokio runtime).
-pub fn install() -> Result<(), String> {
+pub(crate) fn install() -> Result<(), String> {
     if STOP.get().is_some() {
         return Ok(());
     }
@@ -52,12 +52,12 @@ pub fn install() -> Result<(), String> {
 }
 
 /// A receiver that changes on every SIGHUP (the trust store reload trigger).
-pub fn reload_requests() -> Option<watch::Receiver<u64>> {
+pub(crate) fn reload_requests() -> Option<watch::Receiver<u64>> {
     RELOAD.get().cloned()
 }
 
 /// Completes once SIGTERM or SIGINT arrived (never, if [`install`] was not called).
-pub async fn stop_requested() {
+pub(crate) async fn stop_requested() {
     match STOP.get() {
         Some(rx) => {
             let mut rx = rx.clone();
@@ -68,6 +68,6 @@ pub async fn stop_requested() {
 }
 
 /// True once SIGTERM or SIGINT arrived.
-pub fn is_stop_requested() -> bool {
+pub(crate) fn is_stop_requested() -> bool {
     STOP.get().is_some_and(|rx| *rx.borrow())
 }

@@ -425,10 +425,10 @@ mod tests {
     fn a_forged_copy_before_the_honest_record_reserves_nothing_and_the_first_sighting_keeps_its_place(
     ) {
         let (verifier, signer) = setup();
-        let honest = signer.sign_ai(crate::sample::anomaly(1, 64));
+        let honest = signer.sign_ai(crate::cli::sample::anomaly(1, 64));
         let mut forged = honest.clone();
         forged.signature[0] ^= 1; // same (producer_id, nonce), bad signature
-        let other = signer.sign_ai(crate::sample::anomaly(2, 64));
+        let other = signer.sign_ai(crate::cli::sample::anomaly(2, 64));
         let records = vec![
             record(10, forged.encode_to_vec()),
             record(11, honest.encode_to_vec()),
@@ -471,7 +471,7 @@ mod tests {
         let mut records = Vec::new();
         for i in 0..37u64 {
             let mut v = signer
-                .sign_ai(crate::sample::anomaly(i, 32))
+                .sign_ai(crate::cli::sample::anomaly(i, 32))
                 .encode_to_vec();
             if i % 5 == 0 {
                 v.truncate(3); // malformed

@@ -58,7 +58,7 @@ pub fn to_json(message: &Message) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample;
+    use crate::cli::sample;
 
     #[test]
     fn every_kind_round_trips_through_json() {

@@ -372,7 +372,7 @@ mod tests {
     }
 
     fn anomaly() -> AnomalyEvent {
-        signer().sign_ai(crate::sample::anomaly(1, 64))
+        signer().sign_ai(crate::cli::sample::anomaly(1, 64))
     }
 
     /// Appends field `field` under `wire` with the raw value `value` (a LEN value gets its
@@ -467,7 +467,7 @@ mod tests {
 
     /// An evidence record whose first field is one chain-of-custody entry of raw bytes `entry`.
     fn evidence_with_entry(entry: &[u8]) -> (EvidenceEvent, Vec<u8>) {
-        let m = signer().sign_ai(crate::sample::evidence(2, 64));
+        let m = signer().sign_ai(crate::cli::sample::evidence(2, 64));
         let mut record = Vec::new();
         push(&mut record, 5, WireType::LengthDelimited, entry);
         record.extend(m.encode_to_vec());
@@ -496,7 +496,7 @@ mod tests {
         assert!(e.detail.starts_with("coc.ref_hash"), "{e}");
 
         // The coc field itself under the wrong wire type is skipped whole.
-        let m = signer().sign_ai(crate::sample::evidence(3, 64));
+        let m = signer().sign_ai(crate::cli::sample::evidence(3, 64));
         let mut record = m.encode_to_vec();
         push(&mut record, 5, WireType::Varint, &varint(1));
         assert_eq!(verify(Kind::Evidence, &record), Ok(Message::Evidence(m)));

@@ -147,7 +147,7 @@ mod tests {
                 .into_iter()
                 .enumerate()
             {
-                let mut a = crate::sample::anomaly(i as u64, 16);
+                let mut a = crate::cli::sample::anomaly(i as u64, 16);
                 a.severity = 7;
                 a.confidence = 0.9;
                 a.payload = nested(depth, i % 2 == 0);
