@@ -119,6 +119,7 @@ const SEND_METRICS_KEPT: usize = 64;
 
 /// One (topic, type)'s send metrics.
 struct SendMetrics {
+    /// The topic, shared by every send to it.
     topic: String,
     kind: &'static str,
     sent: prometheus_client::metrics::counter::Counter,
@@ -439,7 +440,6 @@ impl Producer {
         let size = value.as_ref().map_or(0, Vec::len);
         let mut send = Outgoing {
             core: core.clone(),
-            topic: topic.to_string(),
             metrics,
             key: key.map(bytes::Bytes::from),
             value: value.map(bytes::Bytes::from),
@@ -495,7 +495,7 @@ impl Core {
 /// One record on its way: what it takes to queue it again, and what its attempts so far were.
 struct Outgoing {
     core: Arc<Core>,
-    topic: String,
+    /// The (topic, type)'s metric handles; also where the record goes (`metrics.topic`).
     metrics: Arc<SendMetrics>,
     key: Option<bytes::Bytes>,
     value: Option<bytes::Bytes>,
@@ -517,7 +517,7 @@ impl Outgoing {
             return None;
         }
         let after = self.backoff.next()?;
-        tracing::warn!(topic = %self.topic, error = %e, retry_in = ?after, "send failed; retrying");
+        tracing::warn!(topic = %self.metrics.topic, error = %e, retry_in = ?after, "send failed; retrying");
         Some(after)
     }
 
@@ -529,7 +529,7 @@ impl Outgoing {
                 .core
                 .sender
                 .enqueue(
-                    &self.topic,
+                    &self.metrics.topic,
                     self.key.clone(),
                     self.value.clone(),
                     &self.headers,
@@ -557,7 +557,7 @@ impl Outgoing {
             let e = match queued.await {
                 Ok((partition, offset)) => {
                     break Ok(Delivery {
-                        topic: self.topic.clone(),
+                        topic: self.metrics.topic.clone(),
                         partition,
                         offset,
                     })
@@ -589,7 +589,7 @@ impl Outgoing {
             source => {
                 self.core.breaker.on_failure();
                 SendError::Transport {
-                    topic: self.topic.clone(),
+                    topic: self.metrics.topic.clone(),
                     attempts: self.attempts,
                     source,
                 }
