@@ -248,6 +248,13 @@ impl Producer {
         )
     }
 
+    /// The number of partitions of `topic`, from the metadata this producer routes by. The
+    /// first call for a topic fetches its leaders (and sets the producer up), so a first send
+    /// does not wait for them; Java's `partitionsFor`.
+    pub async fn partitions(&self, topic: &str) -> Result<i32, KafkaError> {
+        self.core.sender.partitions(topic).await
+    }
+
     /// Waits until every send this handle accepted so far is acknowledged or has failed.
     pub async fn flush(&self) -> Result<(), KafkaError> {
         self.lifecycle.idle().await;

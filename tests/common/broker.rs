@@ -472,12 +472,19 @@ impl Broker {
             }
             Peer::Java => {
                 let mut c = Command::new("java");
-                c.args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"])
-                    .arg(format!(
-                        "{}:{}/*",
-                        kafka_home().join("peer").display(),
-                        kafka_home().join("libs").display()
-                    ));
+                // Tests start quickly on the first JIT tier with a small heap; a benchmark
+                // (`pbench`, `cbench`) gets the JVM's full JIT and room for its records, as a
+                // deployed Java client would have.
+                let jvm: &[&str] = if args[0].ends_with("bench") {
+                    &["-Xmx1g"]
+                } else {
+                    &["-Xmx256m", "-XX:TieredStopAtLevel=1"]
+                };
+                c.args(jvm).arg("-cp").arg(format!(
+                    "{}:{}/*",
+                    kafka_home().join("peer").display(),
+                    kafka_home().join("libs").display()
+                ));
                 c.arg("Peer")
                     .arg(args[0])
                     .arg("--conf")

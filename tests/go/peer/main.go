@@ -281,7 +281,8 @@ func cpuSeconds() float64 {
 }
 
 // pbench produces every record of FILE (hex values, one per line) as fast as Sarama can, with
-// the benchmark's shared settings (acks=all, idempotent, snappy, 2 ms flush, 256 KiB batches;
+// the benchmark's shared settings (acks=all, idempotent, snappy, 2 ms flush, 1,000,000-byte
+// batches (a flush at that many bytes, and at most that many per partition per request);
 // one request in flight per connection, Sarama's limit for an idempotent producer), timed
 // after the client connected.
 func pbench(c conf, topic, file string) {
@@ -301,10 +302,16 @@ func pbench(c conf, topic, file string) {
 	cfg.Net.MaxOpenRequests = 1
 	cfg.Producer.Compression = sarama.CompressionSnappy
 	cfg.Producer.Flush.Frequency = 2 * time.Millisecond
-	cfg.Producer.Flush.Bytes = 262144
+	cfg.Producer.Flush.Bytes = 1000000
+	cfg.Producer.MaxMessageBytes = 1000000
 	cfg.Producer.Return.Successes = true
 	cfg.Producer.Partitioner = sarama.NewRoundRobinPartitioner
-	p, err := sarama.NewAsyncProducer(strings.Split(c.Brokers, ","), cfg)
+	client, err := sarama.NewClient(strings.Split(c.Brokers, ","), cfg)
+	must(err)
+	// Metadata and connections before the clock starts.
+	_, err = client.Partitions(topic)
+	must(err)
+	p, err := sarama.NewAsyncProducerFromClient(client)
 	must(err)
 	c0, t0 := cpuSeconds(), time.Now()
 	done := make(chan error)
@@ -326,6 +333,7 @@ func pbench(c conf, topic, file string) {
 	secs := time.Since(t0).Seconds()
 	cpu := cpuSeconds() - c0
 	must(p.Close())
+	must(client.Close())
 	out(map[string]any{"records": len(values), "seconds": secs, "cpu_seconds": cpu})
 }
 

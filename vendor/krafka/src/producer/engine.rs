@@ -3,8 +3,8 @@
 //! The engine holds the per-partition queues, the producer identity, the
 //! per-broker in-flight counts and the in-flight requests themselves, which it
 //! polls inline — no task is spawned per batch or per request. Each wave
-//! builds at most one Produce request per broker, carrying the head batch of
-//! every ready partition that broker leads:
+//! sends the head batch of every ready partition, in as few Produce requests
+//! per broker as `max_request_size` allows:
 //!
 //! - one batch per partition on the wire, sent in seal order;
 //! - at most [`MAX_IN_FLIGHT_PER_BROKER`] requests per broker;
@@ -719,58 +719,85 @@ impl Engine {
         let max_request_size = self.config.max_request_size;
         for (broker, mut keys) in ready {
             keys.sort_unstable();
-            let mut wire: Vec<WireBatch> = Vec::with_capacity(keys.len());
-            let mut size = PER_BATCH_OVERHEAD;
-            for key in keys {
-                let Some(queue) = self.partitions.get_mut(&key) else {
-                    continue;
-                };
-                let head_bytes = queue
-                    .sealed
-                    .front()
-                    .or(queue.open.as_ref())
-                    .map_or(0, |b| b.bytes + PER_BATCH_OVERHEAD + key.0.len());
-                let head_alone = queue.sealed.front().is_some_and(|b| b.alone);
-                if !wire.is_empty() && (head_alone || size + head_bytes > max_request_size) {
-                    continue;
-                }
-                let Some(mut batch) = queue.sealed.pop_front().or_else(|| queue.open.take()) else {
-                    continue;
-                };
-                if self.mode.has_identity() && batch.stamp.is_none() {
-                    let Some(identity) = identity else {
-                        // Unreachable: `can_stamp` was checked above.
-                        queue.sealed.push_front(batch);
-                        continue;
-                    };
-                    let count = i32::try_from(batch.len()).unwrap_or(i32::MAX);
-                    batch.stamp = Some(queue.seq.stamp(identity, count));
-                    batch.encoded = None;
-                    self.stamped_unresolved += 1;
-                }
-                batch.attempts += 1;
-                size += head_bytes;
-                wire.push(WireBatch {
-                    key: key.clone(),
-                    records: Arc::clone(&batch.records),
-                    stamp: batch.stamp,
-                    encoded: batch.encoded.clone(),
-                    estimated: batch.bytes,
-                });
-                let alone = batch.alone;
-                queue.in_flight = Some(batch);
-                queue.backoff_until = None;
-                if alone {
+            // meshbus change 18: as many requests to this broker as its free
+            // slots allow, each within `max_request_size`, so a batch that
+            // did not fit the first request goes out now rather than at the
+            // next wave (which may be a response or a linger away).
+            while !keys.is_empty()
+                && self.brokers.get(&broker).copied().unwrap_or(0) < MAX_IN_FLIGHT_PER_BROKER
+            {
+                let (wire, rest) = self.take_request(&keys, identity, max_request_size);
+                keys = rest;
+                if wire.is_empty() {
                     break;
                 }
+                *self.brokers.entry(broker).or_default() += 1;
+                let context = Arc::clone(&self.context);
+                self.requests.push(Box::pin(produce(context, broker, wire)));
             }
-            if wire.is_empty() {
+        }
+    }
+
+    /// Takes the head batch of each of `keys` (sorted) into one request
+    /// within `max_request_size` (a single batch may exceed it alone) and
+    /// returns it with the keys whose head did not fit, in order.
+    fn take_request(
+        &mut self,
+        keys: &[PartitionKey],
+        identity: Option<Identity>,
+        max_request_size: usize,
+    ) -> (Vec<WireBatch>, Vec<PartitionKey>) {
+        let mut wire: Vec<WireBatch> = Vec::with_capacity(keys.len());
+        let mut rest = Vec::new();
+        let mut size = PER_BATCH_OVERHEAD;
+        for key in keys {
+            let Some(queue) = self.partitions.get_mut(key) else {
+                continue;
+            };
+            let head_bytes = queue
+                .sealed
+                .front()
+                .or(queue.open.as_ref())
+                .map_or(0, |b| b.bytes + PER_BATCH_OVERHEAD + key.0.len());
+            let head_alone = queue.sealed.front().is_some_and(|b| b.alone);
+            if !wire.is_empty() && (head_alone || size + head_bytes > max_request_size) {
+                rest.push(key.clone());
                 continue;
             }
-            *self.brokers.entry(broker).or_default() += 1;
-            let context = Arc::clone(&self.context);
-            self.requests.push(Box::pin(produce(context, broker, wire)));
+            let Some(mut batch) = queue.sealed.pop_front().or_else(|| queue.open.take()) else {
+                continue;
+            };
+            if self.mode.has_identity() && batch.stamp.is_none() {
+                let Some(identity) = identity else {
+                    // Unreachable: `can_stamp` was checked by the caller.
+                    queue.sealed.push_front(batch);
+                    continue;
+                };
+                let count = i32::try_from(batch.len()).unwrap_or(i32::MAX);
+                batch.stamp = Some(queue.seq.stamp(identity, count));
+                batch.encoded = None;
+                self.stamped_unresolved += 1;
+            }
+            batch.attempts += 1;
+            size += head_bytes;
+            wire.push(WireBatch {
+                key: key.clone(),
+                records: Arc::clone(&batch.records),
+                stamp: batch.stamp,
+                encoded: batch.encoded.clone(),
+                estimated: batch.bytes,
+            });
+            let alone = batch.alone;
+            queue.in_flight = Some(batch);
+            queue.backoff_until = None;
+            if alone {
+                // The rest go in a request of their own.
+                let at = keys.iter().position(|k| k == key).map_or(keys.len(), |i| i + 1);
+                rest.extend(keys[at..].iter().cloned());
+                break;
+            }
         }
+        (wire, rest)
     }
 
     fn request_refresh(&mut self, topics: Vec<Arc<str>>, now: Instant) {
