@@ -10,7 +10,7 @@
 //! keyless records, no cap on sends in flight beyond the buffer; meshbus queues with
 //! `Producer::enqueue_raw` and awaits the answers after.
 //!
-//! `cargo bench --bench produce` (MESHBUS_BENCH_RECORDS, default 20000;
+//! `cargo bench --bench produce` (MESHBUS_BENCH_RECORDS, default 100000, long enough that one broker pause does not decide a row;
 //! MESHBUS_BENCH_ONLY=meshbus leaves the peers out, for profiling).
 
 #[path = "../tests/common/broker.rs"]
@@ -129,7 +129,7 @@ fn run_peer(b: &broker::Broker, peer: broker::Peer, topic: &str, values: &[Vec<u
 fn main() {
     // `cargo test --all-targets` runs bench binaries without `--bench`: do a small smoke run.
     let bench_mode = std::env::args().any(|a| a == "--bench");
-    let default_n = if bench_mode { 20_000 } else { 300 };
+    let default_n = if bench_mode { 100_000 } else { 300 };
     let n: usize = std::env::var("MESHBUS_BENCH_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
