@@ -5,13 +5,14 @@
 //! includes signing; the peers send records meshbus pre-signed (they have no signer), so their
 //! rows are transport cost only.
 //!
-//! The same settings for every client: linger 2 ms, 1,000,000-byte batches, 5 produce requests in
-//! flight per connection (Sarama: 1, its limit for an idempotent producer), 32 MiB of buffer,
+//! The same settings for every client: linger 2 ms, 1,000,000-byte batches, 5 produce requests
+//! in flight per connection (Sarama: 1, its limit for an idempotent producer), 32 MiB of buffer,
 //! keyless records, no cap on sends in flight beyond the buffer; meshbus queues with
 //! `Producer::enqueue_raw` and awaits the answers after.
 //!
-//! `cargo bench --bench produce` (MESHBUS_BENCH_RECORDS, default 100000, long enough that one broker pause does not decide a row;
-//! MESHBUS_BENCH_ONLY=meshbus leaves the peers out, for profiling).
+//! `cargo bench --bench produce` (MESHBUS_BENCH_RECORDS, default 100000, long enough that
+//! one broker pause does not decide a row; MESHBUS_BENCH_ONLY=meshbus leaves the peers out,
+//! for profiling).
 
 #[path = "../tests/common/broker.rs"]
 mod broker;

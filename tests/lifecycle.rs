@@ -139,6 +139,17 @@ async fn a_500_records_per_second_cap_holds_within_ten_percent() {
     eprintln!("uncapped {uncapped}/s; capped at 500/s: {rate}/s; throttled {throttled:.1} s");
 }
 
+/// How both members of the SIGTERM test consume: the same group, so the second resumes where
+/// the first committed.
+const SIGTERM_CONSUME: [&str; 6] = [
+    "consume",
+    "--kind",
+    "anomaly",
+    "--group",
+    "life-sigterm",
+    "--json",
+];
+
 #[test]
 fn sigterm_stops_produce_and_consume_gracefully_and_the_next_member_resumes() {
     let b = broker();
@@ -179,14 +190,7 @@ fn sigterm_stops_produce_and_consume_gracefully_and_the_next_member_resumes() {
     // static build, it missed its 8 s deadline, and the log will say which step took the time.
     consume
         .env("MESHBUS_LOG", "warn,meshbus=info,krafka::consumer=info")
-        .args([
-            "consume",
-            "--kind",
-            "anomaly",
-            "--group",
-            "life-sigterm",
-            "--json",
-        ]);
+        .args(SIGTERM_CONSUME);
     let (mut consumer, handled) = spawn_collecting(&mut consume);
 
     // Mid-stream: SIGTERM to the consumer, then to the producer.
@@ -234,13 +238,7 @@ fn sigterm_stops_produce_and_consume_gracefully_and_the_next_member_resumes() {
     let rest = sent - first.len() as i64;
     let mut again = meshbus();
     env(&mut again);
-    let out = run(again.args([
-        "consume",
-        "--kind",
-        "anomaly",
-        "--group",
-        "life-sigterm",
-        "--json",
+    let out = run(again.args(SIGTERM_CONSUME).args([
         "--max",
         &rest.to_string(),
         // An upper bound only (`--max` ends it): a debug build verifying thousands of records,
