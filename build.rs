@@ -24,7 +24,10 @@ fn main() {
     .expect("descriptor set written");
     let pool = DescriptorPool::from_file_descriptor_set(fds.clone()).expect("descriptor pool");
     write_wire_tables(&pool, &out);
+    // Every `bytes` field is a `Bytes`: a message decoded from shared bytes holds slices of
+    // them instead of copies (the verifier's hot path copied each payload once per record).
     prost_build::Config::new()
+        .bytes(["."])
         .compile_fds(fds)
         .expect("prost code generation");
 }
@@ -57,8 +60,8 @@ fn write_wire_tables(pool: &DescriptorPool, out: &Path) {
             writeln!(
                 impls,
                 "impl crate::contract::wire::GoDecode for {rust} {{\n    \
-                 fn go_decode(bytes: &[u8]) -> ::core::result::Result<Self, ::prost::DecodeError> {{\n        \
-                 crate::contract::wire::decode(&crate::contract::wire::schema::{table}, bytes)\n    \
+                 fn go_decode(bytes: impl crate::contract::wire::RecordBytes) -> ::core::result::Result<Self, ::prost::DecodeError> {{\n        \
+                 crate::contract::wire::decode(&crate::contract::wire::schema::{table}, bytes.into_bytes())\n    \
                  }}\n}}",
                 rust = m.name(),
                 table = static_name(&m),

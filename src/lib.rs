@@ -37,8 +37,9 @@
 //! (**dead-letter**); only then is its offset marked handled in the offset tracker
 //! (**mark**), the one place that commits (on its interval, on revocation, on shutdown).
 //! Nothing is committed past a record that was neither handled nor dead-lettered.
-// One `unsafe` block in the crate, allowed where it is: the SSE2 call of the JSON string scan
-// (`contract/verify/payload.rs`), whose only requirement is the x86_64 baseline.
+// One place with `unsafe` in the crate, allowed where it is: the vector calls of the JSON
+// string scan (`contract/verify/payload.rs`): SSE2, the x86_64 baseline, or AVX2 where the
+// processor was found to have it.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(unreachable_pub)]

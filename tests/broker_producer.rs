@@ -95,7 +95,7 @@ async fn every_kind_over_sasl_ssl_is_read_by_librdkafka_and_verifies() {
         .map(|r| {
             match verifier.verify(
                 Kind::Commit,
-                &hex::decode(r["value"].as_str().unwrap()).unwrap(),
+                hex::decode(r["value"].as_str().unwrap()).unwrap(),
             ) {
                 Ok(_) => "ok".into(),
                 Err(e) => e.reason.code().to_string(),

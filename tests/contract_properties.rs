@@ -39,7 +39,7 @@ prop_compose! {
                  confidence in 0.0f64..=1.0, extra in text(200), mv in text(20)) -> AnomalyEvent {
         let payload = serde_json::json!({"severity": severity, "confidence": confidence, "extra": extra});
         AnomalyEvent { id, r#type: ty, source, severity, confidence,
-            payload: serde_json::to_vec(&payload).unwrap(), model_version: mv, ..Default::default() }
+            payload: serde_json::to_vec(&payload).unwrap().into(), model_version: mv, ..Default::default() }
     }
 }
 
@@ -47,9 +47,9 @@ prop_compose! {
     fn evidence()(id in text(128), et in text(40), refs in prop::collection::vec(any::<[u8; 32]>(), 0..4),
                   proof in prop::collection::vec(any::<u8>(), 0..300),
                   coc in prop::collection::vec((any::<[u8; 32]>(), any::<[u8; 32]>(), any::<i64>()), 0..3)) -> EvidenceEvent {
-        EvidenceEvent { id, evidence_type: et, refs: refs.into_iter().map(|r| r.to_vec()).collect(),
-            proof_blob: proof,
-            coc: coc.into_iter().map(|(r, a, ts)| ChainOfCustodyEntry { ref_hash: r.to_vec(), actor_id: a.to_vec(), ts, signature: vec![9; 64] }).collect(),
+        EvidenceEvent { id, evidence_type: et, refs: refs.into_iter().map(|r| r.to_vec().into()).collect(),
+            proof_blob: proof.into(),
+            coc: coc.into_iter().map(|(r, a, ts)| ChainOfCustodyEntry { ref_hash: r.to_vec().into(), actor_id: a.to_vec().into(), ts, signature: vec![9; 64].into() }).collect(),
             ..Default::default() }
     }
 }
@@ -57,7 +57,7 @@ prop_compose! {
 prop_compose! {
     fn policy()(id in text(128), action in text(30), rule in text(60),
                 params in prop::collection::vec(any::<u8>(), 0..200)) -> PolicyEvent {
-        PolicyEvent { id, action, rule, params, ..Default::default() }
+        PolicyEvent { id, action, rule, params: params.into(), ..Default::default() }
     }
 }
 
@@ -65,7 +65,7 @@ prop_compose! {
     fn commit()(height in 0i64..i64::MAX, bh in any::<[u8; 32]>(), sr in any::<[u8; 32]>(),
                 ids in prop::collection::vec(uuid_v4(), 0..5), a in 0u32..100, e in 0u32..100,
                 p in 0u32..100, extra in 0u32..1000, ts in -60i64..=60) -> CommitEvent {
-        CommitEvent { height, block_hash: bh.to_vec(), state_root: sr.to_vec(), tx_count: a + e + p + extra,
+        CommitEvent { height, block_hash: bh.to_vec().into(), state_root: sr.to_vec().into(), tx_count: a + e + p + extra,
             anomaly_count: a, evidence_count: e, policy_count: p, anomaly_ids: ids, timestamp: NOW + ts,
             ..Default::default() }
     }
@@ -75,7 +75,7 @@ prop_compose! {
     fn policy_update()(pid in text(128), action in text(30), rt in text(30),
                        data in prop::collection::vec(any::<u8>(), 1..300), ack in any::<bool>(),
                        rb in proptest::option::of(text(40)), eff in 0i64..1_000_000, span in 0i64..1000) -> PolicyUpdateEvent {
-        PolicyUpdateEvent { policy_id: pid, action, rule_type: rt, rule_data: data, requires_ack: ack,
+        PolicyUpdateEvent { policy_id: pid, action, rule_type: rt, rule_data: data.into(), requires_ack: ack,
             rollback_policy_id: rb.unwrap_or_default(), effective_height: eff,
             expiration_height: if span == 0 { 0 } else { eff + span }, ..Default::default() }
     }
@@ -84,7 +84,7 @@ prop_compose! {
 prop_compose! {
     fn reputation()(mid in text(64), ap in any::<[u8; 32]>(), mt in text(20), score in -100i32..=100,
                     reason in text(60), c in any::<bool>(), fp in any::<bool>(), sev in 0u32..11, bh in 0i64..1000) -> ReputationEvent {
-        ReputationEvent { ai_message_id: mid, ai_producer_id: ap.to_vec(), message_type: mt, score, reason,
+        ReputationEvent { ai_message_id: mid, ai_producer_id: ap.to_vec().into(), message_type: mt, score, reason,
             confirmed: c, false_positive: fp, incident_severity: sev, block_height: bh, ..Default::default() }
     }
 }
@@ -93,7 +93,7 @@ prop_compose! {
     fn evidence_request()(rid in text(128), aid in text(64), types in prop::collection::vec(text(20), 0..4),
                           q in 0u32..=10, data in prop::collection::vec(any::<u8>(), 0..100), dl in any::<i64>()) -> EvidenceRequestEvent {
         EvidenceRequestEvent { request_id: rid, anomaly_id: aid, requested_types: types,
-            evidence_quality_score: q, challenge_data: data, deadline_ts: dl, ..Default::default() }
+            evidence_quality_score: q, challenge_data: data.into(), deadline_ts: dl, ..Default::default() }
     }
 }
 
@@ -232,7 +232,7 @@ fn policy_allowlist_and_policy_ack_signature() {
         id: "p1".into(),
         action: "block".into(),
         rule: "ip".into(),
-        params: b"{}".to_vec(),
+        params: b"{}".to_vec().into(),
         ..Default::default()
     });
     let cfg = {
@@ -246,7 +246,7 @@ fn policy_allowlist_and_policy_ack_signature() {
         Arc::new(FixedClock::at_secs(NOW)),
     );
     assert_eq!(
-        v.verify(Kind::Policy, &p.encode_to_vec())
+        v.verify(Kind::Policy, p.encode_to_vec())
             .unwrap_err()
             .reason,
         Reason::UntrustedKey
@@ -261,7 +261,7 @@ fn policy_allowlist_and_policy_ack_signature() {
         TrustStore::default(),
         Arc::new(FixedClock::at_secs(NOW)),
     );
-    assert!(v.verify(Kind::Policy, &p.encode_to_vec()).is_ok());
+    assert!(v.verify(Kind::Policy, p.encode_to_vec()).is_ok());
 
     let ack = PolicyAckEvent {
         policy_id: "p1".into(),

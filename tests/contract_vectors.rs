@@ -60,7 +60,7 @@ fn every_sequence_through_one_verifier() {
         let got: Vec<String> = seq
             .records_hex
             .iter()
-            .map(|r| outcome(ver.verify(kind, &hex::decode(r).unwrap())))
+            .map(|r| outcome(ver.verify(kind, hex::decode(r).unwrap())))
             .collect();
         assert_eq!(got, seq.expect, "sequence {}", seq.name);
     }

@@ -69,7 +69,9 @@ async fn the_producer_switches_its_signing_key_without_dropping_or_failing_a_sen
     for r in &records {
         let value = hex::decode(r["value"].as_str().unwrap()).unwrap();
         match verifier.verify(Kind::Anomaly, &value).unwrap() {
-            meshbus::contract::Message::Anomaly(a) => *by_key.entry(a.pubkey).or_default() += 1,
+            meshbus::contract::Message::Anomaly(a) => {
+                *by_key.entry(a.pubkey.to_vec()).or_default() += 1
+            }
             other => panic!("{other:?}"),
         }
     }

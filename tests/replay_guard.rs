@@ -323,7 +323,9 @@ async fn a_forged_record_in_the_read_back_window_does_not_reserve_the_honest_pro
     let signer = mesh::ai_signer(&v);
     let honest = signer.sign_ai(sample::anomaly(7, 100));
     let mut forged = honest.clone();
-    forged.signature[3] ^= 0x40; // the honest (producer_id, nonce), a bad signature
+    let mut signature = forged.signature.to_vec();
+    signature[3] ^= 0x40; // the honest (producer_id, nonce), a bad signature
+    forged.signature = signature.into();
     let raw = mesh::producer(&config, None).await;
     raw.send_raw(topic, None, forged.encode_to_vec(), Default::default())
         .await

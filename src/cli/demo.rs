@@ -238,11 +238,13 @@ fn tampered(keys: &Keys, replay: &AnomalyEvent) -> Vec<(&'static str, Vec<u8>)> 
     let mut forged = keys
         .signer(&keys.ai, AI_HAND_SIGNED + 1)
         .sign_ai(sample::anomaly(9001, 256));
-    forged.signature[0] ^= 0x80;
+    let mut signature = forged.signature.to_vec();
+    signature[0] ^= 0x80;
+    forged.signature = signature.into();
     let mut altered = keys
         .signer(&keys.ai, AI_HAND_SIGNED + 2)
         .sign_ai(sample::anomaly(9002, 256));
-    altered.payload.push(b' ');
+    altered.payload = [&altered.payload[..], b" "].concat().into();
     let an_hour_ago = Arc::new(FixedClock::at_secs(SystemClock.now_secs() - 3600));
     let stale = Signer::with_clock(
         keys.ai.clone(),

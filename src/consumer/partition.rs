@@ -177,7 +177,8 @@ impl PartitionWorker {
             let why = why.clone();
             return self.dead_letter(r, "malformed", &why).await;
         }
-        let value = r.value.as_deref().unwrap_or_default();
+        // Shared, not copied: the verified message's byte fields are slices of the fetch.
+        let value = r.value.clone().unwrap_or_default();
         let place = Place::new(topic, self.tp.1, r.offset);
         let verified = shared
             .verifier

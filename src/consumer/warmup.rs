@@ -310,7 +310,7 @@ pub(crate) fn verify_parallel(
         if r.undecodable.is_some() {
             return None;
         }
-        let value = r.value.as_deref().unwrap_or_default();
+        let value = r.value.clone().unwrap_or_default();
         verifier.verify_unguarded(kind, value, &r.headers).ok()
     };
     let threads = threads.clamp(1, records.len().max(1));
@@ -427,7 +427,9 @@ mod tests {
         let (verifier, signer) = setup();
         let honest = signer.sign_ai(crate::cli::sample::anomaly(1, 64));
         let mut forged = honest.clone();
-        forged.signature[0] ^= 1; // same (producer_id, nonce), bad signature
+        let mut signature = forged.signature.to_vec();
+        signature[0] ^= 1; // same (producer_id, nonce), bad signature
+        forged.signature = signature.into();
         let other = signer.sign_ai(crate::cli::sample::anomaly(2, 64));
         let records = vec![
             record(10, forged.encode_to_vec()),

@@ -41,7 +41,7 @@ pub fn from_json(kind: Kind, json: &str) -> Result<Message, JsonError> {
     let dynamic =
         DynamicMessage::deserialize(descriptor(kind), &mut de).map_err(|e| err(e.to_string()))?;
     de.end().map_err(|e| err(e.to_string()))?;
-    Message::decode(kind, &dynamic.encode_to_vec()).map_err(|e| err(e.to_string()))
+    Message::decode(kind, dynamic.encode_to_vec()).map_err(|e| err(e.to_string()))
 }
 
 /// The proto3 JSON of `message`, with original (snake_case) field names and defaults omitted.

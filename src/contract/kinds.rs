@@ -218,7 +218,7 @@ macro_rules! kind_rows {
                         source: "10.0.0.8".into(),
                         severity,
                         confidence: 0.9,
-                        payload: anomaly_payload(severity, 0.9, size),
+                        payload: anomaly_payload(severity, 0.9, size).into(),
                         model_version: "ddos-v1.2.0".into(),
                         ..Default::default()
                     }
@@ -256,8 +256,8 @@ macro_rules! kind_rows {
                     EvidenceEvent {
                         id: uuid_v4(n),
                         evidence_type: "pcap".into(),
-                        refs: vec![sha256(&n.to_be_bytes()).to_vec()],
-                        proof_blob: vec![0xab; size],
+                        refs: vec![sha256(&n.to_be_bytes()).to_vec().into()],
+                        proof_blob: vec![0xab; size].into(),
                         ..Default::default()
                     }
                 },
@@ -298,7 +298,7 @@ macro_rules! kind_rows {
                         id: uuid_v4(n),
                         action: "block".into(),
                         rule: "ip_deny".into(),
-                        params: json_blob(size),
+                        params: json_blob(size).into(),
                         ..Default::default()
                     }
                 },
@@ -326,8 +326,8 @@ macro_rules! kind_rows {
                     let count = ids.len() as u32;
                     CommitEvent {
                         height,
-                        block_hash: sha256(&height.to_be_bytes()).to_vec(),
-                        state_root: sha256(b"state").to_vec(),
+                        block_hash: sha256(&height.to_be_bytes()).to_vec().into(),
+                        state_root: sha256(b"state").to_vec().into(),
                         tx_count: count + 2,
                         anomaly_count: count,
                         evidence_count: 1,
@@ -371,7 +371,7 @@ macro_rules! kind_rows {
                         policy_id: format!("policy-{n}"),
                         action: "add".into(),
                         rule_type: "ip_deny".into(),
-                        rule_data: json_blob(size),
+                        rule_data: json_blob(size).into(),
                         requires_ack: true,
                         effective_height: n as i64,
                         ..Default::default()
@@ -404,11 +404,11 @@ macro_rules! kind_rows {
                     domain: b"control.policy.v1" or "CONTROL_POLICY_SIGNING_DOMAIN",
                     prepare: |m| {
                         if m.rule_hash.is_empty() {
-                            m.rule_hash = sha256(&m.rule_data).to_vec();
+                            m.rule_hash = sha256(&m.rule_data).to_vec().into();
                         }
                     },
                     content_hash: |m| {
-                        if sha256(&m.rule_data).as_slice() != m.rule_hash.as_slice() {
+                        if sha256(&m.rule_data).as_slice() != &m.rule_hash[..] {
                             return fail(Reason::ContentHashMismatch, "rule_hash differs from SHA-256(rule_data)");
                         }
                         Ok(())
@@ -420,7 +420,7 @@ macro_rules! kind_rows {
                 sample: |n, size| {
                     ReputationEvent {
                         ai_message_id: uuid_v4(n),
-                        ai_producer_id: vec![7; 32],
+                        ai_producer_id: vec![7; 32].into(),
                         message_type: "anomaly".into(),
                         score: 10,
                         reason: "confirmed".into(),
@@ -456,7 +456,7 @@ macro_rules! kind_rows {
                         request_type: "more_evidence".into(),
                         requested_types: vec!["pcap".into()],
                         evidence_quality_score: 5,
-                        challenge_data: vec![1; size],
+                        challenge_data: vec![1; size].into(),
                         block_height: n as i64,
                         ..Default::default()
                     }

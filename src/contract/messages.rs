@@ -10,7 +10,7 @@ pub use super::proto::ai::{AnomalyEvent, ChainOfCustodyEntry, EvidenceEvent, Pol
 pub use super::proto::control::{
     CommitEvent, EvidenceRequestEvent, PolicyAckEvent, PolicyUpdateEvent, ReputationEvent,
 };
-use super::wire::GoDecode;
+use super::wire::{GoDecode, RecordBytes};
 
 /// A message type of exactly one kind (every type of the per-kind table): what typed
 /// handlers and streams are keyed by, so the kind follows from the type.
@@ -123,14 +123,14 @@ macro_rules! ai_envelope {
                 nonce: [u8; 16],
             ) {
                 self.ts = ts;
-                self.content_hash = content_hash;
-                self.producer_id = key.to_vec();
-                self.pubkey = key.to_vec();
-                self.nonce = nonce.to_vec();
+                self.content_hash = content_hash.into();
+                self.producer_id = key.to_vec().into();
+                self.pubkey = key.to_vec().into();
+                self.nonce = nonce.to_vec().into();
                 self.alg = ALG_ED25519.to_string();
             }
             fn set_signature(&mut self, signature: Vec<u8>) {
-                self.signature = signature;
+                self.signature = signature.into();
             }
             fn into_message(self) -> Message {
                 Message::$variant(self)
@@ -168,11 +168,11 @@ macro_rules! control_signed {
                 self.timestamp = ts;
             }
             fn set_producer_id(&mut self, key: [u8; 32]) {
-                self.producer_id = key.to_vec();
+                self.producer_id = key.to_vec().into();
             }
             fn set_signature_fields(&mut self, signature: Vec<u8>, pubkey: Vec<u8>, alg: String) {
-                self.signature = signature;
-                self.pubkey = pubkey;
+                self.signature = signature.into();
+                self.pubkey = pubkey.into();
                 self.alg = alg;
             }
             fn into_message(self) -> Message {
@@ -213,8 +213,8 @@ macro_rules! kind_messages {
             }
 
             /// Decodes `bytes` as a message of `kind` (no verification), as protobuf-go
-            /// does: see [`GoDecode`](super::wire::GoDecode).
-            pub fn decode(kind: Kind, bytes: &[u8]) -> Result<Message, prost::DecodeError> {
+            /// does: see [`GoDecode`](super::wire::GoDecode) and [`RecordBytes`].
+            pub fn decode(kind: Kind, bytes: impl RecordBytes) -> Result<Message, prost::DecodeError> {
                 Ok(match kind {
                     $( Kind::$variant => Message::$variant(<$ty>::go_decode(bytes)?), )*
                 })

@@ -49,4 +49,4 @@ pub use signing::{
 };
 pub use trust::{parse_allowlist, BftConfig, TrustError, TrustStore, ValidatorEntry};
 pub use verify::{Admitted, AiChecks, ControlChecks, Verifier, VerifierConfig};
-pub use wire::GoDecode;
+pub use wire::{GoDecode, RecordBytes};

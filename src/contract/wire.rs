@@ -22,6 +22,7 @@
 //! nothing at run time, needs no lock or lazy initialisation on the verifier's hot path, and a
 //! schema the pass cannot describe (a group field) fails the build instead of a record.
 
+use bytes::Bytes;
 use std::borrow::Cow;
 
 /// The generated tables, one `static` per message (`cybermesh.ai.v1.AnomalyEvent` is
@@ -36,8 +37,53 @@ pub(crate) mod schema {
 /// by `build.rs` for every top-level message of `proto/`.
 pub trait GoDecode: prost::Message + Default {
     /// Decodes `bytes`: a field under the wrong wire type is skipped (nested messages
-    /// rewritten), a record with nothing to skip is decoded as it is.
-    fn go_decode(bytes: &[u8]) -> Result<Self, prost::DecodeError>;
+    /// rewritten), a record with nothing to skip is decoded as it is, its `bytes` fields
+    /// sharing `bytes` when they are shared ([`RecordBytes`]).
+    fn go_decode(bytes: impl RecordBytes) -> Result<Self, prost::DecodeError>;
+}
+
+/// A record's bytes, as decoding and verification take them. Shared bytes ([`Bytes`], or a
+/// `Vec<u8>` given up) are read without a copy: the decoded message's `bytes` fields are
+/// slices of them, so a 64 KiB payload is never copied. Borrowed bytes are copied once.
+pub trait RecordBytes {
+    /// The bytes as one shared buffer.
+    fn into_bytes(self) -> Bytes;
+}
+
+impl RecordBytes for Bytes {
+    fn into_bytes(self) -> Bytes {
+        self
+    }
+}
+
+impl RecordBytes for &Bytes {
+    fn into_bytes(self) -> Bytes {
+        self.clone()
+    }
+}
+
+impl RecordBytes for Vec<u8> {
+    fn into_bytes(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl RecordBytes for &Vec<u8> {
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl RecordBytes for &[u8] {
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl<const N: usize> RecordBytes for &[u8; N] {
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
 }
 
 const VARINT: u8 = 0;
@@ -117,12 +163,20 @@ impl MessageSchema {
     }
 }
 
-/// Decodes `bytes` as the message `schema` describes, as protobuf-go does.
+/// Decodes `bytes` as the message `schema` describes, as protobuf-go does. With nothing to
+/// skip (every honest record) the message's `bytes` fields are slices of `bytes`.
 pub(crate) fn decode<M: prost::Message + Default>(
     schema: &'static MessageSchema,
-    bytes: &[u8],
+    bytes: Bytes,
 ) -> Result<M, prost::DecodeError> {
-    M::decode(&*skip_mismatched(schema, bytes))
+    let kept = match skip_mismatched(schema, &bytes) {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(kept) => Some(kept),
+    };
+    match kept {
+        None => M::decode(bytes),
+        Some(kept) => M::decode(kept.as_slice()),
+    }
 }
 
 /// `bytes` without the fields protobuf-go would skip as unknown although prost would not:
@@ -365,7 +419,10 @@ mod tests {
         )
     }
 
-    fn verify(kind: Kind, record: &[u8]) -> Result<Message, crate::contract::VerifyError> {
+    fn verify(
+        kind: Kind,
+        record: impl RecordBytes,
+    ) -> Result<Message, crate::contract::VerifyError> {
         let clock = Arc::new(FixedClock::at_secs(NOW));
         Verifier::with_clock(VerifierConfig::default(), TrustStore::from_keys([]), clock)
             .verify(kind, record)
@@ -458,10 +515,10 @@ mod tests {
 
     fn coc_entry() -> ChainOfCustodyEntry {
         ChainOfCustodyEntry {
-            ref_hash: vec![1; 32],
-            actor_id: vec![2; 32],
+            ref_hash: vec![1; 32].into(),
+            actor_id: vec![2; 32].into(),
             ts: 5,
-            signature: vec![3; 64],
+            signature: vec![3; 64].into(),
         }
     }
 
@@ -486,7 +543,7 @@ mod tests {
 
         // A lone wrongly typed ref_hash leaves the entry without one.
         let mut entry = ChainOfCustodyEntry {
-            ref_hash: Vec::new(),
+            ref_hash: Default::default(),
             ..coc_entry()
         }
         .encode_to_vec();
@@ -520,6 +577,39 @@ mod tests {
             panic!("a mismatch is copied out");
         };
         assert_eq!(fixed.len(), record.len() - 2);
+    }
+
+    /// Where `field` lies: inside `record`'s buffer, or elsewhere (a copy).
+    fn shares(record: &bytes::Bytes, field: &bytes::Bytes) -> bool {
+        let (start, end) = (
+            record.as_ptr() as usize,
+            record.as_ptr() as usize + record.len(),
+        );
+        let at = field.as_ptr() as usize;
+        !field.is_empty() && start <= at && at + field.len() <= end
+    }
+
+    #[test]
+    fn shared_bytes_are_decoded_without_copying_the_payload() {
+        let record = bytes::Bytes::from(anomaly().encode_to_vec());
+        let Ok(Message::Anomaly(m)) = verify(Kind::Anomaly, &record) else {
+            panic!("the sample verifies");
+        };
+        assert!(shares(&record, &m.payload) && shares(&record, &m.signature));
+        // Borrowed bytes are copied once, not shared.
+        let borrowed = record.to_vec();
+        let Ok(Message::Anomaly(m)) = verify(Kind::Anomaly, borrowed.as_slice()) else {
+            panic!("the sample verifies");
+        };
+        assert!(!shares(&record, &m.payload));
+        // A record the pass rewrote is decoded from its copy, and still verifies.
+        let mut rewritten = record.to_vec();
+        push(&mut rewritten, 4, WireType::LengthDelimited, &[9]);
+        let rewritten = bytes::Bytes::from(rewritten);
+        let Ok(Message::Anomaly(m)) = verify(Kind::Anomaly, &rewritten) else {
+            panic!("a mismatched severity is skipped");
+        };
+        assert!(!shares(&rewritten, &m.payload));
     }
 
     /// A test-only message with the repeated numbers CyberMesh's schema lacks.
@@ -585,7 +675,10 @@ mod tests {
             fixed: vec![7, 8],
             single: 1.5,
         };
-        assert_eq!(decode::<Numbers>(&NUMBERS, &record), Ok(want.clone()));
+        assert_eq!(
+            decode::<Numbers>(&NUMBERS, record.clone().into()),
+            Ok(want.clone())
+        );
         // A repeated number's other wire types, and a packed singular one, are skipped.
         push(&mut record, 1, WireType::ThirtyTwoBit, &[0; 4]);
         push(&mut record, 2, WireType::Varint, &varint(5));
@@ -595,7 +688,7 @@ mod tests {
             WireType::LengthDelimited,
             &2.5f64.to_le_bytes(),
         );
-        assert_eq!(decode::<Numbers>(&NUMBERS, &record), Ok(want));
+        assert_eq!(decode::<Numbers>(&NUMBERS, record.clone().into()), Ok(want));
     }
 
     /// Field `field` as `depth` nested groups around one varint.

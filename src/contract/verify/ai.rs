@@ -150,7 +150,7 @@ mod tests {
                 let mut a = crate::cli::sample::anomaly(i as u64, 16);
                 a.severity = 7;
                 a.confidence = 0.9;
-                a.payload = nested(depth, i % 2 == 0);
+                a.payload = nested(depth, i % 2 == 0).into();
                 let record = signer.sign_ai(a).encode_to_vec();
                 let got = match v.verify(Kind::Anomaly, &record) {
                     Ok(_) => "ok",

@@ -15,7 +15,8 @@ use super::signing::{
     ACK_SIGNATURE_HEADER,
 };
 use super::trust::TrustStore;
-use super::wire::GoDecode;
+use super::wire::{GoDecode, RecordBytes};
+use bytes::Bytes;
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -132,8 +133,9 @@ impl Verifier {
             .clone()
     }
 
-    /// Verifies a record of `kind` without headers.
-    pub fn verify(&self, kind: Kind, value: &[u8]) -> Result<Message, VerifyError> {
+    /// Verifies a record of `kind` without headers. Given shared bytes ([`RecordBytes`]), the
+    /// message's `bytes` fields are slices of them, not copies.
+    pub fn verify(&self, kind: Kind, value: impl RecordBytes) -> Result<Message, VerifyError> {
         self.verify_record(kind, value, &BTreeMap::new())
     }
 
@@ -142,7 +144,7 @@ impl Verifier {
     pub fn verify_record(
         &self,
         kind: Kind,
-        value: &[u8],
+        value: impl RecordBytes,
         headers: &BTreeMap<String, Vec<u8>>,
     ) -> Result<Message, VerifyError> {
         match self.verify_reserving(kind, value, headers, None)? {
@@ -165,7 +167,7 @@ impl Verifier {
     pub(crate) fn verify_reserving(
         &self,
         kind: Kind,
-        value: &[u8],
+        value: impl RecordBytes,
         headers: &BTreeMap<String, Vec<u8>>,
         place: Option<Place>,
     ) -> Result<Admitted, VerifyError> {
@@ -191,10 +193,10 @@ impl Verifier {
     pub(crate) fn verify_unguarded(
         &self,
         kind: Kind,
-        value: &[u8],
+        value: impl RecordBytes,
         headers: &BTreeMap<String, Vec<u8>>,
     ) -> Result<Message, VerifyError> {
-        verify_kind(self, kind, value, headers)
+        verify_kind(self, kind, &value.into_bytes(), headers)
     }
 
     /// Remembers a verified `ai.*` message found at `place` in the log, unless the guard knows
@@ -222,7 +224,7 @@ impl Verifier {
     }
 
     /// Verifies an `ai.*` record by SPEC 4 steps 1-8 (everything but the replay guard).
-    pub(crate) fn verify_ai_unguarded<M: AiChecks>(&self, value: &[u8]) -> Result<M, VerifyError> {
+    pub(crate) fn verify_ai_unguarded<M: AiChecks>(&self, value: &Bytes) -> Result<M, VerifyError> {
         let m: M = decode(value)?;
         // 2. structure, sizes, alg
         m.check_structure()?;
@@ -269,7 +271,7 @@ impl Verifier {
     }
 
     /// Verifies a `control.*` record (SPEC 4, control order) and returns the typed message.
-    pub(crate) fn verify_control<M: ControlChecks>(&self, value: &[u8]) -> Result<M, VerifyError> {
+    pub(crate) fn verify_control<M: ControlChecks>(&self, value: &Bytes) -> Result<M, VerifyError> {
         let m: M = decode(value)?;
         m.check_structure()?;
         check_len("producer_id", m.producer_id(), 32)?;
@@ -323,7 +325,7 @@ impl Verifier {
     /// configured, checks the `ack-signature` header over the record value (SPEC 3c).
     pub(crate) fn verify_ack<M: GoDecode>(
         &self,
-        value: &[u8],
+        value: &Bytes,
         headers: &BTreeMap<String, Vec<u8>>,
     ) -> Result<M, VerifyError> {
         let m: M = decode(value)?;
@@ -359,7 +361,7 @@ impl Verifier {
 
 /// SPEC 4 step 1: the size limit, then protobuf-go's decoding (a field under the wrong wire
 /// type is skipped as unknown; bytes that do not parse, or invalid UTF-8, are `malformed`).
-fn decode<M: GoDecode>(value: &[u8]) -> Result<M, VerifyError> {
+fn decode<M: GoDecode>(value: &Bytes) -> Result<M, VerifyError> {
     if value.len() > MAX_RECORD_BYTES {
         return fail(
             Reason::TooLarge,
@@ -465,7 +467,7 @@ macro_rules! kind_checks {
         fn verify_kind(
             v: &Verifier,
             kind: Kind,
-            value: &[u8],
+            value: &Bytes,
             headers: &BTreeMap<String, Vec<u8>>,
         ) -> Result<Message, VerifyError> {
             Ok(match kind {
