@@ -18,7 +18,8 @@
 //! seconds per 100k records during the same run.
 //!
 //! `cargo bench --bench consume` (MESHBUS_BENCH_RECORDS, default 50000; the static binary is
-//! MESHBUS_STATIC_BIN or target/x86_64-unknown-linux-musl/static/meshbus).
+//! MESHBUS_STATIC_BIN or target/x86_64-unknown-linux-musl/static/meshbus;
+//! MESHBUS_BENCH_ONLY=layer runs the Kafka layer's row alone, five times, for profiling).
 
 #[path = "../tests/common/broker.rs"]
 mod broker;
@@ -386,6 +387,16 @@ fn main() {
     // the broker's fetch path is still interpreted by its JVM. Whichever row ran first paid
     // for both (the broker's CPU per record on that row was four times the others').
     meshbus_layer(&b, &config, TOPIC, n, "bench-broker-warmup");
+    if std::env::var("MESHBUS_BENCH_ONLY").as_deref() == Ok("layer") {
+        // For profiling meshbus's Kafka layer alone: five rows of it, nothing else.
+        for i in 0..5 {
+            row(
+                "meshbus kafka::GroupConsumer",
+                &meshbus_layer(&b, &config, TOPIC, n, &format!("bench-layer-{i}")),
+            );
+        }
+        return;
+    }
     let verified_1 = meshbus_verified(&b, &config, TOPIC, n, 1, "bench-meshbus-1");
     let verified_2 = meshbus_verified(&b, &config, TOPIC, n, 2, "bench-meshbus-2");
     let go_1 = peer(
