@@ -525,12 +525,26 @@ fn plain_blocks_avx2(s: &[u8]) -> usize {
     let backslash = _mm256_set1_epi8(b'\\' as i8);
     let mut i = 0;
     for block in s.chunks_exact(64) {
-        let mut words = [0i64; 8];
-        for (w, bytes) in words.iter_mut().zip(block.chunks_exact(8)) {
-            *w = i64::from_le_bytes(bytes.try_into().unwrap_or_default());
-        }
-        let low = _mm256_set_epi64x(words[3], words[2], words[1], words[0]);
-        let high = _mm256_set_epi64x(words[7], words[6], words[5], words[4]);
+        // Written out, not a loop: the size-optimised build would keep the loop.
+        let (a, rest) = block.split_at(8);
+        let (b, rest) = rest.split_at(8);
+        let (c, rest) = rest.split_at(8);
+        let (d, rest) = rest.split_at(8);
+        let (e, rest) = rest.split_at(8);
+        let (f, rest) = rest.split_at(8);
+        let (g, h) = rest.split_at(8);
+        let low = _mm256_set_epi64x(
+            i64::from_le_bytes(d.try_into().unwrap_or_default()),
+            i64::from_le_bytes(c.try_into().unwrap_or_default()),
+            i64::from_le_bytes(b.try_into().unwrap_or_default()),
+            i64::from_le_bytes(a.try_into().unwrap_or_default()),
+        );
+        let high = _mm256_set_epi64x(
+            i64::from_le_bytes(h.try_into().unwrap_or_default()),
+            i64::from_le_bytes(g.try_into().unwrap_or_default()),
+            i64::from_le_bytes(f.try_into().unwrap_or_default()),
+            i64::from_le_bytes(e.try_into().unwrap_or_default()),
+        );
         let (low_flipped, high_flipped) =
             (_mm256_xor_si256(low, flip), _mm256_xor_si256(high, flip));
         let stops = _mm256_or_si256(
