@@ -45,6 +45,10 @@ pub trait GoDecode: prost::Message + Default {
 /// A record's bytes, as decoding and verification take them. Shared bytes ([`Bytes`], or a
 /// `Vec<u8>` given up) are read without a copy: the decoded message's `bytes` fields are
 /// slices of them, so a 64 KiB payload is never copied. Borrowed bytes are copied once.
+///
+/// A slice keeps its whole buffer alive: a message the consumer handed over shares the
+/// fetched record batch, so a handler that keeps messages long after handling them should
+/// keep copies of the fields it needs (`Bytes::copy_from_slice`).
 pub trait RecordBytes {
     /// The bytes as one shared buffer.
     fn into_bytes(self) -> Bytes;
