@@ -19,7 +19,9 @@
 //!
 //! `cargo bench --bench consume` (MESHBUS_BENCH_RECORDS, default 50000; the static binary is
 //! MESHBUS_STATIC_BIN or target/x86_64-unknown-linux-musl/static/meshbus;
-//! MESHBUS_BENCH_ONLY=layer runs the Kafka layer's row alone, five times, for profiling).
+//! MESHBUS_BENCH_ONLY=layer runs the Kafka layer's row alone, five times, and
+//! MESHBUS_BENCH_ONLY=verified the one-thread verified row, three times, for profiling;
+//! MESHBUS_BENCH_PHASES=1 prints when the layer's rows joined, read and committed).
 
 #[path = "../tests/common/broker.rs"]
 mod broker;
@@ -204,15 +206,29 @@ fn meshbus_layer(
         };
         let (c0, b0, t0) = (cpu_seconds(), b.cpu_seconds(), Instant::now());
         let g = client.group_consumer(&spec, Arc::new(Quiet)).await.unwrap();
-        let mut got = 0;
+        let joined = t0.elapsed();
+        let mut first = None;
+        let (mut got, mut polls) = (0, 0u32);
         let mut last = std::collections::BTreeMap::new();
         while got < n {
+            polls += 1;
             for r in g.poll(Duration::from_millis(200)).await.unwrap() {
                 last.insert((r.topic.clone(), r.partition), r.offset + 1);
                 got += 1;
             }
+            if got > 0 && first.is_none() {
+                first = Some(t0.elapsed());
+            }
         }
+        let read = t0.elapsed();
         g.commit(&last).await.unwrap();
+        if std::env::var_os("MESHBUS_BENCH_PHASES").is_some() {
+            eprintln!(
+                "  phases: group_consumer {joined:?}, first records {first:?}, all read {read:?}, \
+                 committed {:?}, {polls} polls",
+                t0.elapsed()
+            );
+        }
         let m = Measure {
             records: n,
             seconds: t0.elapsed().as_secs_f64(),
@@ -393,6 +409,16 @@ fn main() {
             row(
                 "meshbus kafka::GroupConsumer",
                 &meshbus_layer(&b, &config, TOPIC, n, &format!("bench-layer-{i}")),
+            );
+        }
+        return;
+    }
+    if std::env::var("MESHBUS_BENCH_ONLY").as_deref() == Ok("verified") {
+        // For profiling meshbus's verified consumer alone: three one-thread rows.
+        for i in 0..3 {
+            row(
+                "meshbus consumer, 1 thread",
+                &meshbus_verified(&b, &config, TOPIC, n, 1, &format!("bench-verified-{i}")),
             );
         }
         return;

@@ -262,6 +262,7 @@ impl Client {
             .max_partition_fetch_bytes(READER_FETCH_BYTES)
             .fetch_max_bytes(READER_FETCH_BYTES)
             .max_poll_records(8192)
+            .max_buffered_records(consume::buffered_records_for(READER_FETCH_BYTES))
             .metrics_push(false)
             .build()
             .await?;
