@@ -4,7 +4,9 @@
 //! per-broker in-flight counts and the in-flight requests themselves, which it
 //! polls inline — no task is spawned per batch or per request. Each wave
 //! sends the head batch of every ready partition, in as few Produce requests
-//! per broker as `max_request_size` allows:
+//! per broker as `max_request_size` allows, and in those requests the open
+//! batches of the broker's other partitions that are still lingering
+//! (meshbus change 19):
 //!
 //! - one batch per partition on the wire, sent in seal order;
 //! - at most [`MAX_IN_FLIGHT_PER_BROKER`] requests per broker;
@@ -684,6 +686,10 @@ impl Engine {
         // Ordered by broker, so requests go out in the same order every run.
         let mut ready: std::collections::BTreeMap<BrokerId, Vec<PartitionKey>> =
             std::collections::BTreeMap::new();
+        // meshbus change 19: open batches still lingering, by leader; they ride
+        // along in a request their broker gets anyway.
+        let mut riders: std::collections::BTreeMap<BrokerId, Vec<PartitionKey>> =
+            std::collections::BTreeMap::new();
         let mut leaderless: Vec<Arc<str>> = Vec::new();
         for key in &self.active {
             let Some(queue) = self.partitions.get(key) else {
@@ -692,10 +698,11 @@ impl Engine {
             if queue.in_flight.is_some() || queue.backoff_until.is_some_and(|t| t > now) {
                 continue;
             }
-            let head = match queue.sealed.front() {
-                Some(head) => head,
+            let (head, lingered) = match queue.sealed.front() {
+                Some(head) => (head, true),
                 None => match &queue.open {
-                    Some(open) if linger.is_zero() || open.created + linger <= now => open,
+                    Some(open) if linger.is_zero() || open.created + linger <= now => (open, true),
+                    Some(open) if !open.records.is_empty() => (open, false),
                     _ => continue,
                 },
             };
@@ -705,10 +712,12 @@ impl Engine {
             match self.metadata.leader(&key.0, key.1).filter(|id| *id >= 0) {
                 Some(leader) => {
                     if self.brokers.get(&leader).copied().unwrap_or(0) < MAX_IN_FLIGHT_PER_BROKER {
-                        ready.entry(leader).or_default().push(key.clone());
+                        let by_leader = if lingered { &mut ready } else { &mut riders };
+                        by_leader.entry(leader).or_default().push(key.clone());
                     }
                 }
-                None => leaderless.push(Arc::clone(&key.0)),
+                None if lingered => leaderless.push(Arc::clone(&key.0)),
+                None => {}
             }
         }
 
@@ -719,6 +728,20 @@ impl Engine {
         let max_request_size = self.config.max_request_size;
         for (broker, mut keys) in ready {
             keys.sort_unstable();
+            // meshbus change 19: after the batches that are due, every other
+            // partition this broker leads that has records waiting, as Java's
+            // `RecordAccumulator.drain` takes the first batch of every
+            // partition on a ready node. Requests are what the broker and the
+            // client pay for per call (a request header, a log append per
+            // partition, a response, a wakeup); batches that would go a
+            // linger later in a request of their own go in this one. Riders
+            // only fill requests that are sent anyway: none is sent for them.
+            let due = keys.len();
+            if let Some(mut extra) = riders.remove(&broker) {
+                extra.sort_unstable();
+                keys.extend(extra);
+            }
+            let riding: AHashSet<PartitionKey> = keys[due..].iter().cloned().collect();
             // meshbus change 18: as many requests to this broker as its free
             // slots allow, each within `max_request_size`, so a batch that
             // did not fit the first request goes out now rather than at the
@@ -730,6 +753,10 @@ impl Engine {
                 keys = rest;
                 if wire.is_empty() {
                     break;
+                }
+                if keys.iter().all(|k| riding.contains(k)) {
+                    // Only riders left: they wait for their own linger.
+                    keys.clear();
                 }
                 *self.brokers.entry(broker).or_default() += 1;
                 let context = Arc::clone(&self.context);

@@ -1,0 +1,172 @@
+//! How the producer groups batches into Produce requests (vendored krafka, change 19): a batch
+//! still lingering rides in a request its broker gets anyway, as Java's `RecordAccumulator.drain`
+//! takes the first batch of every partition on a ready node, instead of going a linger later in
+//! a request of its own.
+//!
+//! No Kafka broker is needed: the peer is the fake broker (`common/fake_broker.rs`), which reads
+//! each Produce request's partitions and record counts and answers every partition with success.
+
+mod common;
+use common::fake_broker::{s, serve, standard, Reply, Request, PRODUCE};
+use meshbus::config::{Compression, Config};
+use meshbus::kafka::Client;
+use meshbus::metrics::Metrics;
+use meshbus::producer::Producer;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const TOPIC: &str = "riders";
+/// Partition 0 of two (murmur2, as Java places keys; the test checks it on the wire).
+const FULL_KEY: &[u8] = b"a";
+/// Partition 1 of two.
+const LINGERING_KEY: &[u8] = b"lingering";
+/// Records of 50,000 bytes: 19 fill meshbus's 1,000,000-byte batch, so few sends fill one
+/// well within the 2 ms linger.
+const FILL_VALUE: usize = 50_000;
+const FILL_RECORDS: usize = 30;
+/// Fewer records than this in partition 0's first batch: it lingered out before it filled.
+const FULL_BATCH_RECORDS: i32 = 15;
+/// Attempts at most, and the conclusive ones that end the test early.
+const ATTEMPTS: usize = 100;
+const ENOUGH: usize = 5;
+
+/// One Produce request as the broker saw it: (partition, records) per partition.
+type Sent = Vec<(i32, i32)>;
+
+/// A Produce v3 request body's partitions of `TOPIC` with the record count of each batch.
+fn parse_produce(body: &[u8]) -> Sent {
+    let mut at = 0;
+    let mut take = |n: usize| {
+        let out = &body[at..at + n];
+        at += n;
+        out
+    };
+    let i16_at = |b: &[u8]| i16::from_be_bytes([b[0], b[1]]);
+    let i32_at = |b: &[u8]| i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let txn = i16_at(take(2));
+    if txn > 0 {
+        take(txn as usize);
+    }
+    take(2 + 4); // acks, timeout
+    let mut sent = Vec::new();
+    for _ in 0..i32_at(take(4)) {
+        let name_len = i16_at(take(2)) as usize;
+        let name = take(name_len).to_vec();
+        assert_eq!(name, TOPIC.as_bytes());
+        for _ in 0..i32_at(take(4)) {
+            let partition = i32_at(take(4));
+            let len = i32_at(take(4)) as usize;
+            let batch = take(len);
+            // Record batch v2: the record count is the int32 at byte 57.
+            sent.push((partition, i32_at(&batch[57..61])));
+        }
+    }
+    sent
+}
+
+/// A Produce v3 answer: every partition of `sent` stored, at offset 0.
+fn produce_answer(sent: &Sent) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend(1i32.to_be_bytes());
+    s(&mut b, TOPIC);
+    b.extend((sent.len() as i32).to_be_bytes());
+    for (partition, _) in sent {
+        b.extend(partition.to_be_bytes());
+        b.extend(0i16.to_be_bytes());
+        b.extend(0i64.to_be_bytes()); // base offset
+        b.extend((-1i64).to_be_bytes()); // log append time
+    }
+    b.extend(0i32.to_be_bytes()); // throttle
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_batch_rides_in_the_request_that_sends_a_full_batch_to_its_broker() {
+    let log: Arc<Mutex<Vec<Sent>>> = Arc::default();
+    let seen = log.clone();
+    let port = serve(Arc::new(move |req: &Request, port| {
+        if let Some(reply) = standard(req, port, &[(TOPIC, 2)]) {
+            return reply;
+        }
+        if req.api_key != PRODUCE {
+            return Reply::Silence;
+        }
+        let sent = parse_produce(&req.body);
+        let answer = produce_answer(&sent);
+        seen.lock().unwrap().push(sent);
+        Reply::Body(answer)
+    }))
+    .await;
+    let mut config = Config::builder()
+        .brokers([format!("127.0.0.1:{port}")])
+        .request_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // The fake broker speaks neither InitProducerId nor snappy's framing checks: plain batches.
+    config.producer.idempotent = false;
+    config.producer.compression = Compression::None;
+    let client = Client::connect(&config).await.unwrap();
+    let p = Producer::new(client, config.clone(), None, Metrics::new());
+
+    // Each attempt: one small record for partition 1 (it lingers 2 ms), then enough for
+    // partition 0 to fill a batch, which is sent at once. Partition 1's record must go in the
+    // same request. An attempt where partition 1's linger ran out first (a loaded machine) says
+    // nothing and is not counted.
+    let mut conclusive = 0;
+    for _ in 0..ATTEMPTS {
+        if conclusive == ENOUGH {
+            break;
+        }
+        let start = log.lock().unwrap().len();
+        let mut pending = vec![p
+            .enqueue_raw(
+                TOPIC,
+                Some(LINGERING_KEY.to_vec()),
+                Some(vec![1; 100]),
+                BTreeMap::new(),
+            )
+            .await
+            .unwrap()];
+        for _ in 0..FILL_RECORDS {
+            pending.push(
+                p.enqueue_raw(
+                    TOPIC,
+                    Some(FULL_KEY.to_vec()),
+                    Some(vec![0; FILL_VALUE]),
+                    BTreeMap::new(),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        for d in pending {
+            d.await.unwrap();
+        }
+        let requests = log.lock().unwrap()[start..].to_vec();
+        let first_of = |partition: i32| {
+            requests
+                .iter()
+                .position(|r| r.iter().any(|(p, _)| *p == partition))
+                .unwrap_or_else(|| panic!("no request for partition {partition}: {requests:?}"))
+        };
+        let (full_at, lingering_at) = (first_of(0), first_of(1));
+        let full_records = requests[full_at]
+            .iter()
+            .find(|(p, _)| *p == 0)
+            .map(|(_, n)| *n)
+            .unwrap();
+        let records: i32 = requests.iter().flatten().map(|(_, n)| n).sum();
+        assert_eq!(records as usize, FILL_RECORDS + 1, "{requests:?}");
+        if lingering_at < full_at || full_records < FULL_BATCH_RECORDS {
+            continue;
+        }
+        assert_eq!(
+            lingering_at, full_at,
+            "partition 1's lingering record waited for a request of its own: {requests:?}"
+        );
+        conclusive += 1;
+    }
+    assert!(conclusive > 0, "every attempt's linger ran out first");
+    p.close().await.unwrap();
+}
