@@ -1112,23 +1112,39 @@ async fn a_member_process_frozen_past_its_session_rejoins_and_handles_each_recor
         .await,
         "records sent during the freeze were not handled"
     );
-    // A rejoins: new records go to both members again.
-    let after = send_anomalies(&ai, 600..900).await;
-    sent.extend(after.iter().copied());
-    let rejoined = mesh::wait_for(Duration::from_secs(120), || {
-        let a_after = a
-            .handles
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|h| h.began > resumed && after.contains(&(h.partition, h.offset)));
-        let all: BTreeSet<_> = handled_by(&a.handles)
-            .union(&handled_by(&b_handles))
-            .copied()
-            .collect();
-        a_after && sent.is_subset(&all)
-    })
-    .await;
+    // A rejoins: new records go to both members again. When A's rejoin completes is not
+    // visible from here, and records sent before it are all B's (B holds every partition
+    // until then, and commits them when it gives A its share): so records come in rounds
+    // of 99 (33 a partition) until A handles one of them, at most 12 rounds.
+    let mut after = BTreeSet::new();
+    let mut a_after = false;
+    for round in 0..12u64 {
+        let first = 600 + round * 99;
+        let batch = send_anomalies(&ai, first..first + 99).await;
+        sent.extend(batch.iter().copied());
+        after.extend(batch);
+        a_after = mesh::wait_for(Duration::from_secs(10), || {
+            a.handles
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|h| h.began > resumed && after.contains(&(h.partition, h.offset)))
+        })
+        .await;
+        if a_after {
+            eprintln!("{name}: the resumed member handled new records in round {round}");
+            break;
+        }
+    }
+    let rejoined = a_after
+        && mesh::wait_for(Duration::from_secs(120), || {
+            let all: BTreeSet<_> = handled_by(&a.handles)
+                .union(&handled_by(&b_handles))
+                .copied()
+                .collect();
+            sent.is_subset(&all)
+        })
+        .await;
     let (committed, _) = mesh::commits_reach_end(b, group, topic, Duration::from_secs(60)).await;
     stop_b.send(()).unwrap();
     task_b.await.unwrap().unwrap();
