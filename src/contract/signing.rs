@@ -6,7 +6,8 @@ use super::clock::{Clock, SystemClock};
 use super::kinds::{rows_for, Family};
 use super::messages::{AiEnvelope, ControlSigned, Kind, Message, ALG_ED25519};
 use super::nonce::NonceGenerator;
-use ed25519_dalek::{Signer as _, SigningKey};
+use ed25519_dalek::hazmat::ExpandedSecretKey;
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -117,7 +118,10 @@ pub fn control_sign_bytes_in<M: ControlSigned>(m: &M, domain: &[u8]) -> Vec<u8> 
 ///
 /// Cheap to share behind an `Arc`: nonce generation is thread-safe.
 pub struct Signer {
-    key: SigningKey,
+    /// The key's scalar and nonce prefix, expanded once: `SigningKey::sign` re-derives
+    /// them (a SHA-512) on every call; the signature is the same.
+    expanded: ExpandedSecretKey,
+    verifying: VerifyingKey,
     public: [u8; 32],
     nonces: NonceGenerator,
     clock: Arc<dyn Clock>,
@@ -150,10 +154,11 @@ impl Signer {
         domains: SigningDomains,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let public = key.verifying_key().to_bytes();
+        let verifying = key.verifying_key();
         Signer {
-            key,
-            public,
+            expanded: ExpandedSecretKey::from(key.as_bytes()),
+            verifying,
+            public: verifying.to_bytes(),
             nonces: NonceGenerator::new(instance_id),
             clock,
             domains,
@@ -172,7 +177,13 @@ impl Signer {
 
     /// A 64-byte Ed25519 signature over `bytes` (what a policy ack's header carries).
     pub fn sign_raw(&self, bytes: &[u8]) -> [u8; 64] {
-        self.key.sign(bytes).to_bytes()
+        self.sign(bytes).to_bytes()
+    }
+
+    /// Ed25519 (RFC 8032, pure) over `bytes` with the expanded key: what
+    /// `SigningKey::sign` returns, without expanding the key again.
+    fn sign(&self, bytes: &[u8]) -> Signature {
+        ed25519_dalek::hazmat::raw_sign::<sha2::Sha512>(&self.expanded, bytes, &self.verifying)
     }
 
     /// The record headers that carry the signature of a `kind` record whose value is `value`:
@@ -201,7 +212,7 @@ impl Signer {
 
     /// Signs an AI message whose envelope fields are already set (deterministic).
     pub fn resign_ai<M: AiEnvelope>(&self, mut m: M) -> M {
-        let sig = self.key.sign(&ai_message_sign_bytes(&m));
+        let sig = self.sign(&ai_message_sign_bytes(&m));
         m.set_signature(sig.to_bytes().to_vec());
         m
     }
@@ -233,9 +244,7 @@ impl Signer {
 
     /// Signs a control message as it stands (deterministic).
     pub fn resign_control<M: ControlSigned>(&self, mut m: M) -> M {
-        let sig = self
-            .key
-            .sign(&control_sign_bytes_in(&m, self.domains.for_kind(M::KIND)));
+        let sig = self.sign(&control_sign_bytes_in(&m, self.domains.for_kind(M::KIND)));
         m.set_signature_fields(
             sig.to_bytes().to_vec(),
             self.public.to_vec(),
@@ -295,3 +304,29 @@ macro_rules! kind_signing {
 }
 
 crate::kind_rows!(rows_for; kind_signing);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::Signer as _;
+
+    /// The expanded-key path signs exactly as `SigningKey::sign` does (Ed25519 is
+    /// deterministic): same key and bytes, same 64 bytes.
+    #[test]
+    fn the_expanded_key_signs_as_the_signing_key_does() {
+        for seed in [[0u8; 32], [1; 32], [0xa7; 32]] {
+            let key = SigningKey::from_bytes(&seed);
+            let signer = Signer::new(key.clone(), 7, SigningDomains::default());
+            for len in [0usize, 1, 63, 64, 200, 4096] {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|i| (i * 31 + seed[0] as usize) as u8)
+                    .collect();
+                assert_eq!(
+                    signer.sign_raw(&bytes),
+                    key.sign(&bytes).to_bytes(),
+                    "len {len}"
+                );
+            }
+        }
+    }
+}
