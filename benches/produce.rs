@@ -46,6 +46,8 @@ struct Row {
     records: usize,
     seconds: f64,
     cpu: f64,
+    /// CPU of the thread that queued the records (for the signed run: signing and queueing).
+    caller_cpu: f64,
     broker_cpu: f64,
 }
 
@@ -74,6 +76,7 @@ async fn run_meshbus(
     // The topic's leaders before the clock starts, as every peer does.
     p.partitions(topic).await.expect("topic metadata");
     let (c0, b0, t0) = (cpu_seconds(), b.cpu_seconds(), Instant::now());
+    let caller0 = broker::thread_cpu_seconds();
     let values: Box<dyn Iterator<Item = Vec<u8>>> = match values {
         Values::Raw(v) => Box::new(v.into_iter()),
         Values::Sign(v) => Box::new(v.into_iter().map(|m| signer.sign_ai(m).encode_to_vec())),
@@ -85,6 +88,7 @@ async fn run_meshbus(
                 .expect("queued"),
         );
     }
+    let caller_cpu = broker::thread_cpu_seconds() - caller0;
     for d in pending {
         d.await.expect("acknowledged");
     }
@@ -93,6 +97,7 @@ async fn run_meshbus(
         records: n,
         seconds: t0.elapsed().as_secs_f64(),
         cpu: cpu_seconds() - c0,
+        caller_cpu,
         broker_cpu: b.cpu_seconds() - b0,
     }
 }
@@ -128,6 +133,7 @@ fn run_peer(b: &broker::Broker, peer: broker::Peer, topic: &str, values: &[Vec<u
         records: r["records"].as_u64().unwrap() as usize,
         seconds: r["seconds"].as_f64().unwrap(),
         cpu: r["cpu_seconds"].as_f64().unwrap(),
+        caller_cpu: 0.0,
         // Of the peer's whole run, start-up included.
         broker_cpu,
     }
@@ -200,9 +206,11 @@ fn main() {
     // meshbus's, and the broker still warms during the first round, to the benefit of whichever
     // client comes later in it (meshbus's first row ran at half its later rate in some runs).
     // MESHBUS_BENCH_ONLY=meshbus leaves the peers out (for profiling meshbus alone).
-    let peers = std::env::var("MESHBUS_BENCH_ONLY").as_deref() != Ok("meshbus");
+    // MESHBUS_BENCH_ONLY=signing runs meshbus's signed row alone (for profiling it).
+    let only = std::env::var("MESHBUS_BENCH_ONLY").unwrap_or_default();
+    let peers = only != "meshbus" && only != "signing";
     let mut rounds: Vec<Vec<(&str, Row)>> = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..if only == "signing" { 0 } else { ROUNDS } {
         let mut rows = vec![
             (
                 "unsigned",
@@ -241,6 +249,16 @@ fn main() {
         "bench.meshbus.signing",
         Values::Sign(anomalies),
     ));
+    if only == "signing" {
+        let us = |x: f64| x * 1e6 / n as f64;
+        println!(
+            "signed run alone: {:.0} records/s, client CPU {:.1} us per record, of which the queueing thread {:.1}",
+            n as f64 / signing.seconds,
+            us(signing.cpu),
+            us(signing.caller_cpu)
+        );
+        return;
+    }
     // Produce against record size: the same bytes per size, at least 200 records.
     let mut by_size = Vec::new();
     for size in SIZES {
@@ -270,6 +288,14 @@ fn main() {
         std::hint::black_box(key.sign(&bytes));
     }
     let bare_sign = t0.elapsed().as_secs_f64() / reps as f64;
+    // meshbus's signer alone, in the same conditions as the bare loop (no transport beside
+    // it): what the signed run's queueing thread does per record, less the queueing.
+    let alone: Vec<AnomalyEvent> = (0..reps).map(|i| sample::anomaly(i as u64, SIZE)).collect();
+    let t0 = Instant::now();
+    for m in alone {
+        std::hint::black_box(signer.sign_ai(m).encode_to_vec());
+    }
+    let signer_alone = t0.elapsed().as_secs_f64() / reps as f64;
 
     println!("\nproduce benchmark: {n} records of ~{SIZE} B, snappy, acks=all, idempotent, TLS + SCRAM-SHA-512, local Apache Kafka (3 partitions); every client: linger 2 ms, 1,000,000-byte batches, 5 requests in flight per connection (Sarama 1), 32 MiB buffer");
     let per_100k = |x: f64, r: &Row| x * 100_000.0 / r.records as f64;
@@ -297,6 +323,20 @@ fn main() {
     }
     line("signing included", &signing);
     let presigned = &rounds[ROUNDS - 1][1].1;
+    // Where the signed run's extra CPU went: the thread that signs and queues, and the rest
+    // of the process (the send engine and the connection).
+    let us = |x: f64| x * 1e6 / n as f64;
+    println!(
+        "\nwhere the CPU went, us per record: queueing thread {:.1} signed / {:.1} pre-signed; send engine and connection {:.1} signed / {:.1} pre-signed",
+        us(signing.caller_cpu),
+        us(presigned.caller_cpu),
+        us(signing.cpu - signing.caller_cpu),
+        us(presigned.cpu - presigned.caller_cpu)
+    );
+    println!(
+        "meshbus signer alone (sign_ai and encode, no transport beside it): {:.1} us per record",
+        signer_alone * 1e6
+    );
     let signing = (signing.cpu - presigned.cpu) / n as f64;
     println!(
         "\nsigning on top of pre-signed produce (round {ROUNDS}): {:.1} us of CPU per record; bare SHA-256 + Ed25519 sign: {:.1} us ({:.2}x)",

@@ -763,6 +763,12 @@ pub fn cpu_seconds() -> f64 {
     process_cpu_seconds("/proc/self/stat").unwrap()
 }
 
+/// CPU seconds the calling thread has used (user + system), at the kernel's tick resolution.
+#[allow(dead_code)] // not every test binary that includes this file reads it
+pub fn thread_cpu_seconds() -> f64 {
+    process_cpu_seconds("/proc/thread-self/stat").unwrap()
+}
+
 /// User + system CPU seconds from a `/proc/PID/stat` file (None once the process is gone).
 fn process_cpu_seconds(stat_path: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(stat_path).ok()?;
