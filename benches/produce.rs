@@ -249,8 +249,9 @@ fn main() {
         "bench.meshbus.signing",
         Values::Sign(anomalies),
     ));
+    // CPU seconds over the run's records, in microseconds a record.
+    let us = |x: f64| x * 1e6 / n as f64;
     if only == "signing" {
-        let us = |x: f64| x * 1e6 / n as f64;
         println!(
             "signed run alone: {:.0} records/s, client CPU {:.1} us per record, of which the queueing thread {:.1}",
             n as f64 / signing.seconds,
@@ -325,7 +326,6 @@ fn main() {
     let presigned = &rounds[ROUNDS - 1][1].1;
     // Where the signed run's extra CPU went: the thread that signs and queues, and the rest
     // of the process (the send engine and the connection).
-    let us = |x: f64| x * 1e6 / n as f64;
     println!(
         "\nwhere the CPU went, us per record: queueing thread {:.1} signed / {:.1} pre-signed; send engine and connection {:.1} signed / {:.1} pre-signed",
         us(signing.caller_cpu),

@@ -121,8 +121,8 @@ pub struct Signer {
     /// The key's scalar and nonce prefix, expanded once: `SigningKey::sign` re-derives
     /// them (a SHA-512) on every call; the signature is the same.
     expanded: ExpandedSecretKey,
+    /// The public key (its raw 32 bytes are the `producer_id`).
     verifying: VerifyingKey,
-    public: [u8; 32],
     nonces: NonceGenerator,
     clock: Arc<dyn Clock>,
     domains: SigningDomains,
@@ -131,7 +131,7 @@ pub struct Signer {
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signer")
-            .field("public_key", &hex::encode(self.public))
+            .field("public_key", &hex::encode(self.verifying.as_bytes()))
             .field("instance_id", &self.nonces.instance_id())
             .finish_non_exhaustive()
     }
@@ -154,11 +154,9 @@ impl Signer {
         domains: SigningDomains,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let verifying = key.verifying_key();
         Signer {
             expanded: ExpandedSecretKey::from(key.as_bytes()),
-            verifying,
-            public: verifying.to_bytes(),
+            verifying: key.verifying_key(),
             nonces: NonceGenerator::new(instance_id),
             clock,
             domains,
@@ -172,7 +170,7 @@ impl Signer {
 
     /// The raw 32-byte public key (the `producer_id`).
     pub fn public_key(&self) -> [u8; 32] {
-        self.public
+        self.verifying.to_bytes()
     }
 
     /// A 64-byte Ed25519 signature over `bytes` (what a policy ack's header carries).
@@ -206,7 +204,7 @@ impl Signer {
         let now_ms = self.clock.now_ms();
         let nonce = self.nonces.next_at(now_ms);
         let hash = sha256(m.content()).to_vec();
-        m.set_envelope(now_ms.div_euclid(1000), hash, self.public, nonce);
+        m.set_envelope(now_ms.div_euclid(1000), hash, self.public_key(), nonce);
         self.resign_ai(m)
     }
 
@@ -224,7 +222,7 @@ impl Signer {
         if m.timestamp() == 0 {
             m.set_timestamp(self.clock.now_secs());
         }
-        m.set_producer_id(self.public);
+        m.set_producer_id(self.public_key());
         m.fill_derived();
         self.resign_control(m)
     }
@@ -247,7 +245,7 @@ impl Signer {
         let sig = self.sign(&control_sign_bytes_in(&m, self.domains.for_kind(M::KIND)));
         m.set_signature_fields(
             sig.to_bytes().to_vec(),
-            self.public.to_vec(),
+            self.verifying.as_bytes().to_vec(),
             ALG_ED25519.to_string(),
         );
         m
