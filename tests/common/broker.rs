@@ -10,7 +10,7 @@ use meshbus::config::{Config, SaslMechanism, Tls};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A running Apache Kafka cluster (one or more nodes) in its own directory.
 pub struct Broker {
@@ -314,6 +314,52 @@ impl Broker {
             }
         }
         total
+    }
+
+    /// CPU seconds the cluster's JIT compiler threads (HotSpot's `C1`/`C2 CompilerThread`s)
+    /// have used so far: a broker still compiling is not warm, and its compiles take CPU
+    /// from whichever client a benchmark is measuring at the time.
+    #[allow(dead_code)] // only the benchmarks read it
+    pub fn jit_cpu_seconds(&self) -> f64 {
+        let mut total = 0.0;
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let Ok(pid) = std::fs::read_to_string(entry.unwrap().path().join("pid")) else {
+                continue;
+            };
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", pid.trim())) else {
+                continue;
+            };
+            for task in tasks.flatten() {
+                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                if comm.starts_with("C1 Compiler") || comm.starts_with("C2 Compiler") {
+                    let stat = task.path().join("stat");
+                    total += process_cpu_seconds(stat.to_str().unwrap()).unwrap_or(0.0);
+                }
+            }
+        }
+        total
+    }
+
+    /// Waits until the cluster's JIT compilers are quiet (at most one clock tick of CPU in
+    /// each of two consecutive quarter-seconds), for at most `limit`; returns whether they
+    /// went quiet. A benchmark calls it before each measured row, so no row pays for the
+    /// compiles the one before it set off.
+    #[allow(dead_code)] // only the benchmarks call it
+    pub fn wait_jit_quiet(&self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        let mut quiet = 0;
+        let mut last = self.jit_cpu_seconds();
+        while Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(250));
+            let now = self.jit_cpu_seconds();
+            // A compiler thread that exits takes its CPU time with it: a drop is quiet.
+            quiet = if now - last <= 0.011 { quiet + 1 } else { 0 };
+            last = now;
+            if quiet >= 2 {
+                return true;
+            }
+        }
+        false
     }
 
     /// Kills every node by pid (storage is kept).
