@@ -118,6 +118,16 @@ impl Sender {
     }
 
     async fn producer(&self) -> Result<&krafka::producer::Producer, KafkaError> {
+        match self.producer.get() {
+            Some(p) => Ok(p),
+            // Boxed: the start-up runs once, and every send's future would otherwise carry
+            // its state.
+            None => Box::pin(self.start_producer()).await,
+        }
+    }
+
+    /// Builds the krafka producer, once.
+    async fn start_producer(&self) -> Result<&krafka::producer::Producer, KafkaError> {
         self.producer
             .get_or_try_init(|| async {
                 let timeout = self.client.timeout();

@@ -168,7 +168,24 @@ impl Core {
 /// the send counts as failed in [`Producer::counts`].
 #[must_use = "a dropped PendingDelivery discards the acknowledgement; the record is still sent"]
 pub struct PendingDelivery {
-    answer: std::pin::Pin<Box<dyn Future<Output = Result<Delivery, SendError>> + Send>>,
+    state: Answer,
+}
+
+/// Where a [`PendingDelivery`] is: the common path (queued once, acknowledged) holds the
+/// record inline and allocates nothing; only a retry boxes the future that re-queues it.
+// The large variant is the common one: boxing it is the allocation per record this avoids.
+#[allow(clippy::large_enum_variant)]
+enum Answer {
+    /// Queued, waiting for the broker's answer.
+    Waiting {
+        queued: crate::kafka::Queued,
+        send: Outgoing,
+        in_flight: lifecycle::InFlight,
+    },
+    /// The first answer was a retriable failure: the record is queued again.
+    Retrying(std::pin::Pin<Box<dyn Future<Output = Result<Delivery, SendError>> + Send>>),
+    /// The answer was given.
+    Done,
 }
 
 impl std::fmt::Debug for PendingDelivery {
@@ -184,7 +201,38 @@ impl Future for PendingDelivery {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        self.answer.as_mut().poll(cx)
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                Answer::Waiting { queued, .. } => {
+                    let landed = std::task::ready!(std::pin::Pin::new(queued).poll(cx));
+                    let Answer::Waiting {
+                        send, in_flight, ..
+                    } = std::mem::replace(&mut this.state, Answer::Done)
+                    else {
+                        unreachable!("matched as waiting above")
+                    };
+                    match landed {
+                        Ok((partition, offset)) => {
+                            send.count(in_flight, true);
+                            return Poll::Ready(Ok(Delivery {
+                                topic: send.metrics.topic.clone(),
+                                partition,
+                                offset,
+                            }));
+                        }
+                        Err(e) => this.state = Answer::Retrying(Box::pin(send.retry(e, in_flight))),
+                    }
+                }
+                Answer::Retrying(retry) => {
+                    let result = std::task::ready!(retry.as_mut().poll(cx));
+                    this.state = Answer::Done;
+                    return Poll::Ready(result);
+                }
+                Answer::Done => panic!("PendingDelivery polled after it gave its answer"),
+            }
+        }
     }
 }
 
@@ -462,7 +510,9 @@ impl Producer {
             return Err(SendError::TooLarge { size });
         }
         if !self.throttle.is_unlimited() {
-            let waited = self.throttle.admit(size).await;
+            // Boxed: most producers are unthrottled, and every send's future would otherwise
+            // carry the throttle's wait.
+            let waited = Box::pin(self.throttle.admit(size)).await;
             core.metrics
                 .producer_throttled_seconds
                 .get_or_create(&Metrics::topic(topic))
@@ -475,7 +525,11 @@ impl Producer {
         send.started = Instant::now();
         match send.queue().await {
             Ok(queued) => Ok(PendingDelivery {
-                answer: Box::pin(send.answer(queued, in_flight)),
+                state: Answer::Waiting {
+                    queued,
+                    send,
+                    in_flight,
+                },
             }),
             Err(e) => {
                 let e = send.error(e);
@@ -548,20 +602,30 @@ impl Outgoing {
                 Err(e) => e,
             };
             match self.retry_after(&e) {
-                Some(after) => tokio::time::sleep(after).await,
+                Some(after) => Box::pin(tokio::time::sleep(after)).await,
                 None => return Err(e),
             }
         }
     }
 
-    /// The broker's answer for a queued record; a retriable failure queues it again.
-    async fn answer(
+    /// After a delivery failed with `failure`: queues the record again while the failure is
+    /// retriable (SPEC 8), and gives the last answer.
+    async fn retry(
         mut self,
-        mut queued: crate::kafka::Queued,
+        failure: KafkaError,
         in_flight: lifecycle::InFlight,
     ) -> Result<Delivery, SendError> {
+        let mut failure = failure;
         let result = loop {
-            let e = match queued.await {
+            match self.retry_after(&failure) {
+                Some(after) => tokio::time::sleep(after).await,
+                None => break Err(self.error(failure)),
+            }
+            let queued = match self.queue().await {
+                Ok(q) => q,
+                Err(e) => break Err(self.error(e)),
+            };
+            match queued.await {
                 Ok((partition, offset)) => {
                     break Ok(Delivery {
                         topic: self.metrics.topic.clone(),
@@ -569,16 +633,8 @@ impl Outgoing {
                         offset,
                     })
                 }
-                Err(e) => e,
-            };
-            match self.retry_after(&e) {
-                Some(after) => tokio::time::sleep(after).await,
-                None => break Err(self.error(e)),
+                Err(e) => failure = e,
             }
-            queued = match self.queue().await {
-                Ok(q) => q,
-                Err(e) => break Err(self.error(e)),
-            };
         };
         self.count(in_flight, result.is_ok());
         result

@@ -1370,7 +1370,15 @@ impl ClusterMetadata {
         if let Some(count) = self.partition_count(topic).filter(|count| *count > 0) {
             return Ok(count);
         }
+        // meshbus change 20: the fetch is boxed, so the future every send
+        // awaits here stays the size of a pointer on the path that finds the
+        // topic cached.
+        Box::pin(self.fetch_partition_count(topic, max_wait)).await
+    }
 
+    /// The slow path of [`ensure_partition_count`](Self::ensure_partition_count):
+    /// fetch until the topic has partitions or `max_wait` elapses.
+    async fn fetch_partition_count(&self, topic: &str, max_wait: Duration) -> Result<usize> {
         let deadline = Instant::now() + max_wait;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
 use tracing::warn;
 
 use super::batch::{BufferedRecord, RecordData, Reservation, Waiter};
@@ -250,17 +250,31 @@ impl Accumulator {
 
         // The only await that holds anything. Dropped here, the permit future
         // cancels cleanly and nothing is reserved.
-        let remaining = self.max_block.saturating_sub(send_started_at.elapsed());
+        //
+        // meshbus change 20: room in the buffer is taken at once when there is
+        // some, and only a full buffer builds the timed wait, boxed: every send
+        // future is then smaller by the wait's size, and the common path reads
+        // no clock here. `try_acquire_many` cannot pass a waiting send: the
+        // semaphore hands released permits to its queued waiters first and
+        // makes none available while one waits, so the queue stays FIFO.
         let permits = u32::try_from(record_size).unwrap_or(u32::MAX);
-        let permit = match obligation
-            .suspend(tokio::time::timeout(
-                remaining,
-                self.memory.acquire_many(permits),
-            ))
-            .await
-        {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => {
+        let acquired = match self.memory.try_acquire_many(permits) {
+            Ok(permit) => Ok(Some(permit)),
+            Err(TryAcquireError::Closed) => Ok(None),
+            Err(TryAcquireError::NoPermits) => {
+                let remaining = self.max_block.saturating_sub(send_started_at.elapsed());
+                obligation
+                    .suspend(Box::pin(tokio::time::timeout(
+                        remaining,
+                        self.memory.acquire_many(permits),
+                    )))
+                    .await
+                    .map(|acquired| acquired.ok())
+            }
+        };
+        let permit = match acquired {
+            Ok(Some(permit)) => permit,
+            Ok(None) => {
                 return Err(EnqueueRejected::new(
                     KrafkaError::closed("the producer's send engine stopped"),
                     obligation.take_context(),
