@@ -122,6 +122,8 @@ struct SendMetrics {
     /// The topic, shared by every send to it.
     topic: String,
     kind: &'static str,
+    /// Looked up by a raw send (its type from its topic), not by a typed one.
+    raw: bool,
     sent: prometheus_client::metrics::counter::Counter,
     failed: prometheus_client::metrics::counter::Counter,
     bytes: prometheus_client::metrics::counter::Counter,
@@ -129,22 +131,33 @@ struct SendMetrics {
 }
 
 impl Core {
-    /// The metric handles of sends to `topic` of type `kind`.
-    fn send_metrics(&self, topic: &str, kind: &'static str) -> Arc<SendMetrics> {
+    /// The metric handles of sends to `topic` of type `kind`; `None` for a raw send, whose
+    /// type is the kind its topic carries, or `raw` (worked out once per topic, not per send).
+    fn send_metrics(&self, topic: &str, kind: Option<&'static str>) -> Arc<SendMetrics> {
         let find = |kept: &[Arc<SendMetrics>]| {
             kept.iter()
-                .find(|m| m.kind == kind && m.topic == topic)
+                .find(|m| {
+                    m.raw == kind.is_none() && kind.is_none_or(|k| m.kind == k) && m.topic == topic
+                })
                 .cloned()
         };
         if let Some(m) = find(&self.send_metrics.read().unwrap_or_else(|p| p.into_inner())) {
             return m;
         }
+        let raw = kind.is_none();
+        let kind = kind.unwrap_or_else(|| {
+            self.config
+                .kind_of_topic(topic)
+                .map(Kind::name)
+                .unwrap_or("raw")
+        });
         let labels = Metrics::topic_type(topic, kind);
         let topic_label = Metrics::topic(topic);
         let m = &self.metrics;
         let made = Arc::new(SendMetrics {
             topic: topic.to_string(),
             kind,
+            raw,
             sent: m.messages_sent.get_or_create(&labels).clone(),
             failed: m.messages_failed.get_or_create(&labels).clone(),
             bytes: m.bytes_sent.get_or_create(&topic_label).clone(),
@@ -425,7 +438,7 @@ impl Producer {
         let topic = self.core.config.topic(msg.kind()).to_string();
         self.enqueue(
             &topic,
-            msg.kind().name(),
+            Some(msg.kind().name()),
             msg.record_key(),
             Some(value),
             headers,
@@ -466,13 +479,7 @@ impl Producer {
         value: Option<Vec<u8>>,
         headers: BTreeMap<String, Vec<u8>>,
     ) -> Result<PendingDelivery, SendError> {
-        let kind = self
-            .core
-            .config
-            .kind_of_topic(topic)
-            .map(Kind::name)
-            .unwrap_or("raw");
-        self.enqueue(topic, kind, key, value, headers).await
+        self.enqueue(topic, None, key, value, headers).await
     }
 
     /// The one send path: admit (gate, size, throttle, breaker), queue (retrying what failed
@@ -481,7 +488,7 @@ impl Producer {
     async fn enqueue(
         &self,
         topic: &str,
-        kind: &'static str,
+        kind: Option<&'static str>,
         key: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
         headers: BTreeMap<String, Vec<u8>>,
@@ -503,7 +510,7 @@ impl Producer {
             started: Instant::now(),
             timestamp_ms: crate::contract::clock::SystemClock.now_ms(),
             attempts: 0,
-            backoff: core.backoff(),
+            backoff: None,
         };
         if size > MAX_RECORD_BYTES {
             send.count(in_flight, false);
@@ -517,12 +524,13 @@ impl Producer {
                 .producer_throttled_seconds
                 .get_or_create(&Metrics::topic(topic))
                 .inc_by(waited.as_secs_f64());
+            // The throttle's wait is not send latency.
+            send.started = Instant::now();
         }
         if !core.breaker.allow() {
             send.count(in_flight, false);
             return Err(SendError::BreakerOpen);
         }
-        send.started = Instant::now();
         match send.queue().await {
             Ok(queued) => Ok(PendingDelivery {
                 state: Answer::Waiting {
@@ -565,7 +573,8 @@ struct Outgoing {
     started: Instant,
     timestamp_ms: i64,
     attempts: usize,
-    backoff: backon::ExponentialBackoff,
+    /// Built at the first retry: most sends never need it.
+    backoff: Option<backon::ExponentialBackoff>,
 }
 
 impl Outgoing {
@@ -577,7 +586,8 @@ impl Outgoing {
         if !e.is_retriable() || matches!(e, KafkaError::DeliveryTimeout { .. }) {
             return None;
         }
-        let after = self.backoff.next()?;
+        let core = &self.core;
+        let after = self.backoff.get_or_insert_with(|| core.backoff()).next()?;
         tracing::warn!(topic = %self.metrics.topic, error = %e, retry_in = ?after, "send failed; retrying");
         Some(after)
     }

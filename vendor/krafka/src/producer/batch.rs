@@ -27,12 +27,14 @@ pub(crate) struct RecordData {
 }
 
 impl RecordData {
-    pub(crate) fn new(record: RoutedRecord, now: Timestamp) -> Self {
+    /// The record with its own timestamp, or `now()` when it has none (meshbus
+    /// change 20: the clock is read only then).
+    pub(crate) fn stamped(record: RoutedRecord, now: impl FnOnce() -> Timestamp) -> Self {
         Self {
             key: record.key,
             value: record.value,
             headers: record.headers,
-            timestamp: record.timestamp.unwrap_or(now),
+            timestamp: record.timestamp.unwrap_or_else(now),
         }
     }
 }

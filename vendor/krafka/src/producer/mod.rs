@@ -56,8 +56,8 @@ use crate::barrier::InFlightBarrier;
 /// the cache does not have it.
 ///
 /// Shared by both producers' `enqueue`. Mirrors
-/// `KafkaProducer.waitOnMetadata`: a cache miss fetches, bounded by `max_wait`
-/// (what remains of `max_block`), and the partition — given with the record or
+/// `KafkaProducer.waitOnMetadata`: a cache miss fetches, bounded by what
+/// remains of `max_block` since `send_started_at`, and the partition — given with the record or
 /// chosen by a custom partitioner — is range-checked so a partition the topic
 /// does not have fails here rather than as an unroutable batch.
 pub(crate) async fn resolve_partition(
@@ -67,9 +67,18 @@ pub(crate) async fn resolve_partition(
     key: Option<&[u8]>,
     requested: Option<PartitionId>,
     record_size: usize,
-    max_wait: Duration,
+    send_started_at: Instant,
+    max_block: Duration,
 ) -> Result<PartitionId> {
-    let partition_count = metadata.ensure_partition_count(topic, max_wait).await?;
+    // meshbus change 20: what is left of `max_block` is worked out (a clock
+    // read) only when the topic's partitions are not cached.
+    let partition_count = match metadata.partition_count(topic).filter(|count| *count > 0) {
+        Some(count) => count,
+        None => {
+            let max_wait = max_block.saturating_sub(send_started_at.elapsed());
+            metadata.ensure_partition_count(topic, max_wait).await?
+        }
+    };
 
     let (partition, source) = match requested {
         Some(partition) => (partition, "invalid partition given with record"),
@@ -281,7 +290,8 @@ where
             record.key_bytes(),
             routed.partition,
             record_size,
-            max_block.saturating_sub(send_started_at.elapsed()),
+            send_started_at,
+            max_block,
         ))
         .await
     {

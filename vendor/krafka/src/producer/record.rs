@@ -742,7 +742,7 @@ mod tests {
             .header("kept", b"1".to_vec())
             .into_routed_parts();
 
-        let data = [crate::producer::batch::RecordData::new(routed.record, 0)];
+        let data = [crate::producer::batch::RecordData::stamped(routed.record, || 0)];
         let mut encoded = crate::producer::batch::encode(
             &data,
             None,
@@ -770,7 +770,7 @@ mod tests {
 
         let routed = Record::new("t", Bytes::new()).key("k").into_routed_parts();
 
-        let data = [crate::producer::batch::RecordData::new(routed.record, 0)];
+        let data = [crate::producer::batch::RecordData::stamped(routed.record, || 0)];
         let mut encoded = crate::producer::batch::encode(
             &data,
             None,
