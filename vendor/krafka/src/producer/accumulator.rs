@@ -258,12 +258,10 @@ impl Accumulator {
         // semaphore hands released permits to its queued waiters first and
         // makes none available while one waits, so the queue stays FIFO.
         let permits = u32::try_from(record_size).unwrap_or(u32::MAX);
-        let mut waited = false;
         let acquired = match self.memory.try_acquire_many(permits) {
             Ok(permit) => Ok(Some(permit)),
             Err(TryAcquireError::Closed) => Ok(None),
             Err(TryAcquireError::NoPermits) => {
-                waited = true;
                 let remaining = self.max_block.saturating_sub(send_started_at.elapsed());
                 obligation
                     .suspend(Box::pin(tokio::time::timeout(
@@ -340,13 +338,7 @@ impl Accumulator {
             size: record_size,
             generation,
             waiter,
-            // meshbus change 20: a send that found room at once is queued
-            // the moment it started (microseconds ago, nothing awaited since).
-            queued_at: if waited {
-                Instant::now()
-            } else {
-                send_started_at
-            },
+            queued_at: Instant::now(),
         };
         self.doorbell.appending(record_size, self.batch_size);
         if let Err(mpsc::error::SendError(command)) = self.commands.send(Command::Append(append)) {
