@@ -1,7 +1,8 @@
 //! How the producer groups batches into Produce requests (vendored krafka, change 19): a batch
 //! still lingering rides in a request its broker gets anyway, as Java's `RecordAccumulator.drain`
 //! takes the first batch of every partition on a ready node, instead of going a linger later in
-//! a request of its own.
+//! a request of its own. And (change 20) a task queueing in a loop still yields to the
+//! runtime, though a send that finds room in the buffer awaits nothing.
 //!
 //! No Kafka broker is needed: the peer is the fake broker (`common/fake_broker.rs`), which reads
 //! each Produce request's partitions and record counts and answers every partition with success.
@@ -13,6 +14,7 @@ use meshbus::kafka::Client;
 use meshbus::metrics::Metrics;
 use meshbus::producer::Producer;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +32,9 @@ const FULL_BATCH_RECORDS: i32 = 15;
 /// Attempts at most, and the conclusive ones that end the test early.
 const ATTEMPTS: usize = 100;
 const ENOUGH: usize = 5;
+/// More than tokio's coop budget (128) of sends: a task queueing this many in a loop has
+/// yielded at least once.
+const SENDS_WITHOUT_A_YIELD: usize = 1_000;
 
 /// One Produce request as the broker saw it: (partition, records) per partition.
 type Sent = Vec<(i32, i32)>;
@@ -81,10 +86,9 @@ fn produce_answer(sent: &Sent) -> Vec<u8> {
     b
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lingering_batch_rides_in_the_request_that_sends_a_full_batch_to_its_broker() {
-    let log: Arc<Mutex<Vec<Sent>>> = Arc::default();
-    let seen = log.clone();
+/// A producer on a fake broker that logs each Produce request's partitions in `log` and
+/// answers every partition with success.
+async fn producer_on_fake_broker(log: Arc<Mutex<Vec<Sent>>>) -> Producer {
     let port = serve(Arc::new(move |req: &Request, port| {
         if let Some(reply) = standard(req, port, &[(TOPIC, 2)]) {
             return reply;
@@ -94,7 +98,7 @@ async fn a_lingering_batch_rides_in_the_request_that_sends_a_full_batch_to_its_b
         }
         let sent = parse_produce(&req.body);
         let answer = produce_answer(&sent);
-        seen.lock().unwrap().push(sent);
+        log.lock().unwrap().push(sent);
         Reply::Body(answer)
     }))
     .await;
@@ -107,7 +111,13 @@ async fn a_lingering_batch_rides_in_the_request_that_sends_a_full_batch_to_its_b
     config.producer.idempotent = false;
     config.producer.compression = Compression::None;
     let client = Client::connect(&config).await.unwrap();
-    let p = Producer::new(client, config.clone(), None, Metrics::new());
+    Producer::new(client, config, None, Metrics::new())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_batch_rides_in_the_request_that_sends_a_full_batch_to_its_broker() {
+    let log: Arc<Mutex<Vec<Sent>>> = Arc::default();
+    let p = producer_on_fake_broker(log.clone()).await;
 
     // Each attempt: one small record for partition 1 (it lingers 2 ms), then enough for
     // partition 0 to fill a batch, which is sent at once. Partition 1's record must go in the
@@ -168,5 +178,38 @@ async fn a_lingering_batch_rides_in_the_request_that_sends_a_full_batch_to_its_b
         conclusive += 1;
     }
     assert!(conclusive > 0, "every attempt's linger ran out first");
+    p.close().await.unwrap();
+}
+
+/// krafka change 20: a send that finds room in the buffer awaits nothing, yet a task queueing
+/// in a loop must still yield to the runtime every coop budget's worth of sends (as it did
+/// when the buffer's semaphore `acquire` took the budget); otherwise the send engine and every
+/// other task on its thread wait until the 32 MiB buffer is full. One thread, so only a yield
+/// lets the other task run.
+#[tokio::test(flavor = "current_thread")]
+async fn a_task_queueing_in_a_loop_lets_the_other_tasks_on_its_thread_run() {
+    let p = producer_on_fake_broker(Arc::default()).await;
+    // The producer started and the topic known: nothing below has a reason to wait.
+    p.send_raw(TOPIC, None, vec![1; 10], BTreeMap::new())
+        .await
+        .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+    let mut pending = Vec::new();
+    while !ran.load(Ordering::SeqCst) && pending.len() < SENDS_WITHOUT_A_YIELD {
+        pending.push(
+            p.enqueue_raw(TOPIC, None, Some(vec![0; 10]), BTreeMap::new())
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(
+        ran.load(Ordering::SeqCst),
+        "{SENDS_WITHOUT_A_YIELD} sends in a loop never let another task run"
+    );
+    for d in pending {
+        d.await.unwrap();
+    }
     p.close().await.unwrap();
 }

@@ -258,6 +258,12 @@ impl Accumulator {
         // semaphore hands released permits to its queued waiters first and
         // makes none available while one waits, so the queue stays FIFO.
         let permits = u32::try_from(record_size).unwrap_or(u32::MAX);
+        // A send that finds room awaits nothing, so it takes a unit of the
+        // task's cooperative budget here, as the semaphore's `acquire` did: a
+        // task queueing in a loop still yields every budget's worth of sends,
+        // and the send engine (woken onto this thread) gets its turn before
+        // the buffer fills.
+        obligation.suspend(tokio::task::consume_budget()).await;
         let acquired = match self.memory.try_acquire_many(permits) {
             Ok(permit) => Ok(Some(permit)),
             Err(TryAcquireError::Closed) => Ok(None),
