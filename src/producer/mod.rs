@@ -229,11 +229,7 @@ impl Future for PendingDelivery {
                     match landed {
                         Ok((partition, offset)) => {
                             send.count(in_flight, true);
-                            return Poll::Ready(Ok(Delivery {
-                                topic: send.metrics.topic.clone(),
-                                partition,
-                                offset,
-                            }));
+                            return Poll::Ready(Ok(send.delivery(partition, offset)));
                         }
                         Err(e) => this.state = Answer::Retrying(Box::pin(send.retry(e, in_flight))),
                     }
@@ -622,10 +618,9 @@ impl Outgoing {
     /// retriable (SPEC 8), and gives the last answer.
     async fn retry(
         mut self,
-        failure: KafkaError,
+        mut failure: KafkaError,
         in_flight: lifecycle::InFlight,
     ) -> Result<Delivery, SendError> {
-        let mut failure = failure;
         let result = loop {
             match self.retry_after(&failure) {
                 Some(after) => tokio::time::sleep(after).await,
@@ -636,18 +631,21 @@ impl Outgoing {
                 Err(e) => break Err(self.error(e)),
             };
             match queued.await {
-                Ok((partition, offset)) => {
-                    break Ok(Delivery {
-                        topic: self.metrics.topic.clone(),
-                        partition,
-                        offset,
-                    })
-                }
+                Ok((partition, offset)) => break Ok(self.delivery(partition, offset)),
                 Err(e) => failure = e,
             }
         };
         self.count(in_flight, result.is_ok());
         result
+    }
+
+    /// Where the broker put the record.
+    fn delivery(&self, partition: i32, offset: i64) -> Delivery {
+        Delivery {
+            topic: self.metrics.topic.clone(),
+            partition,
+            offset,
+        }
     }
 
     /// The caller's error for a failed send, and the breaker's count of it.

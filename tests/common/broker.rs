@@ -304,16 +304,19 @@ impl Broker {
     /// CPU seconds the cluster's JVMs have used so far (what a benchmark shows beside the
     /// client's own).
     pub fn cpu_seconds(&self) -> f64 {
-        let mut total = 0.0;
-        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
-            let Ok(pid) = std::fs::read_to_string(entry.unwrap().path().join("pid")) else {
-                continue;
-            };
-            if let Some(cpu) = process_cpu_seconds(&format!("/proc/{}/stat", pid.trim())) {
-                total += cpu;
-            }
-        }
-        total
+        self.jvm_pids()
+            .iter()
+            .filter_map(|pid| process_cpu_seconds(&format!("/proc/{pid}/stat")))
+            .sum()
+    }
+
+    /// The pids of the cluster's JVMs, as the harness recorded them (`node-N/pid`).
+    fn jvm_pids(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|entry| std::fs::read_to_string(entry.unwrap().path().join("pid")).ok())
+            .map(|pid| pid.trim().to_string())
+            .collect()
     }
 
     /// CPU seconds the cluster's JIT compiler threads (HotSpot's `C1`/`C2 CompilerThread`s)
@@ -322,11 +325,8 @@ impl Broker {
     #[allow(dead_code)] // only the benchmarks read it
     pub fn jit_cpu_seconds(&self) -> f64 {
         let mut total = 0.0;
-        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
-            let Ok(pid) = std::fs::read_to_string(entry.unwrap().path().join("pid")) else {
-                continue;
-            };
-            let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", pid.trim())) else {
+        for pid in self.jvm_pids() {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
                 continue;
             };
             for task in tasks.flatten() {
