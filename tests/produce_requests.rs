@@ -2,7 +2,8 @@
 //! still lingering rides in a request its broker gets anyway, as Java's `RecordAccumulator.drain`
 //! takes the first batch of every partition on a ready node, instead of going a linger later in
 //! a request of its own. And (change 20) a task queueing in a loop still yields to the
-//! runtime, though a send that finds room in the buffer awaits nothing.
+//! runtime, though a send that finds room in the buffer awaits nothing. And (change 21) a
+//! steady sender does not wake the send engine once a record while a batch is in flight.
 //!
 //! No Kafka broker is needed: the peer is the fake broker (`common/fake_broker.rs`), which reads
 //! each Produce request's partitions and record counts and answers every partition with success.
@@ -16,7 +17,7 @@ use meshbus::producer::Producer;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const TOPIC: &str = "riders";
 /// Partition 0 of two (murmur2, as Java places keys; the test checks it on the wire).
@@ -35,6 +36,17 @@ const ENOUGH: usize = 5;
 /// More than tokio's coop budget (128) of sends: a task queueing this many in a loop has
 /// yielded at least once.
 const SENDS_WITHOUT_A_YIELD: usize = 1_000;
+
+/// The producer's linger (meshbus's `PRODUCER_LINGER`).
+const LINGER: Duration = Duration::from_millis(2);
+/// How long the fake broker holds each Produce answer: a batch stays in flight that long.
+const HOLD: Duration = Duration::from_millis(50);
+/// Records a steady sender queues, one every SPACING: many a linger.
+const STEADY_RECORDS: usize = 2_000;
+const SPACING: Duration = Duration::from_micros(50);
+/// Fewer records a linger than this and the attempt cannot tell one wake a record from one
+/// a linger (a loaded machine slowed the sender): it is not counted.
+const RECORDS_A_LINGER_TO_TELL: f64 = 4.0;
 
 /// One Produce request as the broker saw it: (partition, records) per partition.
 type Sent = Vec<(i32, i32)>;
@@ -86,10 +98,10 @@ fn produce_answer(sent: &Sent) -> Vec<u8> {
     b
 }
 
-/// A producer on a fake broker that logs each Produce request's partitions in `log` and
-/// answers every partition with success.
-async fn producer_on_fake_broker(log: Arc<Mutex<Vec<Sent>>>) -> Producer {
-    let port = serve(Arc::new(move |req: &Request, port| {
+/// A fake broker that logs each Produce request's partitions in `log` and answers every
+/// partition with success, after `hold`; returns its port.
+async fn fake_broker(log: Arc<Mutex<Vec<Sent>>>, hold: Duration) -> u16 {
+    serve(Arc::new(move |req: &Request, port| {
         if let Some(reply) = standard(req, port, &[(TOPIC, 2)]) {
             return reply;
         }
@@ -99,9 +111,20 @@ async fn producer_on_fake_broker(log: Arc<Mutex<Vec<Sent>>>) -> Producer {
         let sent = parse_produce(&req.body);
         let answer = produce_answer(&sent);
         log.lock().unwrap().push(sent);
+        std::thread::sleep(hold);
         Reply::Body(answer)
     }))
-    .await;
+    .await
+}
+
+/// A producer on a fake broker that logs each Produce request's partitions in `log` and
+/// answers every partition with success at once.
+async fn producer_on_fake_broker(log: Arc<Mutex<Vec<Sent>>>) -> Producer {
+    producer_on(fake_broker(log, Duration::ZERO).await).await
+}
+
+/// A producer on the fake broker at `port`.
+async fn producer_on(port: u16) -> Producer {
     let mut config = Config::builder()
         .brokers([format!("127.0.0.1:{port}")])
         .request_timeout(Duration::from_secs(10))
@@ -212,4 +235,74 @@ async fn a_task_queueing_in_a_loop_lets_the_other_tasks_on_its_thread_run() {
         d.await.unwrap();
     }
     p.close().await.unwrap();
+}
+
+/// krafka change 21: while a batch is in flight, its partition's next batch cannot be sent,
+/// and the send engine used to listen to its command channel then: a sender queueing records
+/// one by one (meshbus signs each first) woke the engine, and a runtime thread, once a record.
+/// Now, while records stream in, the engine looks at the channel when it wakes anyway (a
+/// response) or a linger later. The engine's runtime has one worker thread, whose parks count
+/// the engine's wakes (the fake broker runs on a runtime of its own and holds each answer
+/// HOLD, so batches stay in flight while the records come); the sender is the test's thread,
+/// as a signing caller's is. Without the change the worker parked about once a record (1,900
+/// times for 2,000); with it, about once a linger.
+#[test]
+fn a_steady_sender_wakes_the_send_engine_about_once_a_linger_not_once_a_record() {
+    let runtime = |workers| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let broker = runtime(1);
+    let port = broker.block_on(fake_broker(Arc::default(), HOLD));
+    let client = runtime(1);
+    let p = client.block_on(producer_on(port));
+    // The producer started and the topic known.
+    client
+        .block_on(p.send_raw(TOPIC, None, vec![1; 10], BTreeMap::new()))
+        .unwrap();
+    let mut conclusive = 0;
+    for _ in 0..ATTEMPTS {
+        if conclusive == 2 {
+            break;
+        }
+        let parks_before = client.metrics().worker_park_count(0);
+        let started = Instant::now();
+        let pending = client.block_on(async {
+            let mut pending = Vec::with_capacity(STEADY_RECORDS);
+            for _ in 0..STEADY_RECORDS {
+                pending.push(
+                    p.enqueue_raw(TOPIC, None, Some(vec![0; 100]), BTreeMap::new())
+                        .await
+                        .unwrap(),
+                );
+                let spaced = Instant::now();
+                while spaced.elapsed() < SPACING {
+                    std::hint::spin_loop();
+                }
+            }
+            pending
+        });
+        let elapsed = started.elapsed();
+        let parks = client.metrics().worker_park_count(0) - parks_before;
+        client.block_on(async {
+            for d in pending {
+                d.await.unwrap();
+            }
+        });
+        let lingers = elapsed.as_secs_f64() / LINGER.as_secs_f64();
+        if (STEADY_RECORDS as f64) < RECORDS_A_LINGER_TO_TELL * lingers {
+            continue;
+        }
+        // A wake a linger, one a response, and room for the runtime's own.
+        assert!(
+            parks as f64 <= 2.0 * lingers + 20.0,
+            "the send engine's thread parked {parks} times for {STEADY_RECORDS} records queued in {elapsed:?} ({lingers:.0} lingers)"
+        );
+        conclusive += 1;
+    }
+    assert!(conclusive > 0, "the sender was too slow in every attempt");
+    client.block_on(p.close()).unwrap();
 }

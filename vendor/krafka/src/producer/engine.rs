@@ -366,6 +366,8 @@ pub(crate) fn spawn(
         generation: 1,
         channel_closed: false,
         doorbell: Arc::clone(&doorbell),
+        appends_taken: 0,
+        streaming: false,
     };
     let handle = tokio::spawn(engine.run(receiver));
     (sender, doorbell, handle)
@@ -400,6 +402,12 @@ struct Engine {
     generation: u64,
     channel_closed: bool,
     doorbell: Arc<Doorbell>,
+    /// Appends taken so far (wrapping): whether a turn took any.
+    appends_taken: u64,
+    /// Appends are streaming in (the last look at the channel found some):
+    /// a wave that leaves no batch open does not listen for the next append
+    /// (meshbus change 21).
+    streaming: bool,
 }
 
 impl Engine {
@@ -413,13 +421,25 @@ impl Engine {
             if self.channel_closed && self.active.is_empty() && self.requests.is_empty() {
                 break;
             }
-            let wake = self.next_wake(now);
+            let mut wake = self.next_wake(now);
             // meshbus change 17: while a timer is due within `linger`, appends
             // wait on the channel for it (or for the doorbell) instead of
             // waking the engine one by one; a batch lingers from its first
             // append's queue time, so none waits longer than it would have.
             let linger = self.config.linger;
+            // meshbus change 21: while appends stream in, a wave that left no
+            // batch open does not listen for the next append either: the
+            // engine looks at the channel when it wakes for a response, or
+            // `linger` from now at the latest, and the batch that append
+            // opened lingers from its queue time as before. A look that
+            // finds no append ends the stream.
+            let tick = (self.streaming && !linger.is_zero() && wake > now + linger)
+                .then(|| now + linger);
+            if let Some(tick) = tick {
+                wake = tick;
+            }
             let quiet = !backlog && !linger.is_zero() && wake <= now + linger;
+            let appends_before = self.appends_taken;
             tokio::select! {
                 command = commands.recv(), if !self.channel_closed && !quiet => match command {
                     Some(command) => self.handle(command),
@@ -439,6 +459,11 @@ impl Engine {
                 () = tokio::time::sleep_until(wake) => {}
             }
             backlog = self.take_commands(&mut commands);
+            if self.appends_taken != appends_before {
+                self.streaming = true;
+            } else if tick.is_some_and(|tick| Instant::now() >= tick) {
+                self.streaming = false;
+            }
         }
         debug!("producer send engine stopped");
     }
@@ -559,6 +584,7 @@ impl Engine {
             queued_at,
         } = append;
         self.doorbell.taken(size);
+        self.appends_taken = self.appends_taken.wrapping_add(1);
         if let IdentityState::Fatal(error) = &self.identity {
             waiter.answer(
                 &*self.config.interceptor,
