@@ -342,6 +342,8 @@ fn main() {
     let trials = if bench_mode { SIGNING_TRIALS } else { 1 };
     let mut signing_trials: Vec<SigningTrial> = (0..trials)
         .map(|_| {
+            // The broker's compilers quiet first: the last run may have set off compiles.
+            settle(&b);
             let bare = bare_sign_seconds(n.max(1000));
             let anomalies = (0..n).map(|i| sample::anomaly(i as u64, SIZE)).collect();
             let signed_run = rt.block_on(run_meshbus(
