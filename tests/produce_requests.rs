@@ -47,6 +47,8 @@ const SPACING: Duration = Duration::from_micros(50);
 /// Fewer records a linger than this and the attempt cannot tell one wake a record from one
 /// a linger (a loaded machine slowed the sender): it is not counted.
 const RECORDS_A_LINGER_TO_TELL: f64 = 4.0;
+/// Conclusive attempts that end the steady-sender test early.
+const STEADY_ENOUGH: usize = 2;
 
 /// One Produce request as the broker saw it: (partition, records) per partition.
 type Sent = Vec<(i32, i32)>;
@@ -265,7 +267,7 @@ fn a_steady_sender_wakes_the_send_engine_about_once_a_linger_not_once_a_record()
         .unwrap();
     let mut conclusive = 0;
     for _ in 0..ATTEMPTS {
-        if conclusive == 2 {
+        if conclusive == STEADY_ENOUGH {
             break;
         }
         let parks_before = client.metrics().worker_park_count(0);

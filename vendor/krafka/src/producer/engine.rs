@@ -366,7 +366,8 @@ pub(crate) fn spawn(
         generation: 1,
         channel_closed: false,
         doorbell: Arc::clone(&doorbell),
-        appends_taken: 0,
+        took_append: false,
+        last_append_turn: None,
         streaming: false,
     };
     let handle = tokio::spawn(engine.run(receiver));
@@ -402,11 +403,13 @@ struct Engine {
     generation: u64,
     channel_closed: bool,
     doorbell: Arc<Doorbell>,
-    /// Appends taken so far (wrapping): whether a turn took any.
-    appends_taken: u64,
-    /// Appends are streaming in (the last look at the channel found some):
-    /// a wave that leaves no batch open does not listen for the next append
-    /// (meshbus change 21).
+    /// This turn took an append.
+    took_append: bool,
+    /// When the last turn that took appends ended.
+    last_append_turn: Option<Instant>,
+    /// Appends are streaming in (two turns took some within twice the
+    /// linger, and no look since found none): a turn with no timer within
+    /// `linger` does not listen for the next append (meshbus change 21).
     streaming: bool,
 }
 
@@ -427,19 +430,20 @@ impl Engine {
             // waking the engine one by one; a batch lingers from its first
             // append's queue time, so none waits longer than it would have.
             let linger = self.config.linger;
-            // meshbus change 21: while appends stream in, a wave that left no
-            // batch open does not listen for the next append either: the
-            // engine looks at the channel when it wakes for a response, or
-            // `linger` from now at the latest, and the batch that append
-            // opened lingers from its queue time as before. A look that
-            // finds no append ends the stream.
+            // meshbus change 21: while appends stream in, a turn with no
+            // timer within `linger` (a wave left no batch open, or the open
+            // ones wait for their partition's batch in flight) does not
+            // listen for the next append either: the engine looks at the
+            // channel when it wakes for a response, or `linger` from now at
+            // the latest, and the batch that append opened lingers from its
+            // queue time as before. A look that finds no append ends the
+            // stream.
             let tick = (self.streaming && !linger.is_zero() && wake > now + linger)
                 .then(|| now + linger);
             if let Some(tick) = tick {
                 wake = tick;
             }
             let quiet = !backlog && !linger.is_zero() && wake <= now + linger;
-            let appends_before = self.appends_taken;
             tokio::select! {
                 command = commands.recv(), if !self.channel_closed && !quiet => match command {
                     Some(command) => self.handle(command),
@@ -459,8 +463,15 @@ impl Engine {
                 () = tokio::time::sleep_until(wake) => {}
             }
             backlog = self.take_commands(&mut commands);
-            if self.appends_taken != appends_before {
-                self.streaming = true;
+            if std::mem::take(&mut self.took_append) {
+                // A stream is two turns with appends within twice the linger
+                // (a timer turn comes up to a tick of the timer late): a lone
+                // record does not start one, so it costs no extra look.
+                let at = Instant::now();
+                self.streaming = self
+                    .last_append_turn
+                    .is_some_and(|last| at.duration_since(last) < linger * 2);
+                self.last_append_turn = Some(at);
             } else if tick.is_some_and(|tick| Instant::now() >= tick) {
                 self.streaming = false;
             }
@@ -584,7 +595,7 @@ impl Engine {
             queued_at,
         } = append;
         self.doorbell.taken(size);
-        self.appends_taken = self.appends_taken.wrapping_add(1);
+        self.took_append = true;
         if let IdentityState::Fatal(error) = &self.identity {
             waiter.answer(
                 &*self.config.interceptor,
