@@ -462,8 +462,8 @@ fn main() {
     // difference here (the same in-process loop reads up to 40% slow in some runs on an idle
     // machine). The trial with the median one-thread ratio gives the table's rows; every
     // trial is printed.
-    let trials = if bench_mode { TRIALS } else { 1 };
-    let mut trials: Vec<Trial> = (0..trials)
+    let count = if bench_mode { TRIALS } else { 1 };
+    let mut trials: Vec<Trial> = (0..count)
         .map(|i| {
             let (bare, verifier) = in_process_rates(&signer, &records);
             let layer = meshbus_layer(&b, &config, TOPIC, n, &format!("bench-meshbus-raw-{i}"));

@@ -339,12 +339,13 @@ fn main() {
     // the machine's state. A lone pair of runs could not show a 10% difference here: the same
     // bare-signature loop read 17.0 us in one run and 25.0 us in the next on an idle machine.
     // The trial with the median ratio is quoted; every trial is printed.
+    let reps = n.max(1000);
     let trials = if bench_mode { SIGNING_TRIALS } else { 1 };
     let mut signing_trials: Vec<SigningTrial> = (0..trials)
         .map(|_| {
             // The broker's compilers quiet first: the last run may have set off compiles.
             settle(&b);
-            let bare = bare_sign_seconds(n.max(1000));
+            let bare = bare_sign_seconds(reps);
             let anomalies = (0..n).map(|i| sample::anomaly(i as u64, SIZE)).collect();
             let signed_run = rt.block_on(run_meshbus(
                 &b,
@@ -396,7 +397,6 @@ fn main() {
             rt.block_on(run_meshbus(&b, &p, &signer, &topic, raw(count, size))),
         ));
     }
-    let reps = n.max(1000);
     // meshbus's signer alone, in the same conditions as the bare loop (no transport beside
     // it): what the signed run's queueing thread does per record, less the queueing.
     let alone: Vec<AnomalyEvent> = (0..reps).map(|i| sample::anomaly(i as u64, SIZE)).collect();

@@ -366,9 +366,7 @@ pub(crate) fn spawn(
         generation: 1,
         channel_closed: false,
         doorbell: Arc::clone(&doorbell),
-        took_append: false,
-        last_append_turn: None,
-        streaming: false,
+        stream: AppendStream::default(),
     };
     let handle = tokio::spawn(engine.run(receiver));
     (sender, doorbell, handle)
@@ -403,14 +401,49 @@ struct Engine {
     generation: u64,
     channel_closed: bool,
     doorbell: Arc<Doorbell>,
+    /// Whether appends are streaming in (meshbus change 21).
+    stream: AppendStream,
+}
+
+/// Whether appends are streaming in (meshbus change 21): two turns took
+/// appends within twice the linger, and no look since found none. While they
+/// are, a turn with no timer within `linger` does not listen for the next
+/// append: the engine looks at the channel when it wakes for a response, or
+/// `linger` from now at the latest, and the batch that append opened lingers
+/// from its queue time as before.
+#[derive(Debug, Default)]
+struct AppendStream {
     /// This turn took an append.
     took_append: bool,
     /// When the last turn that took appends ended.
     last_append_turn: Option<Instant>,
-    /// Appends are streaming in (two turns took some within twice the
-    /// linger, and no look since found none): a turn with no timer within
-    /// `linger` does not listen for the next append (meshbus change 21).
-    streaming: bool,
+    /// Appends are streaming in.
+    on: bool,
+}
+
+impl AppendStream {
+    /// When this turn looks at the channel at the latest instead of
+    /// listening to it: `linger` from `now`, while streaming and no timer
+    /// (`wake`) is due within `linger`.
+    fn tick(&self, now: Instant, wake: Instant, linger: Duration) -> Option<Instant> {
+        (self.on && !linger.is_zero() && wake > now + linger).then(|| now + linger)
+    }
+
+    /// Ends a turn that had `tick`: a turn with appends starts or keeps a
+    /// stream if the last one was within twice the linger (a timer turn
+    /// comes up to a tick of the timer late; a lone record starts none, so
+    /// it costs no extra look); a look at the tick that found none ends it.
+    fn end_turn(&mut self, tick: Option<Instant>, linger: Duration) {
+        if std::mem::take(&mut self.took_append) {
+            let at = Instant::now();
+            self.on = self
+                .last_append_turn
+                .is_some_and(|last| at.duration_since(last) < linger * 2);
+            self.last_append_turn = Some(at);
+        } else if tick.is_some_and(|tick| Instant::now() >= tick) {
+            self.on = false;
+        }
+    }
 }
 
 impl Engine {
@@ -430,16 +463,10 @@ impl Engine {
             // waking the engine one by one; a batch lingers from its first
             // append's queue time, so none waits longer than it would have.
             let linger = self.config.linger;
-            // meshbus change 21: while appends stream in, a turn with no
-            // timer within `linger` (a wave left no batch open, or the open
-            // ones wait for their partition's batch in flight) does not
-            // listen for the next append either: the engine looks at the
-            // channel when it wakes for a response, or `linger` from now at
-            // the latest, and the batch that append opened lingers from its
-            // queue time as before. A look that finds no append ends the
-            // stream.
-            let tick = (self.streaming && !linger.is_zero() && wake > now + linger)
-                .then(|| now + linger);
+            // meshbus change 21: nor while appends stream in and no timer is
+            // due within `linger` (a wave left no batch open, or the open ones
+            // wait for their partition's batch in flight).
+            let tick = self.stream.tick(now, wake, linger);
             if let Some(tick) = tick {
                 wake = tick;
             }
@@ -463,18 +490,7 @@ impl Engine {
                 () = tokio::time::sleep_until(wake) => {}
             }
             backlog = self.take_commands(&mut commands);
-            if std::mem::take(&mut self.took_append) {
-                // A stream is two turns with appends within twice the linger
-                // (a timer turn comes up to a tick of the timer late): a lone
-                // record does not start one, so it costs no extra look.
-                let at = Instant::now();
-                self.streaming = self
-                    .last_append_turn
-                    .is_some_and(|last| at.duration_since(last) < linger * 2);
-                self.last_append_turn = Some(at);
-            } else if tick.is_some_and(|tick| Instant::now() >= tick) {
-                self.streaming = false;
-            }
+            self.stream.end_turn(tick, linger);
         }
         debug!("producer send engine stopped");
     }
@@ -595,7 +611,7 @@ impl Engine {
             queued_at,
         } = append;
         self.doorbell.taken(size);
-        self.took_append = true;
+        self.stream.took_append = true;
         if let IdentityState::Fatal(error) = &self.identity {
             waiter.answer(
                 &*self.config.interceptor,
