@@ -10,8 +10,9 @@
 //! keyless records, no cap on sends in flight beyond the buffer; meshbus queues with
 //! `Producer::enqueue_raw` and awaits the answers after.
 //!
-//! Every client runs twice, in turn (two rounds); the second round is the one compared, the
-//! first is printed too. Signing's cost is compared with a bare signature's in five trials,
+//! Every client runs six times, in turn (six rounds; a smoke run makes two). The first round
+//! is not compared (the broker still warms in it); each client's figures are the medians of
+//! the other five, beside their range, and every round's table is printed too. Signing's cost is compared with a bare signature's in five trials,
 //! each a bare-signature loop, a signed run and a pre-signed run back to back; the median
 //! trial is quoted.
 //!
@@ -48,8 +49,10 @@ const QUIET_WARMUPS: usize = 3;
 /// ...of CPU: two clock ticks, the resolution of `/proc`'s CPU times.
 const JIT_QUIET_SECONDS: f64 = 0.02;
 
-/// Rounds of every client in turn; the last is the one compared.
-const ROUNDS: usize = 2;
+/// Rounds of every client in turn in a bench run; all but the first are compared, by their
+/// medians. One round against the next moved a row by up to 40% here (Sarama's unsigned rate
+/// read 415,225 and then 577,162 records/s), so a lone round decides nothing.
+const ROUNDS: usize = 6;
 
 struct Row {
     client: &'static str,
@@ -164,6 +167,13 @@ fn run_peer(b: &broker::Broker, peer: broker::Peer, topic: &str, values: &[Vec<u
         broker_cpu,
         broker_jit,
     }
+}
+
+/// The least, the median (the upper of the middle two, for an even count) and the greatest.
+fn spread(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    (v[0], v[v.len() / 2], v[v.len() - 1])
 }
 
 /// Trials of the signing comparison (a bench run; a smoke run makes one).
@@ -295,7 +305,7 @@ fn main() {
             break;
         }
     }
-    // Two rounds of every client in turn, the second the one compared: the warm-up above is
+    // ROUNDS rounds of every client in turn, all but the first compared: the warm-up above is
     // meshbus's, and the broker still warms during the first round, to the benefit of whichever
     // client comes later in it (meshbus's first row ran at half its later rate in some runs).
     // MESHBUS_BENCH_ONLY=meshbus leaves the peers out (for profiling meshbus alone).
@@ -303,7 +313,12 @@ fn main() {
     let only = std::env::var("MESHBUS_BENCH_ONLY").unwrap_or_default();
     let peers = only != "meshbus" && only != "signing";
     let mut rounds: Vec<Vec<(&str, Row)>> = Vec::new();
-    for _ in 0..if only == "signing" { 0 } else { ROUNDS } {
+    let round_count = match (only.as_str(), bench_mode) {
+        ("signing", _) => 0,
+        (_, true) => ROUNDS,
+        (_, false) => 2,
+    };
+    for _ in 0..round_count {
         let mut rows = vec![
             (
                 "unsigned",
@@ -420,15 +435,32 @@ fn main() {
         )
     };
     for (round, rows) in rounds.iter().enumerate() {
-        let which = if round + 1 == ROUNDS {
-            " (compared)"
-        } else {
-            ""
-        };
-        println!("\nround {} of {ROUNDS}{which}", round + 1);
+        let which = if round == 0 { " (not compared)" } else { "" };
+        println!("\nround {} of {round_count}{which}", round + 1);
         println!("\n| client | records | seconds | records/s | client CPU s per 100k | broker CPU s per 100k | of which its JIT compilers |\n|---|---|---:|---:|---:|---:|---:|");
         for (kind, r) in rows {
             line(kind, r);
+        }
+    }
+    // Each client's median over the compared rounds, records/s and CPU each on its own.
+    if let Some(compared) = rounds.get(1..).filter(|c| !c.is_empty()) {
+        println!(
+            "\nmedians of rounds 2-{round_count} (compared; the range beside)\n\n| client | records | records/s | client CPU s per 100k |\n|---|---|---:|---:|"
+        );
+        for (i, (kind, first)) in compared[0].iter().enumerate() {
+            let rates = spread(compared.iter().map(|rows| {
+                let r = &rows[i].1;
+                r.records as f64 / r.seconds
+            }));
+            let cpus = spread(
+                compared
+                    .iter()
+                    .map(|rows| per_100k(rows[i].1.cpu, &rows[i].1)),
+            );
+            println!(
+                "| {} | {kind} | {:.0} ({:.0}-{:.0}) | {:.2} ({:.2}-{:.2}) |",
+                first.client, rates.1, rates.0, rates.2, cpus.1, cpus.0, cpus.2
+            );
         }
     }
     let median = &signing_trials[signing_trials.len() / 2];
