@@ -449,8 +449,15 @@ fn main() {
         return;
     }
     if std::env::var("MESHBUS_BENCH_ONLY").as_deref() == Ok("verified") {
-        // For profiling meshbus's verified consumer alone: three one-thread rows.
+        // For profiling meshbus's verified consumer alone: three one-thread rows, each after
+        // the in-process verifier on the same records, to set them side by side.
         for i in 0..3 {
+            let (bare, verifier) = in_process_rates(&signer, &records);
+            println!(
+                "in process: bare crypto {:.2}, SPEC 4 verifier {:.2} CPU s per 100k",
+                1e5 / bare,
+                1e5 / verifier
+            );
             row(
                 "meshbus consumer, 1 thread",
                 &meshbus_verified(&b, &config, TOPIC, n, 1, &format!("bench-verified-{i}")),
