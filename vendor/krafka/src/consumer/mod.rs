@@ -632,6 +632,11 @@ impl Consumer {
                 };
                 max.saturating_add(headroom)
             });
+            // meshbus patch: batches an earlier round fetched but left
+            // undecoded are decoded before anything is fetched again.
+            if self.decode_held(budget) {
+                continue;
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             // meshbus patch: the round may outlast the poll's timeout while a
             // response is still arriving; the application is polling then.

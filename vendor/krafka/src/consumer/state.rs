@@ -90,6 +90,10 @@ pub(super) struct CompletedFetch {
     pub(super) next_offset: Offset,
     /// Leader epoch of the batch `next_offset` sits just past.
     pub(super) next_epoch: Option<i32>,
+    /// meshbus patch: the response's batches the record budget left
+    /// undecoded, from the batch the budget cut on; decoded by a later poll
+    /// once `records` is handed out, instead of fetched again.
+    pub(super) rest: Option<bytes::Bytes>,
 }
 
 /// Everything the consumer tracks for one assigned partition.
@@ -119,6 +123,10 @@ pub(super) struct PartitionRecord {
     pub(super) delivering: bool,
     /// Fetched records not handed out yet.
     pub(super) buffered: Option<CompletedFetch>,
+    /// meshbus patch: fetched batches not decoded yet (a
+    /// [`CompletedFetch::rest`]), starting at or before `position`; the
+    /// partition is not fetched while it holds them.
+    pub(super) undecoded: Option<bytes::Bytes>,
     /// Latest high watermark from a fetch response.
     pub(super) high_watermark: Option<Offset>,
     /// When `high_watermark` was last updated.
@@ -150,7 +158,8 @@ impl PartitionRecord {
         self.backoff.is_none_or(|(next, _)| now >= next)
     }
 
-    /// The next offset a fetch for this partition would start from.
+    /// The next offset a fetch for this partition would start from (with
+    /// undecoded bytes held, the offset their decoding starts from).
     pub(super) fn fetch_position(&self) -> Option<Offset> {
         match &self.buffered {
             Some(fetch) => Some(fetch.next_offset),
@@ -330,6 +339,7 @@ impl SubscriptionState {
             record.reset = None;
             record.validated = false;
             record.buffered = None;
+            record.undecoded = None;
             record.delivering = false;
             record.backoff = None;
         }
@@ -350,6 +360,7 @@ impl SubscriptionState {
             record.reset = Some(reset);
             record.validated = false;
             record.buffered = None;
+            record.undecoded = None;
             record.delivering = false;
             record.backoff = None;
         }
@@ -479,6 +490,7 @@ impl SubscriptionState {
         r.reset = None;
         r.validated = true;
         r.buffered = None;
+        r.undecoded = None;
         r.delivering = false;
         old
     }
@@ -576,6 +588,7 @@ impl SubscriptionState {
             if r.paused
                 || r.delivering
                 || r.buffered.is_some()
+                || r.undecoded.is_some()
                 || r.reset.is_some()
                 || !r.backoff_elapsed(now)
             {
@@ -595,6 +608,52 @@ impl SubscriptionState {
             targets.rotate_left(turn);
         }
         targets
+    }
+
+    /// meshbus patch: fetched bytes held undecoded, by every partition.
+    pub(super) fn held_bytes(&self) -> usize {
+        self.partitions
+            .values()
+            .map(|r| {
+                r.undecoded.as_ref().map_or(0, bytes::Bytes::len)
+                    + r.buffered
+                        .as_ref()
+                        .and_then(|f| f.rest.as_ref())
+                        .map_or(0, bytes::Bytes::len)
+            })
+            .sum()
+    }
+
+    /// meshbus patch: takes out the undecoded batches of every positioned,
+    /// unpaused partition with nothing buffered or in delivery, each with the
+    /// target a decode of them installs against (as a fetch's would).
+    pub(super) fn take_undecoded(&mut self) -> Vec<(FetchTarget, bytes::Bytes)> {
+        let mut out = Vec::new();
+        for (key, r) in self.partitions.iter_mut() {
+            let Some(offset) = r.position else { continue };
+            if r.paused || r.delivering || r.buffered.is_some() || r.reset.is_some() {
+                continue;
+            }
+            if let Some(bytes) = r.undecoded.take() {
+                out.push((
+                    FetchTarget {
+                        key: key.clone(),
+                        version: r.version,
+                        offset,
+                        last_fetched_epoch: r.epoch.unwrap_or(-1),
+                        preferred_replica: None,
+                    },
+                    bytes,
+                ));
+            }
+        }
+        // Taken in turn, as fetch targets are: they share one record budget.
+        if !out.is_empty() {
+            let turn = self.rotation % out.len();
+            self.rotation = self.rotation.wrapping_add(1);
+            out.rotate_left(turn);
+        }
+        out
     }
 
     /// Install a fetch result, if the partition is still where the fetch was
@@ -620,6 +679,7 @@ impl SubscriptionState {
                     r.epoch = fetch.next_epoch;
                 }
             }
+            r.undecoded = fetch.rest;
         } else {
             r.buffered = Some(fetch);
         }
@@ -765,6 +825,7 @@ impl SubscriptionState {
                 if fetch.records.is_empty() {
                     let next = fetch.next_offset;
                     let next_epoch = fetch.next_epoch;
+                    r.undecoded = fetch.rest.take();
                     r.buffered = None;
                     if r.position.is_none_or(|p| next > p) {
                         r.position = Some(next);
@@ -909,6 +970,7 @@ mod tests {
             next_offset: offsets.end,
             records: offsets.map(|o| record(topic, partition, o)).collect(),
             next_epoch: Some(3),
+            rest: None,
         }
     }
 
@@ -1001,6 +1063,49 @@ mod tests {
         let r = state.partition(&key("t", 0)).unwrap();
         assert_eq!(r.position, Some(7));
         assert!(r.buffered.is_none());
+    }
+
+    #[test]
+    fn a_held_rest_is_taken_for_decoding_once_the_records_before_it_are_out() {
+        let mut state = SubscriptionState::default();
+        state.add_partitions([key("t", 0)]);
+        state.seek(&key("t", 0), 0).unwrap();
+        let target = state.fetch_targets(Instant::now()).remove(0);
+        let mut fetch = fetched("t", 0, 0..3);
+        fetch.rest = Some(bytes::Bytes::from_static(b"undecoded batches"));
+        assert!(state.install_fetch(&target, fetch));
+        assert_eq!(state.held_bytes(), 17);
+        assert!(state.take_undecoded().is_empty(), "records come first");
+        let delivery = state.take_delivery(10).unwrap();
+        let _ = state.complete_delivery(delivery, 3);
+        assert!(
+            state.fetch_targets(Instant::now()).is_empty(),
+            "held bytes are decoded, not fetched again"
+        );
+        state.set_paused("t", &[0], true);
+        assert!(state.take_undecoded().is_empty(), "not while paused");
+        state.set_paused("t", &[0], false);
+        let held = state.take_undecoded();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].0.offset, 3);
+        assert_eq!(held[0].1.as_ref(), b"undecoded batches");
+        assert_eq!(state.held_bytes(), 0);
+    }
+
+    #[test]
+    fn a_seek_drops_the_held_rest() {
+        let mut state = SubscriptionState::default();
+        state.add_partitions([key("t", 0)]);
+        state.seek(&key("t", 0), 0).unwrap();
+        let target = state.fetch_targets(Instant::now()).remove(0);
+        let mut fetch = fetched("t", 0, 0..0);
+        fetch.next_offset = 0;
+        fetch.rest = Some(bytes::Bytes::from_static(b"held"));
+        assert!(state.install_fetch(&target, fetch));
+        assert_eq!(state.held_bytes(), 4);
+        state.seek(&key("t", 0), 0).unwrap();
+        assert_eq!(state.held_bytes(), 0);
+        assert_eq!(state.fetch_targets(Instant::now()).len(), 1);
     }
 
     #[test]

@@ -46,6 +46,12 @@ pub(super) struct PartitionDecodeOutcome {
     /// A batch failed to decode for a reason other than the benign
     /// truncated-tail case; the caller records it on the metrics sink.
     pub(super) corrupt: bool,
+    /// meshbus patch: what the record budget left undecoded, from the batch
+    /// it cut on (its records below the new position are skipped when it is
+    /// decoded). Only kept when the response listed no aborted transaction,
+    /// so decoding it later needs no state of this walk; otherwise `None`,
+    /// and the rest is fetched again.
+    pub(super) rest: Option<bytes::Bytes>,
 }
 
 /// Advance a partition's pending position bookkeeping through `batch_end`.
@@ -106,7 +112,9 @@ pub(super) fn decode_partition_batches(
         last_epoch: -1,
         error: None,
         corrupt: false,
+        rest: None,
     };
+    let keep_rest = aborted_txns.is_empty();
 
     // For READ_COMMITTED, the broker still includes data batches from aborted
     // transactions in the FetchResponse but lists their (producer_id,
@@ -131,8 +139,14 @@ pub(super) fn decode_partition_batches(
     while batch_buf.len() >= 12 {
         // Decoding a batch only to discard it is the waste the budget bounds.
         if record_budget.as_deref().is_some_and(|b| *b == 0) {
+            if keep_rest {
+                outcome.rest = Some(batch_buf);
+            }
             break;
         }
+        // The batch about to be walked, kept (a reference count, no copy) in
+        // case the budget cuts it short.
+        let batch_start = batch_buf.clone();
         // Header first: a data batch of an aborted transaction is skipped
         // without decompressing or decoding its records.
         if let Ok(header) = RecordBatchHeader::peek(&batch_buf)
@@ -301,8 +315,11 @@ pub(super) fn decode_partition_batches(
                 if budget_exhausted {
                     // The batch was cut short mid-delivery: the position must
                     // stop at the last record pushed so the remainder is
-                    // re-fetched, not skipped. Deliberately no batch-level
-                    // advance here.
+                    // decoded later (from the rest) or re-fetched, not
+                    // skipped. Deliberately no batch-level advance here.
+                    if keep_rest {
+                        outcome.rest = Some(batch_start);
+                    }
                     break;
                 }
 
@@ -612,6 +629,97 @@ mod tests {
             "a budget-cut batch must not be skipped over"
         );
         assert_eq!(budget, 0);
+    }
+
+    /// Walks `rest` (a walk's undecoded rest) from `fetch_offset`.
+    fn walk_rest(
+        rest: bytes::Bytes,
+        fetch_offset: Offset,
+        budget: Option<&mut usize>,
+    ) -> (Vec<ConsumerRecord>, PartitionDecodeOutcome) {
+        let mut records = Vec::new();
+        let outcome = decode_partition_batches(
+            "walk-topic",
+            0,
+            rest,
+            fetch_offset,
+            Vec::new(),
+            budget,
+            RecordBatch::MAX_DECOMPRESSED_SIZE,
+            &mut records,
+        );
+        (records, outcome)
+    }
+
+    #[test]
+    fn budget_cut_keeps_the_undecoded_rest_and_it_decodes_to_exactly_the_remainder() {
+        // Three batches, 100..=102, 103..=105, 106..=108; a budget of 4 cuts
+        // the second batch after 103. The rest starts at the cut batch, and
+        // walking it from the next position gives 104..=108, each once.
+        let batches = [
+            walk_batch(100, 2, &[0, 1, 2]),
+            walk_batch(103, 2, &[0, 1, 2]),
+            walk_batch(106, 2, &[0, 1, 2]),
+        ];
+        let mut budget = 4usize;
+        let (records, outcome) = walk(&batches, 100, Some(&mut budget));
+        let offsets: Vec<Offset> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![100, 101, 102, 103]);
+        assert_eq!(outcome.last_offset, Some(103));
+        let rest = outcome.rest.expect("the budget left batches undecoded");
+
+        // Again with a budget: 104, 105 and then 106, the rest now starting
+        // at the third batch.
+        let mut budget = 3usize;
+        let (records, outcome) = walk_rest(rest, 104, Some(&mut budget));
+        let offsets: Vec<Offset> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![104, 105, 106]);
+        let rest = outcome.rest.expect("the third batch was cut");
+
+        let (records, outcome) = walk_rest(rest, 107, None);
+        let offsets: Vec<Offset> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![107, 108]);
+        assert_eq!(outcome.last_offset, Some(108));
+        assert!(outcome.rest.is_none(), "everything was decoded");
+    }
+
+    #[test]
+    fn budget_ending_on_a_batch_boundary_keeps_the_next_batches() {
+        let batches = [walk_batch(0, 1, &[0, 1]), walk_batch(2, 1, &[0, 1])];
+        let mut budget = 2usize;
+        let (records, outcome) = walk(&batches, 0, Some(&mut budget));
+        assert_eq!(records.len(), 2);
+        assert_eq!(outcome.last_offset, Some(1), "the first batch walked in full");
+        let (records, _) = walk_rest(outcome.rest.expect("the second batch is held"), 2, None);
+        let offsets: Vec<Offset> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![2, 3]);
+    }
+
+    #[test]
+    fn no_rest_is_kept_when_the_response_lists_aborted_transactions() {
+        // Decoding the rest later would need this walk's aborted-producer
+        // state: the rest is fetched again instead.
+        let mut buf = bytes::BytesMut::new();
+        for batch in [walk_batch(0, 1, &[0, 1]), walk_batch(2, 1, &[0, 1])] {
+            buf.extend_from_slice(&batch.encode().expect("encode batch"));
+        }
+        let mut budget = 1usize;
+        let mut records = Vec::new();
+        let outcome = decode_partition_batches(
+            "walk-topic",
+            0,
+            buf.freeze(),
+            0,
+            vec![crate::protocol::AbortedTransaction {
+                producer_id: 9,
+                first_offset: 50,
+            }],
+            Some(&mut budget),
+            RecordBatch::MAX_DECOMPRESSED_SIZE,
+            &mut records,
+        );
+        assert_eq!(records.len(), 1);
+        assert!(outcome.rest.is_none());
     }
 
     #[test]

@@ -253,6 +253,82 @@ impl Consumer {
         }
     }
 
+    /// meshbus patch: decodes, within `budget`, the batches earlier rounds
+    /// fetched but left undecoded (see [`CompletedFetch::rest`]) for the
+    /// partitions that handed out everything decoded before them, and
+    /// installs the records as a fetch would. Returns whether any partition
+    /// got records or moved. Batches that fail to decode are dropped: the
+    /// partition fetches them again, and the fetch reports the fault.
+    pub(super) fn decode_held(&self, mut budget: Option<usize>) -> bool {
+        if budget == Some(0) {
+            return false;
+        }
+        let held = self.state.lock().take_undecoded();
+        if held.is_empty() {
+            return false;
+        }
+        let mut decoded = Vec::with_capacity(held.len());
+        for (target, bytes) in held {
+            let taken = bytes.len();
+            let mut out = Vec::new();
+            let outcome = decode_partition_batches(
+                &target.key.0,
+                target.key.1,
+                bytes,
+                target.offset,
+                Vec::new(),
+                budget.as_mut(),
+                self.config.max_decompressed_size,
+                &mut out,
+            );
+            if outcome.corrupt {
+                self.metrics.record_batch_decode_error();
+            }
+            // A rest under half of the bytes it came from is copied, so a
+            // shrinking rest does not keep its first copy alive.
+            let rest = outcome.rest.map(|rest| {
+                if rest.len() * 2 < taken {
+                    Bytes::copy_from_slice(&rest)
+                } else {
+                    rest
+                }
+            });
+            let fetch = match (outcome.error, outcome.last_offset) {
+                (None, Some(last)) => CompletedFetch {
+                    records: VecDeque::from(out),
+                    next_offset: last.saturating_add(1),
+                    next_epoch: (outcome.last_epoch >= 0).then_some(outcome.last_epoch),
+                    rest,
+                },
+                // Untouched (no budget left for it): still held.
+                (None, None) if rest.is_some() => CompletedFetch {
+                    records: VecDeque::new(),
+                    next_offset: target.offset,
+                    next_epoch: None,
+                    rest,
+                },
+                _ => continue,
+            };
+            decoded.push((target, fetch));
+        }
+        let mut state = self.state.lock();
+        let mut moved = false;
+        for (target, fetch) in decoded {
+            let progress = !fetch.records.is_empty() || fetch.next_offset > target.offset;
+            moved |= state.install_fetch(&target, fetch) && progress;
+        }
+        drop(state);
+        if moved {
+            self.update_gauges();
+        }
+        moved
+    }
+
+    /// meshbus patch: the most fetched-but-undecoded bytes held at once.
+    fn held_bytes_max(&self) -> usize {
+        usize::try_from(self.config.fetch_max_bytes).unwrap_or(0)
+    }
+
     /// Decode and install a round's responses, and act on partition errors.
     async fn apply_fetched(
         &self,
@@ -267,6 +343,19 @@ impl Consumer {
         for p in &fetched {
             let records = match (&p.records, p.error_code.is_ok(), &p.diverging_epoch) {
                 (Some(records), true, None) if budget != Some(0) => records.clone(),
+                // meshbus patch: no budget left, the records are held as they
+                // came for a later poll to decode, not fetched again.
+                (Some(records), true, None)
+                    if p.aborted_transactions.is_empty() && records.len() >= 12 =>
+                {
+                    decoded.push(Decoded::Fetch(CompletedFetch {
+                        records: VecDeque::new(),
+                        next_offset: p.target.offset,
+                        next_epoch: None,
+                        rest: Some(records.clone()),
+                    }));
+                    continue;
+                }
                 _ => {
                     decoded.push(Decoded::Nothing);
                     continue;
@@ -296,8 +385,17 @@ impl Consumer {
                     records: VecDeque::from(out),
                     next_offset: last.saturating_add(1),
                     next_epoch: (outcome.last_epoch >= 0).then_some(outcome.last_epoch),
+                    rest: outcome.rest,
                 }),
-                (None, None) => Decoded::Nothing,
+                (None, None) => match outcome.rest {
+                    Some(rest) => Decoded::Fetch(CompletedFetch {
+                        records: VecDeque::new(),
+                        next_offset: p.target.offset,
+                        next_epoch: None,
+                        rest: Some(rest),
+                    }),
+                    None => Decoded::Nothing,
+                },
             });
         }
 
@@ -308,6 +406,8 @@ impl Consumer {
             let now = Instant::now();
             let replica_expiry = now + self.metadata.max_age();
             let mut state = self.state.lock();
+            // meshbus patch: undecoded bytes held, kept up to date below.
+            let mut held = state.held_bytes();
             for (p, decoded) in fetched.into_iter().zip(decoded) {
                 let key = &p.target.key;
                 state.update_watermarks(
@@ -394,7 +494,18 @@ impl Consumer {
                 }
 
                 match decoded {
-                    Decoded::Fetch(fetch) => {
+                    Decoded::Fetch(mut fetch) => {
+                        // meshbus patch: a rest is held in a copy of its own
+                        // (not pinning the response), and only while all held
+                        // stays within `fetch_max_bytes`; past that it is
+                        // fetched again.
+                        fetch.rest = fetch.rest.and_then(|rest| {
+                            let room = held.saturating_add(rest.len()) <= self.held_bytes_max();
+                            room.then(|| {
+                                held += rest.len();
+                                Bytes::copy_from_slice(&rest)
+                            })
+                        });
                         if !state.install_fetch(&p.target, fetch) {
                             trace!(
                                 topic = %key.0,
