@@ -878,9 +878,18 @@ mod tests {
         let text = error.to_string();
         assert!(text.contains("t-3 offset 17"), "{text}");
         assert!(text.contains("2 partitions affected"), "{text}");
-        assert_eq!(
-            error.protocol_error_kind(),
-            Some(ProtocolErrorKind::CrcMismatch)
+        // meshbus patch: a typed error now, its kind a field of its own.
+        assert!(
+            matches!(
+                error,
+                KrafkaError::UndecodableBatch {
+                    kind: ProtocolErrorKind::CrcMismatch,
+                    partition: 3,
+                    offset: 17,
+                    ..
+                }
+            ),
+            "{error:?}"
         );
     }
 }
